@@ -1,0 +1,141 @@
+"""Self-describing training checkpoints: save atomically, load safely, rebuild the model.
+
+A checkpoint is a dict of plain tensors, numbers, strings, lists and dicts, so that
+`torch.load(path, weights_only=True)` reads it and a stranger's file cannot run code.
+It carries the model's config, so it rebuilds its model with no flags.
+"""
+
+from __future__ import annotations
+
+import pickle
+import platform
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__, spec
+from .errors import CheckpointError
+from .files import atomic_write, sha256
+from .model import MnistCNN
+
+FORMAT = "mnist-edge-checkpoint"
+FORMAT_VERSION = 1
+ARCHITECTURE = "mnist-cnn-3conv"
+CHECKPOINT_NAME = "mnist_cnn.pt"
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded checkpoint (see `save` for the keys)."""
+
+    path: Path
+    model_state: dict[str, torch.Tensor]
+    model_config: dict[str, Any]  # architecture, image_size, in_channels, num_classes
+    train_config: dict[str, Any] = field(default_factory=dict)
+    epoch: int = 0
+    metrics: list[dict[str, Any]] = field(default_factory=list)  # one dict per epoch
+    test_accuracy: float | None = None  # percent, after the last epoch
+    data_sha256: dict[str, str] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    optimizer_state: dict[str, Any] | None = None
+
+    def build_model(self) -> MnistCNN:
+        """The model with these weights, in eval mode, on the CPU."""
+        kw = {k: self.model_config[k] for k in ("image_size", "in_channels", "num_classes")}
+        model = MnistCNN(**kw)
+        try:
+            model.load_state_dict(self.model_state, strict=True)
+        except RuntimeError as exc:
+            first = str(exc).strip().splitlines()
+            raise CheckpointError(
+                f"{self.path} holds weights of another architecture: "
+                f"{' '.join(line.strip() for line in first[:3])[:300]}"
+            ) from exc
+        return model.eval()
+
+    def sha256(self) -> str:
+        return sha256(self.path)
+
+
+def versions() -> dict[str, str]:
+    """Plain-string versions (torch.__version__ is a class that weights_only refuses)."""
+    import torchvision
+
+    return {
+        "mnist_edge": __version__,
+        "torch": str(torch.__version__),
+        "torchvision": str(torchvision.__version__),
+        "python": platform.python_version(),
+    }
+
+
+def model_config() -> dict[str, Any]:
+    return {
+        "architecture": ARCHITECTURE,
+        "image_size": spec.IMAGE_SIZE,
+        "in_channels": spec.CHANNELS,
+        "num_classes": spec.NUM_CLASSES,
+    }
+
+
+def save(path: Path, payload: dict[str, Any]) -> None:
+    """Write a checkpoint dict atomically (temp file in the same folder, then rename)."""
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
+    atomic_write(Path(path), lambda tmp: torch.save(full, tmp))
+
+
+def _is_bare_state_dict(obj: Any) -> bool:
+    return isinstance(obj, dict) and "conv1.weight" in obj and "fc.weight" in obj
+
+
+def load(path: Path | str) -> Checkpoint:
+    """Load and validate a checkpoint (also a bare state_dict of this architecture)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}; train one with `mnist-edge train`")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):
+            raise CheckpointError(f"{path} is not a readable checkpoint (corrupt?)") from exc
+        raise CheckpointError(
+            f"{path} holds objects other than plain tensors and numbers, so it is not loaded "
+            "(weights_only=True); re-save it as a state_dict"
+        ) from exc
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint (corrupt or truncated)"
+        ) from exc
+    if _is_bare_state_dict(obj):  # e.g. torch.save(model.state_dict()) from the original script
+        return Checkpoint(path=path, model_state=obj, model_config=model_config())
+    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an mnist-edge checkpoint")
+    if obj.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer mnist-edge; upgrade to read it")
+    cfg = obj.get("model_config", {})
+    if cfg.get("architecture") != ARCHITECTURE:
+        raise CheckpointError(
+            f"{path} is a checkpoint of architecture {cfg.get('architecture')!r}, "
+            f"not {ARCHITECTURE!r}"
+        )
+    return Checkpoint(
+        path=path,
+        model_state=obj["model_state"],
+        model_config=cfg,
+        train_config=obj.get("train_config", {}),
+        epoch=int(obj.get("epoch", 0)),
+        metrics=list(obj.get("metrics", [])),
+        test_accuracy=obj.get("test_accuracy"),
+        data_sha256=dict(obj.get("data_sha256", {})),
+        versions=dict(obj.get("versions", {})),
+        optimizer_state=obj.get("optimizer_state"),
+    )
+
+
+def load_model(path: Path | str) -> tuple[MnistCNN, Checkpoint]:
+    """Load a checkpoint and rebuild its model (eval mode)."""
+    ckpt = load(path)
+    return ckpt.build_model(), ckpt

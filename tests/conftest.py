@@ -1,0 +1,93 @@
+"""Shared fixtures: MNIST (real when $MNIST_EDGE_DATA points at it, else synthetic) and a
+small trained checkpoint.
+
+Synthetic MNIST: digits drawn with Pillow's font at random sizes, offsets and rotations, written
+as gzipped IDX files in torchvision's layout. A CNN learns them, so accuracy tests mean something
+on either kind of data.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REAL = os.environ.get("MNIST_EDGE_DATA")
+TRAIN_N, TEST_N = 2500, 1000  # synthetic sizes
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    """Write a uint8 array as a gzipped IDX file (magic 2049 labels / 2051 images)."""
+    magic = 2051 if array.ndim == 3 else 2049
+    header = struct.pack(">II", magic, array.shape[0]) + b"".join(
+        struct.pack(">I", d) for d in array.shape[1:]
+    )
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def draw_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 28, 28) uint8 white-on-black digits and their labels."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 10, n)
+    fonts = {s: ImageFont.load_default(size=s) for s in range(18, 25)}
+    images = np.zeros((n, 28, 28), np.uint8)
+    for i, label in enumerate(labels):
+        im = Image.new("L", (28, 28))
+        pos = (14 + int(rng.integers(-2, 3)), 14 + int(rng.integers(-2, 3)))
+        ImageDraw.Draw(im).text(
+            pos,
+            str(label),
+            fill=255,
+            font=fonts[int(rng.integers(18, 25))],
+            anchor="mm",
+            stroke_width=1,
+            stroke_fill=255,
+        )
+        im = im.rotate(float(rng.uniform(-8, 8)), resample=Image.BILINEAR)
+        noisy = np.asarray(im, np.float32) + rng.normal(0, 5, (28, 28))
+        images[i] = np.clip(noisy, 0, 255)
+    return images, labels
+
+
+def make_synthetic_mnist(root: Path, train_n: int = TRAIN_N, test_n: int = TEST_N) -> Path:
+    """Write ROOT/MNIST/raw/*.gz with synthetic digits; returns ROOT."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    for prefix, n, seed in (("train", train_n, 0), ("t10k", test_n, 1)):
+        images, labels = draw_digits(n, seed)
+        write_idx(raw / f"{prefix}-images-idx3-ubyte.gz", images)
+        write_idx(raw / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return root
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Keep the user's ~/.cache out of the tests."""
+    os.environ["MNIST_EDGE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
+@pytest.fixture(scope="session")
+def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with MNIST/raw/*.gz: the real set when $MNIST_EDGE_DATA is set."""
+    if REAL:
+        return Path(REAL)
+    return make_synthetic_mnist(tmp_path_factory.mktemp("mnist"))
+
+
+@pytest.fixture(scope="session")
+def trained(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint trained for 1 epoch on 2,000 images (tested on 1,000)."""
+    from mnist_edge.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("trained")
+    cfg = TrainConfig(
+        epochs=1, limit=2000, test_limit=1000, data_dir=str(mnist_dir), output_dir=str(out)
+    )
+    return train(cfg).checkpoint

@@ -1,0 +1,94 @@
+import json
+import re
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from mnist_edge.cli import app
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_clean_error(result, fragment: str):
+    """One red line on stderr, a non-zero exit, no traceback."""
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert fragment in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_help_lists_the_commands():
+    result = run("--help")
+    assert result.exit_code == 0
+    for command in ("train", "evaluate"):
+        assert command in result.output
+
+
+def test_train_accepts_the_original_flag_spellings(mnist_dir, tmp_path):
+    result = run(
+        "train", "--epochs", 1, "--batch_size", 32, "--learning_rate", 0.002, "--limit", 256,
+        "--test-limit", 100, "--data-dir", mnist_dir, "--output-dir", tmp_path, "--threads", 2,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert re.search(r"epoch 1/1 .*test accuracy \d+\.\d\d%", result.output)
+    assert f"checkpoint {tmp_path / 'mnist_cnn.pt'}" in result.output
+    cfg = torch.load(tmp_path / "mnist_cnn.pt", weights_only=True)["train_config"]
+    assert (cfg["batch_size"], cfg["learning_rate"]) == (32, 0.002)
+
+
+def test_evaluate_prints_accuracy_and_writes_json(trained, mnist_dir, tmp_path):
+    out = tmp_path / "eval.json"
+    result = run(
+        "evaluate", "--checkpoint", trained, "--data-dir", mnist_dir, "--test-limit", 1000,
+        "--json", out,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    match = re.search(r"accuracy (\d+\.\d\d)% \((\d+)/1000", result.output)
+    assert match, result.output
+    report = json.loads(out.read_text())
+    assert f"{report['accuracy']:.2f}" == match.group(1)
+    assert int(match.group(2)) == sum(report["confusion"][i][i] for i in range(10))
+    assert sum(map(sum, report["confusion"])) == report["n"] == 1000
+    assert len(report["per_class_accuracy"]) == 10
+    assert "confusion matrix" in result.output
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["train", "--epochs", "0"], "epochs must be at least 1"),
+        (["train", "--learning-rate", "-1"], "learning rate must be a positive"),
+        (["train", "--batch-size", "0"], "batch size must be at least 1"),
+        (["evaluate", "--checkpoint", "/nonexistent/mnist_cnn.pt"], "no checkpoint at"),
+    ],
+)
+def test_bad_input_gets_one_clean_line(args, fragment):
+    assert_clean_error(run(*args), fragment)
+
+
+def test_data_dir_without_mnist_is_a_clean_error(trained, tmp_path):
+    assert_clean_error(run("evaluate", "--checkpoint", trained, "--data-dir", tmp_path), "no MNIST")
+
+
+def test_corrupt_checkpoint_is_a_clean_error(tmp_path):
+    bad = tmp_path / "mnist_cnn.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a zip")
+    assert_clean_error(run("evaluate", "--checkpoint", bad), "not a readable checkpoint")
+
+
+def test_unwritable_output_dir_is_a_clean_error(mnist_dir, tmp_path):
+    (tmp_path / "file").write_text("")
+    result = run("train", "--data-dir", mnist_dir, "--output-dir", tmp_path / "file" / "out")
+    assert_clean_error(result, "cannot write to the output folder")
+
+
+def test_limit_larger_than_data_is_a_clean_error(mnist_dir, tmp_path):
+    result = run("train", "--data-dir", mnist_dir, "--output-dir", tmp_path, "--limit", 10**8)
+    assert_clean_error(result, "larger than")
+    assert not (tmp_path / "mnist_cnn.pt").exists()
