@@ -29,6 +29,8 @@ install: $(VENV)/.installed
 demo: install
 	$(BIN)/mnist-edge train $(TRAIN_FLAGS) --output-dir $(OUT)
 	$(BIN)/mnist-edge evaluate --checkpoint $(OUT)/mnist_cnn.pt --json $(OUT)/evaluation.json
+	$(BIN)/mnist-edge export --format all --checkpoint $(OUT)/mnist_cnn.pt --output-dir $(OUT) \
+		--json $(OUT)/parity.json
 
 lint: install
 	$(BIN)/ruff check mnist_edge tests benchmarks

@@ -192,6 +192,141 @@ def evaluate_cmd(
         console.print(f"wrote {json_path}")
 
 
+Atol = Annotated[float, typer.Option("--atol", help="Absolute tolerance per element.")]
+Rtol = Annotated[float, typer.Option("--rtol", help="Relative tolerance per element.")]
+
+
+def _fmt(value: float | None, spec: str = ".2e") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def render_parity(report: Any) -> None:
+    """One table per artifact, then the verdict."""
+    for art in report.artifacts:
+        verdict = "[green]PASS[/green]" if art.passed else "[red]FAIL[/red]"
+        table = Table(title=f"{art.path} ({art.format}) {verdict}", title_justify="left")
+        for col in (
+            "inputs",
+            "n",
+            "max |d|",
+            "p99 |d|",
+            "max rel",
+            "min atol",
+            "argmax %",
+            "acc %",
+        ):
+            table.add_column(col, justify="left" if col == "inputs" else "right")
+        table.add_column("ok")
+        for g in art.groups:
+            table.add_row(
+                g.name,
+                str(g.n),
+                _fmt(g.max_abs_diff),
+                _fmt(g.p99_abs_diff),
+                _fmt(g.max_rel_diff),
+                _fmt(g.min_atol),
+                f"{g.argmax_agreement:.2f}",
+                _fmt(g.candidate_accuracy, ".2f"),
+                "yes" if g.passed else "[red]NO[/red]",
+            )
+        console.print(table)
+    console.print(
+        f"tolerances: atol {report.atol:g}, rtol {report.rtol:g} (an element passes within either)"
+    )
+
+
+def finish_parity(report: Any, json_path: Path | None) -> None:
+    """Write --json, then exit 1 naming the failed artifacts, if any."""
+    from .files import write_json
+
+    if json_path:
+        write_json(json_path, report.to_dict())
+        console.print(f"wrote {json_path}")
+    failed = [a.path for a in report.artifacts if not a.passed]
+    if failed:
+        raise fail(f"parity FAILED for {', '.join(failed)}", code=1)
+    console.print(f"[green]parity passed[/green] for {len(report.artifacts)} artifact(s)")
+
+
+@app.command("export")
+@handle_errors
+def export_cmd(
+    format: Annotated[
+        str, typer.Option("--format", help="onnx, torchscript, pt2, or all (comma-separated ok).")
+    ] = "onnx",
+    checkpoint: CheckpointOpt = DEFAULT_CHECKPOINT,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", help="Artifact folder.")
+    ] = DEFAULT_DIR,
+    opset: Annotated[int | None, typer.Option("--opset", help="ONNX opset.")] = None,
+    no_parity: Annotated[bool, typer.Option("--no-parity", help="Skip the parity check.")] = False,
+    data_dir: DataDir = None,
+    test_limit: TestLimit = None,
+    atol: Atol = 1e-4,
+    rtol: Rtol = 1e-3,
+    json_path: JsonOut = None,
+) -> None:
+    """Export the checkpoint, then check the exports against PyTorch (parity)."""
+    from .export import FORMATS, ExportConfig, export, record_parity
+    from .parity import check_checkpoint
+
+    names = [f.strip() for f in format.split(",") if f.strip()]
+    formats = FORMATS if names == ["all"] else tuple(names)
+    cfg = ExportConfig(
+        checkpoint=str(checkpoint), output_dir=str(output_dir), formats=formats, opset=opset
+    )
+    artifacts = export(cfg)
+    for art in artifacts:
+        console.print(f"wrote {output_dir / art.file}  ({art.format}, {art.bytes:,} bytes)")
+    if no_parity:
+        console.print("parity skipped (--no-parity); run `mnist-edge parity` to check")
+        return
+    report = check_checkpoint(
+        checkpoint,
+        [(art.path(output_dir), art.format) for art in artifacts],
+        data_dir=_opt(data_dir),
+        test_limit=test_limit,
+        atol=atol,
+        rtol=rtol,
+    )
+    record_parity(output_dir, {Path(a.path).name: a.verdict() for a in report.artifacts})
+    render_parity(report)
+    finish_parity(report, json_path)
+
+
+@app.command("parity")
+@handle_errors
+def parity_cmd(
+    artifacts: Annotated[
+        list[Path] | None, typer.Argument(help="Exported files (default: the manifest's).")
+    ] = None,
+    checkpoint: CheckpointOpt = DEFAULT_CHECKPOINT,
+    output_dir: Annotated[
+        Path, typer.Option("--output-dir", help="Folder of manifest.json.")
+    ] = DEFAULT_DIR,
+    data_dir: DataDir = None,
+    test_limit: TestLimit = None,
+    atol: Atol = 1e-4,
+    rtol: Rtol = 1e-3,
+    json_path: JsonOut = None,
+) -> None:
+    """Compare exported models with the checkpoint's PyTorch model; exit 1 on a mismatch."""
+    from .export import manifest_artifacts, record_parity
+    from .parity import check_checkpoint, guess_format
+
+    if artifacts:
+        targets = [(Path(p), guess_format(p)) for p in artifacts]
+    else:
+        targets = [(a.path(output_dir), a.format) for a in manifest_artifacts(output_dir)]
+    report = check_checkpoint(
+        checkpoint, targets, data_dir=_opt(data_dir), test_limit=test_limit, atol=atol, rtol=rtol
+    )
+    if not artifacts:
+        record_parity(output_dir, {Path(a.path).name: a.verdict() for a in report.artifacts})
+    render_parity(report)
+    finish_parity(report, json_path)
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

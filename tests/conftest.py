@@ -91,3 +91,13 @@ def trained(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         epochs=1, limit=2000, test_limit=1000, data_dir=str(mnist_dir), output_dir=str(out)
     )
     return train(cfg).checkpoint
+
+
+@pytest.fixture(scope="session")
+def exported(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The trained checkpoint exported in every format (no parity run), in its own folder."""
+    from mnist_edge.export import FORMATS, ExportConfig, export
+
+    out = tmp_path_factory.mktemp("exported")
+    export(ExportConfig(checkpoint=str(trained), output_dir=str(out), formats=FORMATS))
+    return out

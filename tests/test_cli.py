@@ -92,3 +92,57 @@ def test_limit_larger_than_data_is_a_clean_error(mnist_dir, tmp_path):
     result = run("train", "--data-dir", mnist_dir, "--output-dir", tmp_path, "--limit", 10**8)
     assert_clean_error(result, "larger than")
     assert not (tmp_path / "mnist_cnn.pt").exists()
+
+
+def test_export_all_runs_parity_and_records_it(trained, mnist_dir, tmp_path):
+    report = tmp_path / "parity.json"
+    result = run(
+        "export", "--format", "all", "--checkpoint", trained, "--output-dir", tmp_path,
+        "--data-dir", mnist_dir, "--test-limit", 300, "--json", report,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "parity passed for 3 artifact(s)" in result.output
+    manifest = json.loads((tmp_path / "manifest.json").read_text())["artifacts"]
+    assert set(manifest) == {"mnist_cnn.onnx", "mnist_cnn.torchscript.pt", "mnist_cnn.pt2"}
+    for entry in manifest.values():
+        assert entry["parity"]["passed"] is True
+        assert entry["parity"]["argmax_agreement"] == 100.0
+    assert json.loads(report.read_text())["passed"] is True
+    # parity with no artifact named: every artifact in the manifest
+    again = run(
+        "parity", "--checkpoint", trained, "--output-dir", tmp_path, "--data-dir", mnist_dir,
+        "--test-limit", 100,
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert again.output.count("PASS") == 3
+
+
+def test_parity_fails_with_exit_1_naming_the_artifact(trained, exported, mnist_dir, tmp_path):
+    import onnx
+
+    model = onnx.load(str(exported / "mnist_cnn.onnx"))
+    next(n for n in model.graph.node if n.op_type == "LogSoftmax").op_type = "Softmax"
+    bad = tmp_path / "softmax.onnx"
+    onnx.save(model, str(bad))
+    result = run(
+        "parity", bad, exported / "mnist_cnn.pt2", "--checkpoint", trained,
+        "--data-dir", mnist_dir, "--test-limit", 100,
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert f"parity FAILED for {bad}" in result.stderr
+    assert "mnist_cnn.pt2" not in result.stderr  # the good one is not blamed
+
+
+def test_export_bad_inputs_are_clean_errors(trained, tmp_path):
+    assert_clean_error(run("export", "--format", "tflite", "--checkpoint", trained), "tflite")
+    assert_clean_error(
+        run("export", "--checkpoint", tmp_path / "none.pt", "--output-dir", tmp_path),
+        "no checkpoint at",
+    )
+    (tmp_path / "junk.onnx").write_bytes(b"junk")
+    assert_clean_error(
+        run("parity", tmp_path / "junk.onnx", "--checkpoint", trained), "not a loadable ONNX"
+    )
+    assert_clean_error(
+        run("parity", "--checkpoint", trained, "--output-dir", tmp_path), "no artifacts to check"
+    )

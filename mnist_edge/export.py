@@ -1,0 +1,222 @@
+"""Checkpoint -> ONNX / TorchScript / torch.export (.pt2), plus OUTPUT_DIR/manifest.json.
+
+Every artifact carries the preprocessing contract (spec.Contract) and its provenance in its own
+metadata, is written atomically, and is listed in the manifest with its sha256 and, once checked,
+its parity verdict.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__, spec
+from .checkpoint import Checkpoint
+from .checkpoint import load as load_checkpoint
+from .errors import ArtifactError, ConfigError, MnistEdgeError
+from .files import atomic_write, sha256, write_json
+
+FORMATS = ("onnx", "torchscript", "pt2")
+FILENAMES = {
+    "onnx": "mnist_cnn.onnx",
+    "torchscript": "mnist_cnn.torchscript.pt",
+    "pt2": "mnist_cnn.pt2",
+}
+MANIFEST = "manifest.json"
+EXTRA_FILE = "mnist_edge.json"  # metadata inside TorchScript / .pt2 archives
+EXAMPLE_BATCH = 4  # an example batch of 1 would silently fix the batch dimension at 1
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """What to export, from where, to where."""
+
+    checkpoint: str = "exports/mnist_cnn.pt"  # training checkpoint to export
+    output_dir: str = "exports"  # artifacts and manifest.json go here
+    formats: tuple[str, ...] = ("onnx",)  # any of FORMATS
+    opset: int | None = None  # ONNX opset; None = torch.onnx's default
+
+    def __post_init__(self) -> None:
+        unknown = [f for f in self.formats if f not in FORMATS]
+        if unknown or not self.formats:
+            raise ConfigError(
+                f"unknown export format {', '.join(unknown) or '(none)'}; "
+                f"choose from {', '.join(FORMATS)} or all"
+            )
+        if self.opset is not None and not 13 <= self.opset <= 25:
+            raise ConfigError(f"opset {self.opset} is out of range; use 13..25 (default: torch's)")
+
+
+@dataclass
+class Artifact:
+    """One exported file, as listed in the manifest."""
+
+    file: str  # file name inside the output folder
+    format: str
+    bytes: int
+    sha256: str
+    opset: int | None
+    created: str  # UTC, ISO 8601
+    source_checkpoint: str
+    source_checkpoint_sha256: str
+    parity: dict[str, Any] | None = None  # verdict and key figures, once checked
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def path(self, output_dir: Path | str) -> Path:
+        return Path(output_dir) / self.file
+
+
+def metadata(ckpt: Checkpoint, fmt: str, opset: int | None) -> dict[str, str]:
+    """Contract + provenance as string key/values."""
+    meta = spec.Contract().to_metadata()
+    p = spec.METADATA_PREFIX
+    meta.update(
+        {
+            p + "format": fmt,
+            p + "opset": str(opset) if opset else "",
+            p + "source_checkpoint_sha256": ckpt.sha256(),
+            p + "test_accuracy": "" if ckpt.test_accuracy is None else f"{ckpt.test_accuracy:.4f}",
+            p + "epochs_trained": str(ckpt.epoch),
+            p + "version": __version__,
+            p + "torch_version": str(torch.__version__),
+        }
+    )
+    return meta
+
+
+def _example() -> torch.Tensor:
+    torch.manual_seed(0)
+    return torch.randn(EXAMPLE_BATCH, *spec.INPUT_SHAPE)  # (4, 1, 28, 28)
+
+
+def _dynamic_batch() -> dict[str, Any]:
+    return {"x": {0: torch.export.Dim("batch", min=1, max=65536)}}  # keyed by forward's arg
+
+
+def export_onnx(model: torch.nn.Module, meta: dict[str, str], dest: Path, opset: int | None) -> int:
+    """Write one self-contained .onnx file; returns its opset."""
+    import onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(
+            model,
+            (_example(),),
+            dynamo=True,
+            input_names=[spec.INPUT_NAME],
+            output_names=[spec.OUTPUT_NAME],
+            dynamic_shapes=_dynamic_batch(),
+            opset_version=opset,
+            external_data=False,
+            verbose=False,
+        )
+    proto = program.model_proto
+    real_opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    meta = {**meta, spec.METADATA_PREFIX + "opset": str(real_opset)}
+    del proto.metadata_props[:]
+    for key, value in meta.items():
+        proto.metadata_props.add(key=key, value=value)
+    proto.doc_string = "MNIST CNN exported by mnist-edge; see metadata_props for preprocessing"
+    # torch's own verify step does not run the checker: run it ourselves, fully.
+    onnx.checker.check_model(proto, full_check=True)
+    atomic_write(dest, lambda tmp: onnx.save_model(proto, str(tmp)))
+    return real_opset
+
+
+def export_torchscript(model: torch.nn.Module, meta: dict[str, str], dest: Path) -> None:
+    """The eval-mode model traced, with the metadata as an extra file."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit is deprecated upstream; still widely used
+        traced = torch.jit.trace(model, _example())
+        extra = {EXTRA_FILE: json.dumps(meta)}
+        atomic_write(dest, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
+
+
+def export_pt2(model: torch.nn.Module, meta: dict[str, str], dest: Path) -> None:
+    """A torch.export ExportedProgram (PyTorch's recommended format) with dynamic batch."""
+    program = torch.export.export(model, (_example(),), dynamic_shapes=_dynamic_batch())
+    extra = {EXTRA_FILE: json.dumps(meta)}
+    atomic_write(dest, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
+
+
+def read_manifest(output_dir: Path | str) -> dict[str, Any]:
+    path = Path(output_dir) / MANIFEST
+    if not path.is_file():
+        return {"mnist_edge_version": __version__, "artifacts": {}}
+    try:
+        data = json.loads(path.read_text())
+        assert isinstance(data.get("artifacts"), dict)
+        return data
+    except (ValueError, AssertionError, AttributeError) as exc:
+        raise ArtifactError(f"{path} is not a valid manifest; delete it and export again") from exc
+
+
+def manifest_artifacts(output_dir: Path | str) -> list[Artifact]:
+    """Every artifact the manifest lists."""
+    entries = read_manifest(output_dir)["artifacts"].values()
+    return [Artifact(**entry) for entry in entries]
+
+
+def update_manifest(output_dir: Path | str, artifacts: list[Artifact]) -> Path:
+    """Add or replace these artifacts' entries; keeps the others."""
+    data = read_manifest(output_dir)
+    data["mnist_edge_version"] = __version__
+    for art in artifacts:
+        data["artifacts"][art.file] = asdict(art)
+    path = Path(output_dir) / MANIFEST
+    write_json(path, data)
+    return path
+
+
+def record_parity(output_dir: Path | str, verdicts: dict[str, dict[str, Any]]) -> None:
+    """Store parity verdicts (keyed by file name) in the manifest entries they belong to."""
+    data = read_manifest(output_dir)
+    for name, verdict in verdicts.items():
+        if name in data["artifacts"]:
+            checked = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+            data["artifacts"][name]["parity"] = {**verdict, "checked": checked}
+    write_json(Path(output_dir) / MANIFEST, data)
+
+
+def export(cfg: ExportConfig) -> list[Artifact]:
+    """Write the requested formats and list them in the manifest (parity not yet run)."""
+    ckpt = load_checkpoint(cfg.checkpoint)
+    model = ckpt.build_model()
+    out = Path(cfg.output_dir)
+    ckpt_sha = ckpt.sha256()
+    artifacts = []
+    for fmt in cfg.formats:
+        dest = out / FILENAMES[fmt]
+        opset = None
+        meta = metadata(ckpt, fmt, cfg.opset)
+        try:
+            if fmt == "onnx":
+                opset = export_onnx(model, meta, dest, cfg.opset)
+            elif fmt == "torchscript":
+                export_torchscript(model, meta, dest)
+            else:
+                export_pt2(model, meta, dest)
+        except MnistEdgeError:
+            raise
+        except Exception as exc:  # exporter failures come in many types; say which format broke
+            raise ArtifactError(f"exporting {fmt} failed: {str(exc)[:300]}") from exc
+        artifacts.append(
+            Artifact(
+                file=dest.name,
+                format=fmt,
+                bytes=dest.stat().st_size,
+                sha256=sha256(dest),
+                opset=opset,
+                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                source_checkpoint=str(Path(cfg.checkpoint)),
+                source_checkpoint_sha256=ckpt_sha,
+            )
+        )
+    update_manifest(out, artifacts)
+    return artifacts

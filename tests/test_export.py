@@ -1,0 +1,102 @@
+import json
+import zipfile
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from mnist_edge import spec
+from mnist_edge.errors import CheckpointError, ConfigError, OutputError
+from mnist_edge.export import FILENAMES, FORMATS, ExportConfig, export, manifest_artifacts
+from mnist_edge.files import sha256
+
+
+def test_onnx_is_valid_self_contained_and_named(exported):
+    path = exported / "mnist_cnn.onnx"
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert [p.name for p in exported.iterdir() if p.suffix == ".data"] == []  # no side file
+    assert [i.name for i in model.graph.input] == [spec.INPUT_NAME]
+    assert [o.name for o in model.graph.output] == [spec.OUTPUT_NAME]
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[0].dim_param and [d.dim_value for d in dims[1:]] == [1, 28, 28]
+
+
+@pytest.mark.parametrize("batch", [1, 3, 64])
+def test_onnx_batch_dimension_is_dynamic(exported, batch):
+    session = ort.InferenceSession(str(exported / "mnist_cnn.onnx"))
+    x = np.random.default_rng(batch).normal(size=(batch, 1, 28, 28)).astype(np.float32)
+    (out,) = session.run(None, {"input": x})
+    assert out.shape == (batch, 10) and out.dtype == np.float32
+    np.testing.assert_allclose(np.exp(out).sum(1), 1.0, rtol=1e-5)
+
+
+def test_onnx_metadata_carries_contract_and_provenance(exported, trained):
+    meta = {p.key: p.value for p in onnx.load(str(exported / "mnist_cnn.onnx")).metadata_props}
+    contract = spec.Contract.from_metadata(meta)
+    assert contract == spec.Contract()
+    assert contract.mean == 0.1307 and contract.std == 0.3081
+    assert float(meta["mnist_edge.pixel_scale"]) == pytest.approx(1 / 255)
+    assert meta["mnist_edge.input_layout"] == "NCHW"
+    assert json.loads(meta["mnist_edge.class_labels"]) == [str(d) for d in range(10)]
+    assert meta["mnist_edge.source_checkpoint_sha256"] == sha256(trained)
+    ck = torch.load(trained, weights_only=True)
+    assert float(meta["mnist_edge.test_accuracy"]) == pytest.approx(ck["test_accuracy"])
+    model_opset = onnx.load(str(exported / "mnist_cnn.onnx")).opset_import[0].version
+    assert int(meta["mnist_edge.opset"]) == model_opset
+    assert meta["mnist_edge.version"]
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "pt2"])
+def test_torch_formats_carry_the_same_metadata(exported, fmt):
+    with zipfile.ZipFile(exported / FILENAMES[fmt]) as z:
+        name = next(n for n in z.namelist() if n.endswith("mnist_edge.json"))
+        meta = json.loads(z.read(name))
+    assert spec.Contract.from_metadata(meta) == spec.Contract()
+    assert meta["mnist_edge.format"] == fmt
+
+
+def test_torch_formats_run_at_any_batch(exported):
+    ts = torch.jit.load(str(exported / FILENAMES["torchscript"]))
+    pt2 = torch.export.load(str(exported / FILENAMES["pt2"])).module()
+    for batch in (1, 3, 64):
+        x = torch.randn(batch, 1, 28, 28)
+        assert ts(x).shape == pt2(x).shape == (batch, 10)
+
+
+def test_manifest_lists_every_artifact(exported, trained):
+    arts = {a.format: a for a in manifest_artifacts(exported)}
+    assert set(arts) == set(FORMATS)
+    for art in arts.values():
+        path = exported / art.file
+        assert art.bytes == path.stat().st_size
+        assert art.sha256 == sha256(path)
+        assert art.source_checkpoint_sha256 == sha256(trained)
+        assert art.created.endswith("Z")
+    assert arts["onnx"].opset >= 18
+
+
+def test_export_again_replaces_cleanly(trained, tmp_path):
+    cfg = ExportConfig(checkpoint=str(trained), output_dir=str(tmp_path), formats=("onnx",))
+    first = export(cfg)[0]
+    second = export(cfg)[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.json", "mnist_cnn.onnx"]
+    assert len(manifest_artifacts(tmp_path)) == 1
+    assert first.sha256 == second.sha256  # the export is deterministic
+
+
+def test_unknown_format_and_bad_opset_are_refused():
+    with pytest.raises(ConfigError, match="unknown export format tflite"):
+        ExportConfig(formats=("tflite",))
+    with pytest.raises(ConfigError, match="opset 7"):
+        ExportConfig(opset=7)
+
+
+def test_missing_checkpoint_and_unwritable_dir(trained, tmp_path):
+    with pytest.raises(CheckpointError):
+        export(ExportConfig(checkpoint=str(tmp_path / "nope.pt"), output_dir=str(tmp_path)))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputError):
+        export(ExportConfig(checkpoint=str(trained), output_dir=str(tmp_path / "file" / "x")))

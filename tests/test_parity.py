@@ -1,0 +1,126 @@
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from mnist_edge import parity
+from mnist_edge.errors import ArtifactError
+from mnist_edge.export import FILENAMES
+
+
+def test_identical_outputs_pass_with_zero_differences():
+    ref = np.log(np.full((4, 10), 0.1, np.float32))
+    r = parity.compare("x", ref, ref.copy(), labels=np.zeros(4, int))
+    assert r and r.max_abs_diff == 0 and r.argmax_agreement == 100
+    assert r.min_atol == r.min_rtol == 0
+
+
+def test_element_passes_within_atol_or_rtol():
+    ref = np.array([[-100.0, -1e-6]], np.float32)
+    close_rel = np.array([[-100.05, -1e-6]], np.float32)  # |d|=0.05 > atol, rel 5e-4 < rtol
+    assert parity.compare("rel", ref, close_rel)
+    close_abs = np.array([[-100.0, -5e-5]], np.float32)  # rel huge, |d| < atol
+    assert parity.compare("abs", ref, close_abs)
+    off = np.array([[-100.2, -1e-6]], np.float32)  # |d|=0.2, rel 2e-3: beyond both
+    r = parity.compare("off", ref, off)
+    assert not r and r.failing_elements == 1
+    assert r.min_atol == pytest.approx(0.2, rel=1e-3)  # the atol that would have passed
+    assert r.min_rtol == pytest.approx(2e-3, rel=1e-3)
+
+
+def test_nan_in_candidate_fails():
+    ref = np.zeros((2, 10), np.float32)
+    cand = ref.copy()
+    cand[1, 3] = np.nan
+    assert not parity.compare("nan", ref, cand)
+
+
+def test_groups_cover_test_set_batch_sizes_and_edges():
+    images = np.zeros((300, 28, 28), np.uint8)
+    groups = parity.input_groups(images, np.zeros(300, int))
+    names = [g.name for g in groups]
+    assert names[:5] == ["test set", "batch 1", "batch 2", "batch 7", "batch 64"]
+    assert {"all background", "all ink", "uniform noise", "far out of range"} <= set(names)
+    assert groups[0].n == 300
+    assert {len(b) for b in groups[1].batches} == {1}
+    assert {len(b) for b in groups[3].batches} == {7, 2}
+
+
+@pytest.fixture(scope="module")
+def report(trained, exported, mnist_dir):
+    targets = [(exported / FILENAMES[f], f) for f in ("onnx", "torchscript", "pt2")]
+    return parity.check_checkpoint(trained, targets, data_dir=str(mnist_dir), test_limit=500)
+
+
+def test_exports_match_pytorch(report):
+    assert report.passed, [a.verdict() for a in report.artifacts]
+    for art in report.artifacts:
+        test = art.group("test set")
+        assert test.n == 500 and test.argmax_agreement == 100
+        assert test.candidate_accuracy == test.reference_accuracy
+        assert art.verdict()["max_abs_diff"] < 1e-3
+
+
+def test_report_serialises_with_polygraphy_style_keys(report):
+    d = report.to_dict()
+    group = d["artifacts"][0]["groups"][0]
+    for key in ("max_abs_diff", "max_rel_diff", "mean_abs_diff", "median_abs_diff",
+                "p99_abs_diff", "min_atol", "argmax_agreement", "candidate_accuracy"):  # fmt: skip
+        assert key in group
+    assert d["passed"] is True
+
+
+def edit_onnx(src: Path, dest: Path, edit) -> Path:
+    model = onnx.load(str(src))
+    edit(model)
+    onnx.save(model, str(dest))
+    return dest
+
+
+def perturb_weights(model):
+    """Add noise of 1% of the weights' spread to fc.weight: a subtly broken model."""
+    init = next(i for i in model.graph.initializer if i.name == "fc.weight")
+    w = numpy_helper.to_array(init)
+    noisy = w + np.random.default_rng(0).normal(0, 0.01 * w.std(), w.shape).astype(w.dtype)
+    init.CopyFrom(numpy_helper.from_array(noisy, init.name))
+
+
+def softmax_output(model):
+    """Probabilities instead of log-probabilities: same argmax, other numbers."""
+    node = next(n for n in model.graph.node if n.op_type == "LogSoftmax")
+    node.op_type = "Softmax"
+
+
+@pytest.mark.parametrize("edit", [perturb_weights, softmax_output])
+def test_checker_catches_injected_faults(trained, exported, mnist_dir, tmp_path, edit):
+    bad = edit_onnx(exported / "mnist_cnn.onnx", tmp_path / f"{edit.__name__}.onnx", edit)
+    r = parity.check_checkpoint(trained, [(bad, "onnx")], data_dir=str(mnist_dir), test_limit=200)
+    assert not r and not r.artifacts[0]
+    assert r.artifacts[0].path.endswith(f"{edit.__name__}.onnx")
+    assert "test set" in r.artifacts[0].verdict()["failed_groups"]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_onnx_of_another_model_is_refused(tmp_path):
+    import torch
+
+    from mnist_edge.model import MnistCNN
+
+    other = tmp_path / "big.onnx"
+    model = MnistCNN(image_size=32).eval()
+    torch.onnx.export(model, (torch.zeros(2, 1, 32, 32),), str(other), dynamo=False)
+    with pytest.raises(ArtifactError, match=r"expects .*32, 32"):
+        parity.load_runner(other, "onnx")
+
+
+def test_garbage_artifacts_are_refused(tmp_path):
+    for name in ("junk.onnx", "junk.pt2", "junk.torchscript.pt"):
+        (tmp_path / name).write_bytes(b"not a model")
+        with pytest.raises(ArtifactError):
+            parity.load_runner(tmp_path / name)
+    with pytest.raises(ArtifactError, match="cannot tell the format"):
+        parity.load_runner(tmp_path / "model.h5")
+    with pytest.raises(ArtifactError, match="no artifact at"):
+        parity.load_runner(tmp_path / "absent.onnx")
