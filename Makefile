@@ -31,6 +31,8 @@ demo: install
 	$(BIN)/mnist-edge evaluate --checkpoint $(OUT)/mnist_cnn.pt --json $(OUT)/evaluation.json
 	$(BIN)/mnist-edge export --format all --checkpoint $(OUT)/mnist_cnn.pt --output-dir $(OUT) \
 		--json $(OUT)/parity.json
+	$(BIN)/mnist-edge bench --model $(OUT)/mnist_cnn.onnx --checkpoint $(OUT)/mnist_cnn.pt \
+		--duration 1 --json $(OUT)/bench.json
 
 lint: install
 	$(BIN)/ruff check mnist_edge tests benchmarks

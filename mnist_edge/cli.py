@@ -7,11 +7,13 @@ Heavy modules (torch, onnx) are imported inside the commands that need them, so 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
@@ -25,7 +27,8 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(highlight=False, soft_wrap=True)
+# Wide tables stay readable in logs and CI (no terminal: rich would assume 80 columns).
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -178,7 +181,9 @@ def evaluate_cmd(
     correct = sum(r.confusion[i][i] for i in range(len(r.confusion)))
     console.print(f"test loss {r.loss:.4f}")
     console.print(f"accuracy {r.accuracy:.2f}% ({correct}/{r.n} test images)")
-    matrix = Table(title="confusion matrix (rows: true digit, columns: predicted)")
+    matrix = Table(
+        title="confusion matrix (rows: true digit, columns: predicted)", box=box.SIMPLE_HEAD
+    )
     matrix.add_column("true", justify="right")
     for digit in range(len(r.confusion)):
         matrix.add_column(str(digit), justify="right")
@@ -204,7 +209,9 @@ def render_parity(report: Any) -> None:
     """One table per artifact, then the verdict."""
     for art in report.artifacts:
         verdict = "[green]PASS[/green]" if art.passed else "[red]FAIL[/red]"
-        table = Table(title=f"{art.path} ({art.format}) {verdict}", title_justify="left")
+        table = Table(
+            title=f"{art.path} ({art.format}) {verdict}", title_justify="left", box=box.SIMPLE_HEAD
+        )
         for col in (
             "inputs",
             "n",
@@ -325,6 +332,156 @@ def parity_cmd(
         record_parity(output_dir, {Path(a.path).name: a.verdict() for a in report.artifacts})
     render_parity(report)
     finish_parity(report, json_path)
+
+
+DEFAULT_MODEL = DEFAULT_DIR / "mnist_cnn.onnx"
+
+
+@app.command("predict")
+@handle_errors
+def predict_cmd(
+    images: Annotated[list[Path], typer.Argument(help="Image files (PNG, JPEG, ...).")],
+    model: Annotated[Path, typer.Option("--model", help="ONNX model.")] = DEFAULT_MODEL,
+    top: Annotated[int, typer.Option("--top", min=1, max=10, help="Show the K best.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead.")] = False,
+    threads: Threads = None,
+) -> None:
+    """Classify digit images: one line per file with the label and its confidence."""
+    import json
+
+    from .errors import InputError
+    from .runtime import Predictor
+
+    predictor = Predictor(model, threads=threads)
+    rows, failed = [], 0
+    for path in images:
+        try:
+            best = predictor.predict_image(path).top(top)[0]
+        except InputError as exc:
+            failed += 1
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}")
+            continue
+        rows.append({"file": str(path), "label": best[0][0], "confidence": best[0][1],
+                     "top": [{"label": c, "probability": p} for c, p in best]})  # fmt: skip
+        if not as_json:
+            others = "  ".join(f"{c} {p:.1%}" for c, p in best[1:])
+            console.print(
+                f"{path}  {best[0][0]}  {best[0][1]:.1%}" + (f"  ({others})" if others else "")
+            )
+    if as_json:
+        console.print_json(json.dumps(rows))
+    if failed:
+        raise typer.Exit(EXIT_ERROR)
+
+
+def _ints(text: str, flag: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise fail(f"{flag} takes comma-separated integers, got {text!r}") from None
+
+
+@app.command("bench")
+@handle_errors
+def bench_cmd(
+    backends: Annotated[
+        str, typer.Option("--backends", help="Comma-separated: pytorch,torchscript,onnxruntime.")
+    ] = "pytorch,torchscript,onnxruntime",
+    batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="e.g. 1,8,64")] = "1,8,64",
+    threads: Annotated[
+        str | None, typer.Option("--threads", help="e.g. 1,2 (default: 1 and all cores)")
+    ] = None,
+    warmup: Annotated[int, typer.Option("--warmup", help="Untimed calls per case.")] = 10,
+    iterations: Annotated[
+        int | None, typer.Option("--iterations", help="Timed calls per case.")
+    ] = None,
+    duration: Annotated[
+        float, typer.Option("--duration", help="Seconds per case (without --iterations).")
+    ] = 2.0,
+    model: Annotated[Path, typer.Option("--model", help="ONNX model.")] = DEFAULT_MODEL,
+    checkpoint: CheckpointOpt = DEFAULT_CHECKPOINT,
+    torchscript: Annotated[
+        Path | None, typer.Option("--torchscript", help="Default: beside --model.")
+    ] = None,
+    data_dir: DataDir = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Default: benchmarks/results/bench-TIME.json")
+    ] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Latency plot (PNG).")] = None,
+    compare: Annotated[
+        Path | None, typer.Option("--compare", help="Baseline bench JSON to compare with.")
+    ] = None,
+    max_regression: Annotated[
+        float, typer.Option("--max-regression", help="Allowed worsening in percent.")
+    ] = 20.0,
+) -> None:
+    """Latency and throughput of PyTorch, TorchScript and ONNX Runtime, side by side."""
+    import os
+    import time
+
+    from . import bench
+    from .files import write_json
+
+    cfg = bench.BenchConfig(
+        backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
+        batch_sizes=_ints(batch_sizes, "--batch-sizes"),
+        threads=_ints(threads, "--threads") if threads else (1, os.cpu_count() or 1),
+        warmup=warmup,
+        iterations=iterations,
+        duration=duration,
+        model=str(model),
+        torchscript=str(torchscript or model.with_name("mnist_cnn.torchscript.pt")),
+        checkpoint=str(checkpoint),
+        data_dir=_opt(data_dir),
+    )
+    baseline = bench.load_baseline(compare) if compare else None
+    report = bench.bench(cfg)
+    render_bench(report)
+    path = json_path or Path("benchmarks/results") / time.strftime("bench-%Y%m%d-%H%M%S.json")
+    write_json(path, report.to_dict())
+    console.print(f"wrote {path}")
+    if plot:
+        bench.plot(report, plot)
+        console.print(f"wrote {plot}")
+    if baseline is not None:
+        found = bench.compare_to_baseline(report.to_dict(), baseline, max_regression)
+        for r in found:
+            err_console.print(
+                f"[red]regression:[/red] {r.backend} batch {r.batch_size} threads {r.threads} "
+                f"{r.metric} {r.baseline:.3f} -> {r.current:.3f} ({r.change_pct:+.1f}% worse)"
+            )
+        if found:
+            raise fail(
+                f"{len(found)} regression(s) beyond {max_regression:g}% against {compare}", 1
+            )
+        console.print(f"no regression beyond {max_regression:g}% against {compare}")
+
+
+def render_bench(report: Any) -> None:
+    env = report.environment
+    console.print(
+        f"{env['cpu']}, {env['cores']} cores ({', '.join(env['cpu_flags'])}); "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if k != "mnist-edge")
+    )
+    rates = ", ".join(f"{t} thread(s) {g:.1f}" for t, g in report.matmul_gflops.items())
+    console.print(f"fp32 matmul roofline (GFLOP/s): {rates}")
+    table = Table(title="latency (ms) and throughput", title_justify="left", box=box.SIMPLE_HEAD)
+    for col in ("backend", "batch", "thr", "p50", "p99", "mean", "img/s", "cold", "GFLOP/s",
+                "roof", "vs eager"):  # fmt: skip
+        table.add_column(col, justify="left" if col == "backend" else "right")
+    for c in report.cases:
+        table.add_row(
+            c.backend, str(c.batch_size), str(c.threads), f"{c.p50_ms:.3f}", f"{c.p99_ms:.3f}",
+            f"{c.mean_ms:.3f}", f"{c.throughput:.0f}", f"{c.cold_start_ms:.0f}", f"{c.gflops:.1f}",
+            f"{c.roofline_fraction:.0%}", _fmt(c.p50_vs_eager, ".2f"),
+        )  # fmt: skip
+    console.print(table)
+    for o in report.overhead:
+        console.print(
+            f"Predictor.predict overhead, batch {o.batch_size}, {o.threads} thread(s): "
+            f"{o.predict_p50_ms:.3f} ms vs session.run {o.session_run_p50_ms:.3f} ms "
+            f"({o.overhead_pct:+.1f}%)"
+        )
 
 
 def main() -> None:

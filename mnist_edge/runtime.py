@@ -8,12 +8,19 @@ Loading and running are separate (as in Polygraphy): `load_session` builds an
 from __future__ import annotations
 
 import os
+import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import numpy as np
 import onnxruntime as ort
 
 from . import spec
-from .errors import ArtifactError
+from .errors import ArtifactError, InputError
+
+if TYPE_CHECKING:  # Pillow is imported lazily, only for image files
+    from PIL import Image
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -79,3 +86,181 @@ def load_session(
 def model_metadata(session: ort.InferenceSession) -> dict[str, str]:
     """The model's metadata_props (custom_metadata_map)."""
     return dict(session.get_modelmeta().custom_metadata_map)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Answers for a batch of N images."""
+
+    labels: np.ndarray  # (N,) int64, the most probable digit
+    probabilities: np.ndarray  # (N, 10) float32, rows sum to 1
+
+    @property
+    def confidences(self) -> np.ndarray:
+        """(N,) probability of each chosen label."""
+        return self.probabilities[np.arange(len(self.labels)), self.labels]
+
+    def top(self, k: int = 3) -> list[list[tuple[int, float]]]:
+        """Per image, the k most probable (label, probability) pairs, best first."""
+        order = np.argsort(-self.probabilities, axis=1)[:, :k]
+        pairs = zip(order, self.probabilities, strict=True)
+        return [[(int(c), float(p[c])) for c in row] for row, p in pairs]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+def _describe(x: np.ndarray) -> str:
+    return f"{x.dtype} {tuple(x.shape)}"
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over classes; of log-probabilities it gives the probabilities back exactly."""
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class Predictor:
+    """An MNIST classifier in ONNX Runtime, with the model's own preprocessing contract.
+
+    Thread-safe: `predict` keeps no state between calls, and ONNX Runtime's `run` may be called
+    from several threads at once on one session.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        threads: int | None = None,
+        providers: tuple[str, ...] = ("CPUExecutionProvider",),
+    ) -> None:
+        self.path = Path(path)
+        self.session = load_session(self.path, threads=threads, providers=providers)
+        self.input_name, self.output_name = check_io(self.session, self.path)
+        contract = spec.Contract.from_metadata(model_metadata(self.session))
+        self.contract_from_model = contract is not None
+        if contract is None:
+            warnings.warn(
+                f"{self.path} carries no mnist-edge metadata; assuming standard MNIST "
+                f"preprocessing (mean {spec.MEAN}, std {spec.STD})",
+                stacklevel=2,
+            )
+            contract = spec.Contract()
+        self.contract = contract
+        # pixels -> normalised input as one multiply-add: x * scale + shift
+        self._scale = {
+            "uint8": np.float32(contract.pixel_scale / contract.std),
+            "float": np.float32(1.0 / contract.std),
+        }
+        self._shift = np.float32(-contract.mean / contract.std)
+
+    def preprocess(self, x: np.ndarray) -> np.ndarray:
+        """uint8 0..255 or float 0..1 pixels, (28, 28) / (N, 28, 28) / (N, 1, 28, 28) ->
+        normalised float32 (N, 1, 28, 28)."""
+        x = original = np.asarray(x)
+        side = self.contract.image_size
+        expected = (
+            f"uint8 or float32 ({side}, {side}), (N, {side}, {side}) or (N, 1, {side}, {side})"
+        )
+        if x.ndim == 2:
+            x = x[None, None]
+        elif x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4 or x.shape[1:] != (1, side, side):
+            raise InputError(f"expected {expected}, got {_describe(original)}")
+        if x.shape[0] == 0:
+            raise InputError(f"expected at least one image, got an empty batch {tuple(x.shape)}")
+        if x.dtype == np.uint8:
+            return x.astype(np.float32) * self._scale["uint8"] + self._shift
+        if x.dtype.kind != "f":
+            raise InputError(
+                f"expected uint8 pixels 0..255 or float pixels 0..1, got {_describe(x)}"
+            )
+        bad = ~np.isfinite(x)
+        if bad.any():
+            raise InputError(f"input holds {int(bad.sum())} NaN or Inf values; expected 0..1")
+        lo, hi = float(x.min()), float(x.max())
+        if lo < -1e-3 or hi > 1 + 1e-3:
+            raise InputError(
+                f"float pixels must lie in 0..1, got {lo:g}..{hi:g}; "
+                "pass uint8 for 0..255 pixels or divide by 255"
+            )
+        return x.astype(np.float32) * self._scale["float"] + self._shift
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Raw model output (N, 10) for an already normalised float32 (N, 1, 28, 28) batch."""
+        return self.session.run([self.output_name], {self.input_name: batch})[0]
+
+    def predict(self, x: np.ndarray) -> Prediction:
+        """Labels and probabilities for pixels in any accepted form."""
+        probs = _softmax(self.run(self.preprocess(x)))
+        return Prediction(labels=probs.argmax(axis=1), probabilities=probs)
+
+    def predict_image(self, image: Path | str | Image.Image) -> Prediction:
+        """One image file or PIL image, prepared the way MNIST digits were (see prepare_image)."""
+        return self.predict(prepare_image(image))
+
+    def predict_images(self, images: list) -> Prediction:
+        """Several image files or PIL images, as one batch."""
+        if not images:
+            raise InputError("expected at least one image, got none")
+        return self.predict(np.stack([prepare_image(im) for im in images]))
+
+
+def _load_gray(image: Path | str | Image.Image) -> np.ndarray:
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not isinstance(image, Image.Image):
+        path = Path(image)
+        if not path.is_file():
+            raise InputError(f"no image file at {path}")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                image = im.copy()
+        except (UnidentifiedImageError, OSError, ValueError) as exc:
+            raise InputError(f"{path} is not a readable image ({exc.__class__.__name__})") from exc
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)  # transparent -> paper white
+    return np.asarray(image.convert("L"), dtype=np.float32)  # (H, W) 0..255
+
+
+def prepare_image(image: Path | str | Image.Image, *, box: int = 20) -> np.ndarray:
+    """A photo or scan of one digit -> uint8 (28, 28), white ink on black, as MNIST was made.
+
+    Grayscale; invert when the background (the border's median) is light; subtract the
+    background; crop to the ink; scale the longer side to `box` (20) keeping the aspect ratio;
+    place in 28x28 so that the centre of mass falls on the centre.
+    """
+    from PIL import Image
+
+    g = _load_gray(image)
+    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
+    if np.median(border) > 127:  # dark ink on light paper: MNIST is light ink on black
+        g = 255.0 - g
+        border = 255.0 - border
+    ink = np.clip(g - np.median(border), 0, None)
+    peak = float(ink.max())
+    if peak < 16:  # less than ~6% contrast anywhere
+        raise InputError("the image looks blank: no ink stands out from the background")
+    ink = ink * (255.0 / peak)
+    rows = np.flatnonzero((ink > 0.25 * 255).any(axis=1))
+    cols = np.flatnonzero((ink > 0.25 * 255).any(axis=0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = crop.shape
+    scale = box / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = Image.fromarray(crop.astype(np.uint8)).resize(size, Image.LANCZOS)
+    digit = np.asarray(small, dtype=np.float32)  # (<=20, <=20)
+    side = spec.IMAGE_SIZE
+    total = digit.sum()
+    cy = (digit.sum(axis=1) * np.arange(digit.shape[0])).sum() / total
+    cx = (digit.sum(axis=0) * np.arange(digit.shape[1])).sum() / total
+    top = int(np.clip(round(side / 2 - 0.5 - cy), 0, side - digit.shape[0]))
+    left = int(np.clip(round(side / 2 - 0.5 - cx), 0, side - digit.shape[1]))
+    canvas = np.zeros((side, side), np.float32)
+    canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
+    return np.clip(canvas, 0, 255).astype(np.uint8)

@@ -146,3 +146,37 @@ def test_export_bad_inputs_are_clean_errors(trained, tmp_path):
     assert_clean_error(
         run("parity", "--checkpoint", trained, "--output-dir", tmp_path), "no artifacts to check"
     )
+
+
+def test_predict_prints_one_line_per_file(exported, mnist_dir, tmp_path):
+    from PIL import Image
+
+    from mnist_edge.data import load_split
+
+    digits = load_split("test", mnist_dir, 2)
+    files = []
+    for i, d in enumerate(digits.images):
+        files.append(tmp_path / f"digit{i}.png")
+        Image.fromarray(255 - d).save(files[-1])  # dark ink on white, as a user would draw
+    model = exported / "mnist_cnn.onnx"
+    result = run("predict", *files, "--model", model, "--top", 3)
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 2
+    for path, line in zip(files, lines, strict=True):
+        assert re.fullmatch(rf"{re.escape(str(path))}  \d  \d+\.\d%  \(\d .*%  \d .*%\)", line)
+    as_json = run("predict", *files, "--model", model, "--json")
+    rows = json.loads(as_json.stdout)
+    assert [r["file"] for r in rows] == [str(f) for f in files]
+    assert all(0 <= r["label"] <= 9 and 0 < r["confidence"] <= 1 for r in rows)
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    mixed = run("predict", files[0], text, "--model", model)
+    assert mixed.exit_code == 2
+    assert str(files[0]) in mixed.stdout and "not a readable image" in mixed.stderr
+
+
+def test_predict_without_a_model_is_a_clean_error(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"")
+    result = run("predict", tmp_path / "a.png", "--model", tmp_path / "none.onnx")
+    assert_clean_error(result, "no model at")
