@@ -21,7 +21,8 @@ import numpy as np
 from .errors import ConfigError, InputError
 from .machine import environment
 
-BACKENDS = ("pytorch", "torchscript", "onnxruntime")
+BACKENDS = ("pytorch", "torchscript", "onnxruntime", "onnxruntime-int8", "onnxruntime-ort")
+DEFAULT_BACKENDS = BACKENDS[:3]  # the optional two join when their files exist (see CLI)
 Runner = Callable[[np.ndarray], Any]
 
 
@@ -42,13 +43,15 @@ FLOPS_PER_IMAGE = 2 * model_macs()  # 94.2 MFLOP (a multiply-add is two FLOPs)
 class BenchConfig:
     """What to measure."""
 
-    backends: tuple[str, ...] = BACKENDS
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
     batch_sizes: tuple[int, ...] = (1, 8, 64)
     threads: tuple[int, ...] = (1, os.cpu_count() or 1)
     warmup: int = 10  # untimed calls before timing
     iterations: int | None = None  # timed calls per case; None: run for `duration`
     duration: float = 2.0  # seconds per case when iterations is None
     model: str = "exports/mnist_cnn.onnx"  # ONNX model
+    int8_model: str = "exports/mnist_cnn.int8.onnx"
+    ort_model: str = "exports/mnist_cnn.ort"
     torchscript: str = "exports/mnist_cnn.torchscript.pt"
     checkpoint: str = "exports/mnist_cnn.pt"  # for PyTorch eager
     data_dir: str | None = None  # MNIST test images are the inputs
@@ -183,10 +186,13 @@ def time_calls(fn: Runner, x: np.ndarray, warmup: int, iterations: int | None, d
 
 def load_backend(name: str, cfg: BenchConfig, threads: int) -> Runner:
     """A numpy-in function for one backend with `threads` intra-op threads."""
-    if name == "onnxruntime":
+    if name.startswith("onnxruntime"):
         from .runtime import load_session
 
-        session = load_session(cfg.model, threads=threads)
+        path = {"onnxruntime": cfg.model, "onnxruntime-int8": cfg.int8_model}.get(
+            name, cfg.ort_model
+        )
+        session = load_session(path, threads=threads)
         inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
         return lambda x: session.run([out], {inp: x})
     import torch

@@ -209,6 +209,8 @@ def render_parity(report: Any) -> None:
     """One table per artifact, then the verdict."""
     for art in report.artifacts:
         verdict = "[green]PASS[/green]" if art.passed else "[red]FAIL[/red]"
+        if art.judge == "task":
+            verdict += " (judged on argmax agreement and accuracy drop)"
         table = Table(
             title=f"{art.path} ({art.format}) {verdict}", title_justify="left", box=box.SIMPLE_HEAD
         )
@@ -234,7 +236,7 @@ def render_parity(report: Any) -> None:
                 _fmt(g.min_atol),
                 f"{g.argmax_agreement:.2f}",
                 _fmt(g.candidate_accuracy, ".2f"),
-                "yes" if g.passed else "[red]NO[/red]",
+                "yes" if art.group_ok(g) else "[red]NO[/red]",
             )
         console.print(table)
     console.print(
@@ -242,17 +244,27 @@ def render_parity(report: Any) -> None:
     )
 
 
-def finish_parity(report: Any, json_path: Path | None) -> None:
-    """Write --json, then exit 1 naming the failed artifacts, if any."""
+def finish_parity(report: Any, json_path: Path | None, gate: Any = None) -> None:
+    """Write --json, then exit 1 naming what failed (parity or the INT8 gate), if anything."""
     from .files import write_json
 
     if json_path:
-        write_json(json_path, report.to_dict())
+        body = report.to_dict() if report is not None else {}
+        if gate is not None:
+            body["int8_gate"] = gate.to_dict()
+        write_json(json_path, body)
         console.print(f"wrote {json_path}")
-    failed = [a.path for a in report.artifacts if not a.passed]
-    if failed:
-        raise fail(f"parity FAILED for {', '.join(failed)}", code=1)
-    console.print(f"[green]parity passed[/green] for {len(report.artifacts)} artifact(s)")
+    failed = [a.path for a in report.artifacts if not a.passed] if report is not None else []
+    problems = [f"parity FAILED for {', '.join(failed)}"] if failed else []
+    if gate is not None and not gate.passed:
+        problems.append(
+            f"INT8 gate FAILED: accuracy dropped {gate.accuracy_drop:.2f} points "
+            f"(limit {gate.max_accuracy_drop:g}); {gate.path} is not marked good in the manifest"
+        )
+    if problems:
+        raise fail("; ".join(problems), code=1)
+    if report is not None:
+        console.print(f"[green]parity passed[/green] for {len(report.artifacts)} artifact(s)")
 
 
 @app.command("export")
@@ -272,21 +284,49 @@ def export_cmd(
     atol: Atol = 1e-4,
     rtol: Rtol = 1e-3,
     json_path: JsonOut = None,
+    quantize: Annotated[
+        str | None, typer.Option("--quantize", help="Also write an INT8 model: int8.")
+    ] = None,
+    calibration_size: Annotated[
+        int, typer.Option("--calibration-size", help="Training images for INT8 calibration.")
+    ] = 512,
+    max_accuracy_drop: Annotated[
+        float, typer.Option("--max-accuracy-drop", help="INT8 gate, percentage points.")
+    ] = 0.2,
 ) -> None:
     """Export the checkpoint, then check the exports against PyTorch (parity)."""
     from .export import FORMATS, ExportConfig, export, record_parity
     from .parity import check_checkpoint
+    from .quantize import QuantConfig
 
     names = [f.strip() for f in format.split(",") if f.strip()]
     formats = FORMATS if names == ["all"] else tuple(names)
     cfg = ExportConfig(
         checkpoint=str(checkpoint), output_dir=str(output_dir), formats=formats, opset=opset
     )
+    if quantize not in (None, "int8"):
+        raise fail(f"--quantize takes int8, got {quantize!r}")
+    qcfg = None
+    if quantize:
+        if "onnx" not in cfg.formats:
+            raise fail("--quantize int8 needs --format onnx (or all): INT8 is made from the ONNX")
+        qcfg = QuantConfig(
+            model=str(output_dir / "mnist_cnn.onnx"),
+            output=str(output_dir / "mnist_cnn.int8.onnx"),
+            calibration_size=calibration_size,
+            max_accuracy_drop=max_accuracy_drop,
+            data_dir=_opt(data_dir),
+        )
     artifacts = export(cfg)
     for art in artifacts:
         console.print(f"wrote {output_dir / art.file}  ({art.format}, {art.bytes:,} bytes)")
+    gate = None
+    if qcfg is not None:
+        art, gate = quantize_and_register(qcfg, output_dir, checkpoint)
+        artifacts.append(art)
     if no_parity:
         console.print("parity skipped (--no-parity); run `mnist-edge parity` to check")
+        finish_parity(None, None, gate)
         return
     report = check_checkpoint(
         checkpoint,
@@ -298,7 +338,103 @@ def export_cmd(
     )
     record_parity(output_dir, {Path(a.path).name: a.verdict() for a in report.artifacts})
     render_parity(report)
-    finish_parity(report, json_path)
+    finish_parity(report, json_path, gate)
+
+
+def quantize_and_register(qcfg: Any, output_dir: Path, checkpoint: Path) -> tuple[Any, Any]:
+    """Quantize, render the gate, add the model to the manifest (not good if the gate failed)."""
+    from .export import register
+    from .quantize import quantize
+
+    with console.status("quantizing to INT8 and evaluating fp32 and int8 on the test set"):
+        gate = quantize(qcfg)
+    art = register(
+        output_dir,
+        Path(gate.path),
+        "onnx-int8",
+        str(checkpoint),
+        extra={"gate": gate.to_dict(), "quantization": gate.settings},
+    )
+    render_gate(gate)
+    return art, gate
+
+
+def render_gate(gate: Any) -> None:
+    verdict = "[green]passed[/green]" if gate.passed else "[red]FAILED[/red]"
+    console.print(
+        f"wrote {gate.path}  (onnx-int8, {gate.bytes:,} bytes, {gate.size_ratio:.2f}x fp32)\n"
+        f"INT8 gate {verdict}: accuracy fp32 {gate.fp32_accuracy:.2f}% -> int8 "
+        f"{gate.int8_accuracy:.2f}% (drop {gate.accuracy_drop:+.2f} points, limit "
+        f"{gate.max_accuracy_drop:g}), argmax agreement {gate.argmax_agreement:.2f}% on "
+        f"{gate.test_images} test images"
+    )
+
+
+@app.command("quantize")
+@handle_errors
+def quantize_cmd(
+    model: Annotated[Path, typer.Option("--model", help="fp32 ONNX model.")] = DEFAULT_DIR
+    / "mnist_cnn.onnx",
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Default: mnist_cnn.int8.onnx beside --model.")
+    ] = None,
+    checkpoint: CheckpointOpt = DEFAULT_CHECKPOINT,
+    calibration_size: Annotated[
+        int, typer.Option("--calibration-size", help="Training images for calibration.")
+    ] = 512,
+    max_accuracy_drop: Annotated[
+        float, typer.Option("--max-accuracy-drop", help="Gate, percentage points.")
+    ] = 0.2,
+    quant_format: Annotated[str, typer.Option("--quant-format", help="qdq or qoperator.")] = "qdq",
+    per_channel: Annotated[
+        bool, typer.Option("--per-channel/--per-tensor", help="Weight scales.")
+    ] = True,
+    reduce_range: Annotated[bool, typer.Option("--reduce-range", help="7-bit weights.")] = False,
+    activation_type: Annotated[
+        str, typer.Option("--activation-type", help="uint8 or int8.")
+    ] = "uint8",
+    weight_type: Annotated[str, typer.Option("--weight-type", help="int8 or uint8.")] = "int8",
+    calibration_method: Annotated[
+        str, typer.Option("--calibration-method", help="minmax, entropy or percentile.")
+    ] = "minmax",
+    no_parity: Annotated[bool, typer.Option("--no-parity", help="Skip the parity check.")] = False,
+    data_dir: DataDir = None,
+    test_limit: TestLimit = None,
+    json_path: JsonOut = None,
+) -> None:
+    """INT8 static quantization with an accuracy gate; exit 1 when the gate fails."""
+    from .export import record_parity
+    from .parity import check_checkpoint
+    from .quantize import QuantConfig
+
+    qcfg = QuantConfig(
+        model=str(model),
+        output=str(output or model.with_name("mnist_cnn.int8.onnx")),
+        calibration_size=calibration_size,
+        max_accuracy_drop=max_accuracy_drop,
+        quant_format=quant_format,
+        per_channel=per_channel,
+        reduce_range=reduce_range,
+        activation_type=activation_type,
+        weight_type=weight_type,
+        calibration_method=calibration_method,
+        data_dir=_opt(data_dir),
+        test_limit=test_limit,
+    )
+    out_dir = Path(qcfg.output).parent
+    art, gate = quantize_and_register(qcfg, out_dir, checkpoint)
+    if no_parity:
+        finish_parity(None, json_path, gate)
+        return
+    report = check_checkpoint(
+        checkpoint,
+        [(art.path(out_dir), art.format)],
+        data_dir=_opt(data_dir),
+        test_limit=test_limit,
+    )
+    record_parity(out_dir, {Path(a.path).name: a.verdict() for a in report.artifacts})
+    render_parity(report)
+    finish_parity(report, json_path, gate)
 
 
 @app.command("parity")
@@ -385,8 +521,13 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 @handle_errors
 def bench_cmd(
     backends: Annotated[
-        str, typer.Option("--backends", help="Comma-separated: pytorch,torchscript,onnxruntime.")
-    ] = "pytorch,torchscript,onnxruntime",
+        str | None,
+        typer.Option(
+            "--backends",
+            help="Comma-separated from pytorch, torchscript, onnxruntime, onnxruntime-int8, "
+            "onnxruntime-ort (default: the first three, plus int8/ort when their files exist).",
+        ),
+    ] = None,
     batch_sizes: Annotated[str, typer.Option("--batch-sizes", help="e.g. 1,8,64")] = "1,8,64",
     threads: Annotated[
         str | None, typer.Option("--threads", help="e.g. 1,2 (default: 1 and all cores)")
@@ -422,8 +563,16 @@ def bench_cmd(
     from . import bench
     from .files import write_json
 
+    int8_model, ort_model = model.with_name("mnist_cnn.int8.onnx"), model.with_name("mnist_cnn.ort")
+    if backends:
+        chosen = tuple(b.strip() for b in backends.split(",") if b.strip())
+    else:
+        optional = {"onnxruntime-int8": int8_model, "onnxruntime-ort": ort_model}
+        chosen = bench.DEFAULT_BACKENDS + tuple(b for b, p in optional.items() if p.is_file())
     cfg = bench.BenchConfig(
-        backends=tuple(b.strip() for b in backends.split(",") if b.strip()),
+        backends=chosen,
+        int8_model=str(int8_model),
+        ort_model=str(ort_model),
         batch_sizes=_ints(batch_sizes, "--batch-sizes"),
         threads=_ints(threads, "--threads") if threads else (1, os.cpu_count() or 1),
         warmup=warmup,

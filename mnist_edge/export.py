@@ -22,11 +22,13 @@ from .checkpoint import load as load_checkpoint
 from .errors import ArtifactError, ConfigError, MnistEdgeError
 from .files import atomic_write, sha256, write_json
 
-FORMATS = ("onnx", "torchscript", "pt2")
+FORMATS = ("onnx", "torchscript", "pt2", "ort")  # "ort" is converted from the ONNX file
 FILENAMES = {
     "onnx": "mnist_cnn.onnx",
     "torchscript": "mnist_cnn.torchscript.pt",
     "pt2": "mnist_cnn.pt2",
+    "ort": "mnist_cnn.ort",
+    "onnx-int8": "mnist_cnn.int8.onnx",
 }
 MANIFEST = "manifest.json"
 EXTRA_FILE = "mnist_edge.json"  # metadata inside TorchScript / .pt2 archives
@@ -66,7 +68,8 @@ class Artifact:
     source_checkpoint: str
     source_checkpoint_sha256: str
     parity: dict[str, Any] | None = None  # verdict and key figures, once checked
-    extra: dict[str, Any] = field(default_factory=dict)
+    good: bool | None = None  # parity passed (and, for int8, the accuracy gate); None: unchecked
+    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the int8 gate, the ORT config
 
     def path(self, output_dir: Path | str) -> Path:
         return Path(output_dir) / self.file
@@ -178,10 +181,45 @@ def record_parity(output_dir: Path | str, verdicts: dict[str, dict[str, Any]]) -
     """Store parity verdicts (keyed by file name) in the manifest entries they belong to."""
     data = read_manifest(output_dir)
     for name, verdict in verdicts.items():
-        if name in data["artifacts"]:
-            checked = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-            data["artifacts"][name]["parity"] = {**verdict, "checked": checked}
+        entry = data["artifacts"].get(name)
+        if entry is not None:
+            entry["parity"] = {**verdict, "checked": _now()}
+            gate = entry.get("extra", {}).get("gate", {})
+            entry["good"] = bool(verdict["passed"]) and gate.get("passed", True)
     write_json(Path(output_dir) / MANIFEST, data)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def register(
+    output_dir: Path | str,
+    path: Path,
+    fmt: str,
+    source_checkpoint: str,
+    *,
+    opset: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Artifact:
+    """Describe a written file and add it to the manifest."""
+    source = Path(source_checkpoint)
+    art = Artifact(
+        file=path.name,
+        format=fmt,
+        bytes=path.stat().st_size,
+        sha256=sha256(path),
+        opset=opset,
+        created=_now(),
+        source_checkpoint=str(source),
+        source_checkpoint_sha256=sha256(source) if source.is_file() else "",
+        good=None
+        if not extra or "gate" not in extra
+        else (False if not extra["gate"]["passed"] else None),
+        extra=extra or {},
+    )
+    update_manifest(output_dir, [art])
+    return art
 
 
 def export(cfg: ExportConfig) -> list[Artifact]:
@@ -189,34 +227,29 @@ def export(cfg: ExportConfig) -> list[Artifact]:
     ckpt = load_checkpoint(cfg.checkpoint)
     model = ckpt.build_model()
     out = Path(cfg.output_dir)
-    ckpt_sha = ckpt.sha256()
+    wanted = [f for f in FORMATS if f in cfg.formats]
+    if "ort" in wanted and "onnx" not in wanted:
+        wanted.insert(0, "onnx")  # the ORT file is converted from the ONNX file
     artifacts = []
-    for fmt in cfg.formats:
+    for fmt in wanted:
         dest = out / FILENAMES[fmt]
-        opset = None
         meta = metadata(ckpt, fmt, cfg.opset)
+        opset, extra = None, None
         try:
             if fmt == "onnx":
                 opset = export_onnx(model, meta, dest, cfg.opset)
             elif fmt == "torchscript":
                 export_torchscript(model, meta, dest)
-            else:
+            elif fmt == "pt2":
                 export_pt2(model, meta, dest)
+            else:
+                from .quantize import convert_to_ort
+
+                _, config = convert_to_ort(out / FILENAMES["onnx"], out)
+                opset, extra = artifacts[0].opset, {"required_operators_config": config.name}
         except MnistEdgeError:
             raise
         except Exception as exc:  # exporter failures come in many types; say which format broke
             raise ArtifactError(f"exporting {fmt} failed: {str(exc)[:300]}") from exc
-        artifacts.append(
-            Artifact(
-                file=dest.name,
-                format=fmt,
-                bytes=dest.stat().st_size,
-                sha256=sha256(dest),
-                opset=opset,
-                created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                source_checkpoint=str(Path(cfg.checkpoint)),
-                source_checkpoint_sha256=ckpt_sha,
-            )
-        )
-    update_manifest(out, artifacts)
+        artifacts.append(register(out, dest, fmt, cfg.checkpoint, opset=opset, extra=extra))
     return artifacts

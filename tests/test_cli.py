@@ -101,9 +101,10 @@ def test_export_all_runs_parity_and_records_it(trained, mnist_dir, tmp_path):
         "--data-dir", mnist_dir, "--test-limit", 300, "--json", report,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "parity passed for 3 artifact(s)" in result.output
+    assert "parity passed for 4 artifact(s)" in result.output
     manifest = json.loads((tmp_path / "manifest.json").read_text())["artifacts"]
-    assert set(manifest) == {"mnist_cnn.onnx", "mnist_cnn.torchscript.pt", "mnist_cnn.pt2"}
+    assert set(manifest) == {"mnist_cnn.onnx", "mnist_cnn.torchscript.pt", "mnist_cnn.pt2",
+                             "mnist_cnn.ort"}  # fmt: skip
     for entry in manifest.values():
         assert entry["parity"]["passed"] is True
         assert entry["parity"]["argmax_agreement"] == 100.0
@@ -114,7 +115,7 @@ def test_export_all_runs_parity_and_records_it(trained, mnist_dir, tmp_path):
         "--test-limit", 100,
     )  # fmt: skip
     assert again.exit_code == 0, again.output
-    assert again.output.count("PASS") == 3
+    assert again.output.count("PASS") == 4
 
 
 def test_parity_fails_with_exit_1_naming_the_artifact(trained, exported, mnist_dir, tmp_path):

@@ -1,0 +1,223 @@
+"""INT8 static quantization with an accuracy gate, and the ORT format for minimal builds.
+
+Quantization uses onnxruntime.quantization: its pre-processing step (shape inference and graph
+optimisation), then static quantization calibrated on training images fed through the same feed
+as parity and bench (data.batches). The gate evaluates fp32 and int8 on the test set with ONNX
+Runtime; an int8 model that loses more than `max_accuracy_drop` points is not marked good.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import spec
+from .errors import ArtifactError, ConfigError
+from .files import atomic_write
+
+INT8_NAME = "mnist_cnn.int8.onnx"
+ORT_NAME = "mnist_cnn.ort"
+ORT_CONFIG_NAME = "mnist_cnn.required_operators.config"
+FORMATS = ("qdq", "qoperator")
+TYPES = ("uint8", "int8")
+METHODS = ("minmax", "entropy", "percentile")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """How to quantize, and the gate."""
+
+    model: str = "exports/mnist_cnn.onnx"  # fp32 ONNX to quantize
+    output: str = "exports/" + INT8_NAME
+    calibration_size: int = 512  # training images used for calibration
+    quant_format: str = "qdq"  # "qdq" (recommended by ORT) or "qoperator"
+    per_channel: bool = True  # one scale per output channel of each weight
+    reduce_range: bool = False  # 7-bit weights, against u8s8 saturation on AVX2 without VNNI
+    activation_type: str = "uint8"
+    weight_type: str = "int8"
+    calibration_method: str = "minmax"
+    max_accuracy_drop: float = 0.2  # percentage points on the test set
+    data_dir: str | None = None
+    test_limit: int | None = None  # None: the whole test set
+    calibration_zeros: bool = False  # fault injection for tests: calibrate on blank images
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.calibration_size >= 1, "calibration size must be at least 1"),
+            (self.quant_format in FORMATS, f"quant format must be one of {', '.join(FORMATS)}"),
+            (self.activation_type in TYPES, f"activation type must be one of {', '.join(TYPES)}"),
+            (self.weight_type in TYPES, f"weight type must be one of {', '.join(TYPES)}"),
+            (
+                self.calibration_method in METHODS,
+                f"calibration must be one of {', '.join(METHODS)}",
+            ),
+            (self.max_accuracy_drop >= 0, "the accuracy drop limit must be >= 0 points"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def settings(self) -> dict[str, object]:
+        """The quantization choices, as recorded in metadata and manifest."""
+        keys = ("quant_format", "per_channel", "reduce_range", "activation_type", "weight_type",
+                "calibration_method", "calibration_size")  # fmt: skip
+        return {k: getattr(self, k) for k in keys}
+
+
+@dataclass(frozen=True)
+class QuantResult:
+    path: str
+    bytes: int
+    fp32_bytes: int
+    fp32_accuracy: float  # percent, ONNX Runtime on the test set
+    int8_accuracy: float
+    argmax_agreement: float  # percent of test images with the same answer as fp32
+    test_images: int
+    max_accuracy_drop: float
+    settings: dict[str, object]
+
+    @property
+    def accuracy_drop(self) -> float:
+        return self.fp32_accuracy - self.int8_accuracy
+
+    @property
+    def size_ratio(self) -> float:
+        return self.bytes / self.fp32_bytes
+
+    @property
+    def passed(self) -> bool:
+        return self.accuracy_drop <= self.max_accuracy_drop
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_dict(self) -> dict[str, object]:
+        return {**asdict(self), "accuracy_drop": self.accuracy_drop,
+                "size_ratio": self.size_ratio, "passed": self.passed}  # fmt: skip
+
+
+class _Feed:
+    """onnxruntime's CalibrationDataReader contract: get_next() -> feed dict, None when done."""
+
+    def __init__(self, input_name: str, batches: Iterator[np.ndarray]) -> None:
+        self.input_name, self._batches = input_name, batches
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {self.input_name: batch}
+
+
+def calibration_images(cfg: QuantConfig) -> np.ndarray:
+    """A seeded, class-mixed sample of training images, uint8 (N, 28, 28)."""
+    from .data import load_split
+
+    train = load_split("train", cfg.data_dir)
+    if cfg.calibration_size > len(train):
+        raise ConfigError(
+            f"calibration size {cfg.calibration_size} exceeds the {len(train)} training images"
+        )
+    pick = np.random.default_rng(0).choice(len(train), cfg.calibration_size, replace=False)
+    images = train.images[np.sort(pick)]
+    return np.zeros_like(images) if cfg.calibration_zeros else images
+
+
+def quantize_model(cfg: QuantConfig, calibration: np.ndarray) -> Path:
+    """Write the int8 model to cfg.output (atomically) and return its path."""
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    from .data import batches
+
+    src = Path(cfg.model)
+    if not src.is_file():
+        raise ArtifactError(f"no model at {src}; export one with `mnist-edge export`")
+    qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+    method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+              "percentile": CalibrationMethod.Percentile}  # fmt: skip
+    fp32 = onnx.load(str(src))
+    with tempfile.TemporaryDirectory() as tmp:
+        pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
+        quant_pre_process(str(src), str(pre))
+        quantize_static(
+            str(pre),
+            str(out),
+            _Feed(spec.INPUT_NAME, batches(calibration, 64)),
+            quant_format=QuantFormat.QDQ if cfg.quant_format == "qdq" else QuantFormat.QOperator,
+            per_channel=cfg.per_channel,
+            reduce_range=cfg.reduce_range,
+            activation_type=qtype[cfg.activation_type],
+            weight_type=qtype[cfg.weight_type],
+            calibrate_method=method[cfg.calibration_method],
+            calibration_cache_path=str(Path(tmp) / "calib.cache"),
+        )
+        model = onnx.load(str(out))
+    meta = {p.key: p.value for p in fp32.metadata_props}
+    meta[spec.METADATA_PREFIX + "format"] = "onnx-int8"
+    meta.update({spec.METADATA_PREFIX + "int8." + k: str(v) for k, v in cfg.settings().items()})
+    del model.metadata_props[:]
+    for key, value in meta.items():
+        model.metadata_props.add(key=key, value=value)
+    atomic_write(cfg.output, lambda tmp: onnx.save_model(model, str(tmp)))
+    return Path(cfg.output)
+
+
+def test_accuracy(path: Path | str, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Predicted labels of an ONNX/ORT model on normalised batches of the test images."""
+    from .data import batches
+    from .runtime import load_session
+
+    session = load_session(path)
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: b})[0].argmax(1) for b in batches(images, 500)])
+
+
+def quantize(cfg: QuantConfig) -> QuantResult:
+    """Quantize, then gate on the test-set accuracy drop against the fp32 model."""
+    from .data import load_split
+
+    test = load_split("test", cfg.data_dir, cfg.test_limit)  # fail early on missing data
+    out = quantize_model(cfg, calibration_images(cfg))
+    fp32_pred = test_accuracy(cfg.model, test.images, test.labels)
+    int8_pred = test_accuracy(out, test.images, test.labels)
+    return QuantResult(
+        path=str(out),
+        bytes=out.stat().st_size,
+        fp32_bytes=Path(cfg.model).stat().st_size,
+        fp32_accuracy=float((fp32_pred == test.labels).mean() * 100),
+        int8_accuracy=float((int8_pred == test.labels).mean() * 100),
+        argmax_agreement=float((fp32_pred == int8_pred).mean() * 100),
+        test_images=len(test.labels),
+        max_accuracy_drop=cfg.max_accuracy_drop,
+        settings=cfg.settings(),
+    )
+
+
+def convert_to_ort(model: Path | str, output_dir: Path | str) -> tuple[Path, Path]:
+    """ONNX -> ORT format (+ its required-operators config) for minimal/mobile ORT builds."""
+    model, output_dir = Path(model), Path(output_dir)
+    if not model.is_file():
+        raise ArtifactError(f"no model at {model}; export one with `mnist-edge export`")
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "in" / (Path(ORT_NAME).stem + ".onnx")
+        staged.parent.mkdir()
+        shutil.copyfile(model, staged)
+        cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(staged),
+               "--output_dir", str(Path(tmp) / "out"), "--optimization_style", "Fixed"]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        produced = Path(tmp) / "out" / ORT_NAME
+        if proc.returncode != 0 or not produced.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            raise ArtifactError(f"ORT conversion of {model} failed: {tail[0][:200]}")
+        ort_path, config_path = output_dir / ORT_NAME, output_dir / ORT_CONFIG_NAME
+        config = Path(tmp) / "out" / ORT_CONFIG_NAME
+        atomic_write(config_path, lambda t: shutil.copyfile(config, t))
+        atomic_write(ort_path, lambda t: shutil.copyfile(produced, t))
+    return ort_path, config_path
