@@ -108,6 +108,10 @@ def train_cmd(
         bool, typer.Option("--augment/--no-augment", help="Random shifts up to 2 px.")
     ] = False,
     weight_decay: Annotated[float, typer.Option("--weight-decay", help="Adam L2 penalty.")] = 0.0,
+    device: Annotated[
+        str, typer.Option("--device", help="auto (accelerator if present), cpu, cuda, mps.")
+    ] = "auto",
+    amp: Annotated[bool, typer.Option("--amp", help="Mixed precision on CUDA.")] = False,
 ) -> None:
     """Train the CNN on MNIST and write a checkpoint after every epoch."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -127,6 +131,8 @@ def train_cmd(
         lr_schedule=lr_schedule,
         augment=augment,
         weight_decay=weight_decay,
+        device=device,
+        amp=amp,
     )
     columns = (
         TextColumn("epoch {task.fields[epoch]}"),
@@ -154,6 +160,8 @@ def train_cmd(
             )
 
         result = train(cfg, resume=resume, on_step=on_step, on_epoch=on_epoch)
+    if not result.is_main:
+        return  # other ranks of a torchrun job stay quiet
     console.print(
         f"checkpoint {result.checkpoint}  test accuracy {result.test_accuracy:.2f}%"
         + (

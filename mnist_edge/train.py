@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from . import checkpoint as ckpt_io
+from . import distributed as dist
 from . import spec
 from .data import Split, load_split
 from .errors import ConfigError, OutputError
@@ -44,6 +45,8 @@ class TrainConfig:
     lr_schedule: str = "constant"  # "constant" (original) or "cosine" (decay to 0 per step)
     augment: bool = False  # random shifts of up to 2 pixels in x and y
     weight_decay: float = 0.0  # Adam's L2 penalty
+    device: str = "auto"  # auto (an accelerator when present), cpu, cuda or mps
+    amp: bool = False  # automatic mixed precision (float16) on CUDA; ignored elsewhere
 
     def __post_init__(self) -> None:
         checks = [
@@ -64,6 +67,7 @@ class TrainConfig:
             ),
             (self.lr_schedule in SCHEDULES, f"lr schedule must be one of {', '.join(SCHEDULES)}"),
             (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (self.device in dist.DEVICES, f"device must be one of {', '.join(dist.DEVICES)}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -103,6 +107,7 @@ class TrainResult:
     config: TrainConfig
     history: list[EpochMetrics]
     resumed_from_epoch: int = 0
+    is_main: bool = True  # False on ranks other than 0 of a distributed run (no history)
 
     @property
     def test_accuracy(self) -> float:
@@ -180,7 +185,7 @@ def _lr_at(cfg: TrainConfig, global_step: int, total_steps: int) -> float:
 
 def _resume_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
     """The saved run's settings, with this call's epochs, threads, data and output folders."""
-    keep = {"epochs", "threads", "data_dir", "output_dir"}
+    keep = {"epochs", "threads", "data_dir", "output_dir", "device", "amp"}
     fields = {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__}
     return TrainConfig(**{**fields, **{k: getattr(cfg, k) for k in keep}})
 
@@ -209,64 +214,110 @@ def train(
             )
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    device = dist.resolve_device(cfg.device, dist.env_info().local_rank)
+    info = dist.setup(device)
+    try:
+        return _run(cfg, device, info, start_epoch, history, saved, on_step, on_epoch, step_every)
+    finally:
+        dist.teardown()
+
+
+def _run(
+    cfg: TrainConfig,
+    device: torch.device,
+    info: dist.DistInfo,
+    start_epoch: int,
+    history: list[EpochMetrics],
+    saved: ckpt_io.Checkpoint | None,
+    on_step: Callable[[StepInfo], None] | None,
+    on_epoch: Callable[[EpochMetrics], None] | None,
+    step_every: int,
+) -> TrainResult:
+    """The epochs themselves, in this process (one rank of a distributed job, or the only one)."""
     train_split = load_split("train", cfg.data_dir, cfg.limit)
     test_split = load_split("test", cfg.data_dir, cfg.test_limit)
-    x_train, y_train = to_tensor(train_split)
-    x_test, y_test = to_tensor(test_split)
+    x_train, y_train = (t.to(device) for t in to_tensor(train_split))
+    x_test, y_test = (t.to(device) for t in to_tensor(test_split))
 
     torch.manual_seed(cfg.seed)
-    model = MnistCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    core = MnistCNN()
     if saved is not None:
-        model.load_state_dict(saved.model_state)
-        if saved.optimizer_state:
-            opt.load_state_dict(saved.optimizer_state)
+        core.load_state_dict(saved.model_state)
+    core.to(device)
+    model = dist.wrap(core, info, device)
+    opt = torch.optim.Adam(core.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
+    if saved is not None and saved.optimizer_state:
+        opt.load_state_dict(saved.optimizer_state)
+    use_amp = cfg.amp and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_amp else None
 
-    n = len(y_train)
-    steps = math.ceil(n / cfg.batch_size)
+    # Each rank takes every world_size-th image of one shared, seeded permutation (the tail that
+    # does not divide evenly is dropped), so ranks run the same number of steps.
+    n = len(y_train) // info.world_size * info.world_size
+    per_rank = n // info.world_size
+    steps = math.ceil(per_rank / cfg.batch_size)
     for epoch in range(start_epoch, cfg.epochs):
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-        perm = torch.randperm(n, generator=gen)
+        perm = torch.randperm(len(y_train), generator=gen)[:n][info.rank :: info.world_size]
         model.train()
         total, t0 = 0.0, time.perf_counter()
         for step in range(steps):
-            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size]
+            idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size].to(device)
             xb, yb = x_train[idx], y_train[idx]  # (B, 1, 28, 28), (B,)
             if cfg.augment:
-                xb = random_shift(xb, gen)
+                xb = random_shift(xb.cpu(), gen).to(device)
             for group in opt.param_groups:
                 group["lr"] = _lr_at(cfg, epoch * steps + step, cfg.epochs * steps)
             opt.zero_grad(set_to_none=True)
-            loss = F.nll_loss(model(xb), yb)
-            loss.backward()
-            opt.step()
+            if scaler is not None:
+                with torch.autocast(device_type="cuda", dtype=torch.float16):
+                    loss = F.nll_loss(model(xb), yb)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss = F.nll_loss(model(xb), yb)
+                loss.backward()
+                opt.step()
             total += loss.item()
-            if on_step and ((step + 1) % step_every == 0 or step + 1 == steps):
-                done = min((step + 1) * cfg.batch_size, n)
+            if on_step and info.is_main and ((step + 1) % step_every == 0 or step + 1 == steps):
+                done = min((step + 1) * cfg.batch_size, per_rank) * info.world_size
                 rate = done / (time.perf_counter() - t0)
                 on_step(StepInfo(epoch + 1, step + 1, steps, total / (step + 1), rate))
         seconds = time.perf_counter() - t0
-        test_loss, test_acc = score(predict_logprobs(model, x_test), y_test)
-        metrics = EpochMetrics(epoch + 1, total / steps, test_loss, test_acc, n / seconds, seconds)
-        history.append(metrics)
-        ckpt_io.save(
-            cfg.checkpoint_path,
-            {
-                "model_state": model.state_dict(),
-                "model_config": ckpt_io.model_config(),
-                "train_config": asdict(cfg),
-                "epoch": epoch + 1,
-                "optimizer_state": opt.state_dict(),
-                "metrics": [asdict(m) for m in history],
-                "test_accuracy": test_acc,
-                "test_images": len(y_test),
-                "data_sha256": {"train": train_split.sha256, "test": test_split.sha256},
-                "versions": ckpt_io.versions(),
-            },
-        )
-        if on_epoch:
-            on_epoch(metrics)
-    return TrainResult(cfg.checkpoint_path, cfg, history, resumed_from_epoch=start_epoch)
+        checksums = dist.rank_checksums(core, info) if info.enabled else []
+        if info.is_main:  # rank 0 alone evaluates and writes the checkpoint
+            test_loss, test_acc = score(predict_logprobs(core, x_test), y_test)
+            metrics = EpochMetrics(
+                epoch + 1, total / steps, test_loss, test_acc, n / seconds, seconds
+            )
+            history.append(metrics)
+            ckpt_io.save(
+                cfg.checkpoint_path,
+                {
+                    "model_state": dist.to_cpu(core.state_dict()),
+                    "model_config": ckpt_io.model_config(),
+                    "train_config": asdict(cfg),
+                    "epoch": epoch + 1,
+                    "optimizer_state": dist.to_cpu(opt.state_dict()),
+                    "metrics": [asdict(m) for m in history],
+                    "test_accuracy": test_acc,
+                    "test_images": len(y_test),
+                    "data_sha256": {"train": train_split.sha256, "test": test_split.sha256},
+                    "versions": ckpt_io.versions(),
+                    "distributed": {
+                        "world_size": info.world_size,
+                        "device": device.type,
+                        "rank_weight_checksums": checksums,
+                    },
+                },
+            )
+            if on_epoch:
+                on_epoch(metrics)
+        dist.barrier(info)  # no rank runs ahead of the checkpoint
+    return TrainResult(
+        cfg.checkpoint_path, cfg, history, resumed_from_epoch=start_epoch, is_main=info.is_main
+    )
 
 
 def evaluate(
