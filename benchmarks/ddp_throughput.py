@@ -38,12 +38,12 @@ def main() -> None:
         common += ["--limit", str(a.limit)]
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
+        py = sys.executable
+        launch = [py, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
         setups = {
-            "1 process x 2 threads": [sys.executable, "-m", "mnist_edge", *common, "--threads", "2"],
-            "2 processes x 1 thread": [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                       "--nproc-per-node", "2", "-m", "mnist_edge", *common,
-                                       "--threads", "1"],
-        }  # fmt: skip
+            "1 process x 2 threads": [py, "-m", "mnist_edge", *common, "--threads", "2"],
+            "2 processes x 1 thread": [*launch, "-m", "mnist_edge", *common, "--threads", "1"],
+        }
         for name, cmd in setups.items():
             out = Path(tmp) / name.replace(" ", "_")
             wall = run([*cmd, "--output-dir", str(out)])
