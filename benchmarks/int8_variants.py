@@ -20,6 +20,7 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
+from mnist_edge.bench import interleaved
 from mnist_edge.data import batches, load_split
 from mnist_edge.machine import environment
 from mnist_edge.quantize import QuantConfig, calibration_images, quantize_model, test_accuracy
@@ -64,16 +65,7 @@ def gemm_models(tmp: Path, m: int = 484, k: int = 576, n: int = 128) -> dict[str
 
 def alternate(fns: dict[str, tuple], rounds: int) -> dict[str, float]:
     """p50 seconds of each (callable, arg), calls interleaved round-robin."""
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for _ in range(3):
-        for fn, x in fns.values():
-            fn(x)
-    for _ in range(rounds):
-        for name, (fn, x) in fns.items():
-            t0 = time.perf_counter()
-            fn(x)
-            times[name].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
+    return {k: float(np.median(v)) for k, v in interleaved(fns, rounds).items()}
 
 
 def runner(path: Path | str, threads: int):

@@ -18,7 +18,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from mnist_edge.bench import FLOPS_PER_IMAGE, matmul_gflops
+from mnist_edge.bench import FLOPS_PER_IMAGE, interleaved, matmul_gflops
 from mnist_edge.checkpoint import load_model
 from mnist_edge.data import batches, load_split
 from mnist_edge.machine import environment
@@ -86,15 +86,7 @@ def main() -> None:
         for b in (1, 64):
             x = next(batches(pixels[:b], b))
             rounds = a.rounds if b == 1 else max(10, a.rounds // 16)
-            times: dict[str, list[float]] = {k: [] for k in fns}
-            for _ in range(5):  # warm-up
-                for fn in fns.values():
-                    fn(x)
-            for _ in range(rounds):
-                for name, fn in fns.items():
-                    t0 = time.perf_counter()
-                    fn(x)
-                    times[name].append(time.perf_counter() - t0)
+            times = interleaved({k: (fn, x) for k, fn in fns.items()}, rounds, warmup=5)
             eager_p50 = float(np.median(times["pytorch eager"]))
             for name, ts in times.items():
                 p50 = float(np.median(ts))

@@ -91,19 +91,12 @@ class Timing:
 
 
 @dataclass(frozen=True)
-class CaseResult:
-    """One backend at one batch size and thread count."""
+class CaseResult(Timing):
+    """One backend at one batch size and thread count (its Timing fields, then these)."""
 
     backend: str
     batch_size: int
     threads: int
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-    mean_ms: float
-    min_ms: float
-    iterations: int
     throughput: float  # images/s at the p50 latency
     load_ms: float  # building the session / loading the model
     first_inference_ms: float
@@ -171,19 +164,6 @@ def matmul_gflops(threads: int, n: int = 2048, seconds: float = 1.0) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def time_calls(fn: Runner, x: np.ndarray, warmup: int, iterations: int | None, duration: float):
-    """Per-call wall times (s) after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn(x)
-    times: list[float] = []
-    deadline = time.perf_counter() + duration
-    while (len(times) < iterations) if iterations else (time.perf_counter() < deadline):
-        t0 = time.perf_counter()
-        fn(x)
-        times.append(time.perf_counter() - t0)
-    return times
-
-
 def load_backend(name: str, cfg: BenchConfig, threads: int) -> Runner:
     """A numpy-in function for one backend with `threads` intra-op threads."""
     if name.startswith("onnxruntime"):
@@ -221,7 +201,7 @@ def measure_case(name: str, cfg: BenchConfig, batch: np.ndarray, threads: int, r
     t1 = time.perf_counter()
     fn(batch)
     t2 = time.perf_counter()
-    times = time_calls(fn, batch, cfg.warmup, cfg.iterations, cfg.duration)
+    times = interleaved({name: (fn, batch)}, cfg.iterations, cfg.duration, cfg.warmup)[name]
     t = Timing.of(times)
     n = len(batch)
     gflops = FLOPS_PER_IMAGE * n / (t.p50_ms / 1e3) / 1e9
@@ -240,30 +220,32 @@ def measure_case(name: str, cfg: BenchConfig, batch: np.ndarray, threads: int, r
     )
 
 
-def predictor_overhead(cfg: BenchConfig, pixels: np.ndarray, threads: int) -> OverheadResult:
-    """Predictor.predict on uint8 pixels against session.run on the same, normalised batch.
+def interleaved(
+    fns: dict[str, tuple[Runner, Any]], rounds: int | None, duration: float = 1.0, warmup: int = 3
+) -> dict[str, list[float]]:
+    """Per-call times (s) of several (callable, argument) pairs, called round-robin so that
+    drift in the machine's load hits all of them alike; `rounds` calls each, or `duration` s."""
+    for _ in range(warmup):
+        for fn, x in fns.values():
+            fn(x)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    deadline = time.perf_counter() + duration
+    while (len(next(iter(times.values()))) < rounds) if rounds else time.perf_counter() < deadline:
+        for name, (fn, x) in fns.items():
+            t0 = time.perf_counter()
+            fn(x)
+            times[name].append(time.perf_counter() - t0)
+    return times
 
-    The two calls alternate, so that drift in the machine's load hits both alike.
-    """
+
+def predictor_overhead(cfg: BenchConfig, pixels: np.ndarray, threads: int) -> OverheadResult:
+    """Predictor.predict on uint8 pixels against session.run on the same, normalised batch."""
     from .runtime import Predictor
 
     pred = Predictor(cfg.model, threads=threads)
-    normalised = pred.preprocess(pixels)
-    for _ in range(cfg.warmup):
-        pred.run(normalised)
-        pred.predict(pixels)
-    bare: list[float] = []
-    full: list[float] = []
-    deadline = time.perf_counter() + cfg.duration
-    while (len(bare) < cfg.iterations) if cfg.iterations else (time.perf_counter() < deadline):
-        t0 = time.perf_counter()
-        pred.run(normalised)
-        t1 = time.perf_counter()
-        pred.predict(pixels)
-        t2 = time.perf_counter()
-        bare.append(t1 - t0)
-        full.append(t2 - t1)
-    run_p50, predict_p50 = Timing.of(bare).p50_ms, Timing.of(full).p50_ms
+    pairs = {"run": (pred.run, pred.preprocess(pixels)), "predict": (pred.predict, pixels)}
+    times = interleaved(pairs, cfg.iterations, cfg.duration, cfg.warmup)
+    run_p50, predict_p50 = Timing.of(times["run"]).p50_ms, Timing.of(times["predict"]).p50_ms
     return OverheadResult(
         batch_size=len(pixels),
         threads=threads,
