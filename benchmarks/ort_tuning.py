@@ -1,6 +1,8 @@
 """ONNX Runtime session settings for this model, measured side by side in one run.
 
-Each variant's calls alternate with the others' (round-robin), so load drift hits all alike.
+Variants run in blocks (warm-up, then BLOCK timed calls), cycling through all variants ROUNDS
+times, so that load drift hits all alike. Blocks rather than single interleaved calls: with 2+
+threads, one session's spinning pool threads would otherwise steal the cores of the next call.
 Reports p50 per variant at batch 1 and 64, with 1 and all threads, against PyTorch eager.
 
     python benchmarks/ort_tuning.py --model exports/mnist_cnn.onnx --checkpoint exports/mnist_cnn.pt
@@ -23,6 +25,8 @@ from mnist_edge.checkpoint import load_model
 from mnist_edge.data import batches, load_split
 from mnist_edge.machine import environment
 from mnist_edge.runtime import session_options
+
+ROUNDS = 3  # passes over all variants
 
 
 def variants(model: str, threads: int) -> dict[str, object]:
@@ -86,7 +90,10 @@ def main() -> None:
         for b in (1, 64):
             x = next(batches(pixels[:b], b))
             rounds = a.rounds if b == 1 else max(10, a.rounds // 16)
-            times = interleaved({k: (fn, x) for k, fn in fns.items()}, rounds, warmup=5)
+            times: dict[str, list[float]] = {k: [] for k in fns}
+            for _ in range(ROUNDS):
+                for name, fn in fns.items():
+                    times[name] += interleaved({name: (fn, x)}, rounds // ROUNDS, warmup=5)[name]
             eager_p50 = float(np.median(times["pytorch eager"]))
             for name, ts in times.items():
                 p50 = float(np.median(ts))

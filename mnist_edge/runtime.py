@@ -147,12 +147,13 @@ class Predictor:
             )
             contract = spec.Contract()
         self.contract = contract
-        # pixels -> normalised input as one multiply-add: x * scale + shift
-        self._scale = {
-            "uint8": np.float32(contract.pixel_scale / contract.std),
-            "float": np.float32(1.0 / contract.std),
-        }
+        # Per-call cost matters at batch 1 (a model call is ~1.5 ms): uint8 pixels are normalised
+        # by one table lookup, and our own models' log-probabilities need one exp, not a softmax.
+        levels = np.arange(256, dtype=np.float64) * contract.pixel_scale
+        self._lut = ((levels - contract.mean) / contract.std).astype(np.float32)
+        self._float_scale = np.float32(1.0 / contract.std)
         self._shift = np.float32(-contract.mean / contract.std)
+        self._outputs_log_probs = self.contract_from_model  # mnist-edge exports end in log-softmax
 
     def preprocess(self, x: np.ndarray) -> np.ndarray:
         """uint8 0..255 or float 0..1 pixels, (28, 28) / (N, 28, 28) / (N, 1, 28, 28) ->
@@ -171,7 +172,7 @@ class Predictor:
         if x.shape[0] == 0:
             raise InputError(f"expected at least one image, got an empty batch {tuple(x.shape)}")
         if x.dtype == np.uint8:
-            return x.astype(np.float32) * self._scale["uint8"] + self._shift
+            return self._lut.take(x)
         if x.dtype.kind != "f":
             raise InputError(
                 f"expected uint8 pixels 0..255 or float pixels 0..1, got {_describe(x)}"
@@ -185,7 +186,7 @@ class Predictor:
                 f"float pixels must lie in 0..1, got {lo:g}..{hi:g}; "
                 "pass uint8 for 0..255 pixels or divide by 255"
             )
-        return x.astype(np.float32) * self._scale["float"] + self._shift
+        return x.astype(np.float32) * self._float_scale + self._shift
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw model output (N, 10) for an already normalised float32 (N, 1, 28, 28) batch."""
@@ -193,7 +194,8 @@ class Predictor:
 
     def predict(self, x: np.ndarray) -> Prediction:
         """Labels and probabilities for pixels in any accepted form."""
-        probs = _softmax(self.run(self.preprocess(x)))
+        out = self.run(self.preprocess(x))
+        probs = np.exp(out) if self._outputs_log_probs else _softmax(out)
         return Prediction(labels=probs.argmax(axis=1), probabilities=probs)
 
     def predict_image(self, image: Path | str | Image.Image) -> Prediction:
