@@ -18,8 +18,7 @@ import time
 from pathlib import Path
 
 import torch
-
-from mnist_edge.machine import environment
+from _report import write_report
 
 
 def run(cmd: list[str]) -> float:
@@ -57,11 +56,7 @@ def main() -> None:
         rows["2 processes x 1 thread"]["images_per_s"]
         / rows["1 process x 2 threads"]["images_per_s"]
     )
-    report = {"rows": rows, "ddp_over_threads_throughput": ratio, "limit": a.limit,
-              "environment": environment(),
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(a.out, {"rows": rows, "ddp_over_threads_throughput": ratio, "limit": a.limit})
     print(f"2x1 / 1x2 images/s ratio: {ratio:.2f} -> {a.out}")
 
 

@@ -11,18 +11,17 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import onnx
 import onnxruntime as ort
+from _report import print_table, write_report
 from onnx import TensorProto, helper, numpy_helper
 
 from mnist_edge.bench import interleaved
 from mnist_edge.data import batches, load_split
-from mnist_edge.machine import environment
 from mnist_edge.quantize import QuantConfig, calibration_images, quantize_model, test_accuracy
 from mnist_edge.runtime import session_options
 
@@ -119,22 +118,19 @@ def main() -> None:
                 "b64_speedup": t64["fp32"] / t64["int8"],
             })  # fmt: skip
             print(json.dumps(rows[-1]), flush=True)
-    report = {"fp32_accuracy": fp32_acc, "gemm_speedup": gemm_ratio, "gemm_p50_ms":
-              {k: v * 1e3 for k, v in g.items()}, "threads": a.threads, "rows": rows,
-              "environment": environment(),
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(a.out, {"fp32_accuracy": fp32_acc, "gemm_speedup": gemm_ratio,
+                         "gemm_p50_ms": {k: v * 1e3 for k, v in g.items()},
+                         "threads": a.threads, "rows": rows})  # fmt: skip
     print(
         f"raw GEMM int8/fp32 speed-up: u8s8 {gemm_ratio['u8s8']:.2f}x, "
         f"u8u8 {gemm_ratio['u8u8']:.2f}x; fp32 accuracy {fp32_acc:.2f}%"
     )
-    print("| variant | size | accuracy | drop (pp) | agree % | b1 speed-up | b64 speed-up |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        print(f"| {r['variant']} | {r['size_ratio']:.2f}x | {r['accuracy']:.2f} | "
-              f"{r['accuracy_drop']:+.2f} | {r['argmax_agreement']:.2f} | {r['b1_speedup']:.2f}x | "
-              f"{r['b64_speedup']:.2f}x |")  # fmt: skip
+    print_table(
+        ["variant", "size", "accuracy", "drop (pp)", "agree %", "b1 speed-up", "b64 speed-up"],
+        [[r["variant"], f"{r['size_ratio']:.2f}x", f"{r['accuracy']:.2f}",
+          f"{r['accuracy_drop']:+.2f}", f"{r['argmax_agreement']:.2f}",
+          f"{r['b1_speedup']:.2f}x", f"{r['b64_speedup']:.2f}x"] for r in rows],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

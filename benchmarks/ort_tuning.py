@@ -11,19 +11,16 @@ Reports p50 per variant at batch 1 and 64, with 1 and all threads, against PyTor
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import time
-from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
+from _report import print_table, write_report
 
 from mnist_edge.bench import FLOPS_PER_IMAGE, interleaved, matmul_gflops
 from mnist_edge.checkpoint import load_model
 from mnist_edge.data import batches, load_split
-from mnist_edge.machine import environment
 from mnist_edge.runtime import session_options
 
 ROUNDS = 3  # passes over all variants
@@ -103,16 +100,13 @@ def main() -> None:
                     "p50_vs_eager": p50 / eager_p50, "matmul_gflops": rate,
                     "roofline_fraction": FLOPS_PER_IMAGE * b / p50 / 1e9 / rate,
                 })  # fmt: skip
-    report = {"rows": rows, "environment": environment(),
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
-    print("| variant | threads | batch | p50 ms | p99 ms | img/s | vs eager | roofline |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        print(f"| {r['variant']} | {r['threads']} | {r['batch_size']} | {r['p50_ms']:.3f} | "
-              f"{r['p99_ms']:.3f} | {r['throughput']:.0f} | {r['p50_vs_eager']:.2f} | "
-              f"{r['roofline_fraction']:.0%} |")  # fmt: skip
+    write_report(a.out, {"rows": rows})
+    print_table(
+        ["variant", "threads", "batch", "p50 ms", "p99 ms", "img/s", "vs eager", "roofline"],
+        [[r["variant"], str(r["threads"]), str(r["batch_size"]), f"{r['p50_ms']:.3f}",
+          f"{r['p99_ms']:.3f}", f"{r['throughput']:.0f}", f"{r['p50_vs_eager']:.2f}",
+          f"{r['roofline_fraction']:.0%}"] for r in rows],
+    )  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,9 +13,9 @@ import argparse
 import json
 import time
 from dataclasses import asdict
-from pathlib import Path
 
-from mnist_edge.machine import environment
+from _report import write_report
+
 from mnist_edge.train import TrainConfig, train
 
 
@@ -55,12 +55,8 @@ def main() -> None:
         "mean_train_images_per_s": sum(m.images_per_s for m in result.history)
         / len(result.history),
         "checkpoint": str(result.checkpoint),
-        "environment": environment(),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
+    out = write_report(a.out, report)
     print(f"final test accuracy {result.test_accuracy:.2f}% in {wall / 60:.1f} min -> {out}")
 
 

@@ -9,17 +9,15 @@ alternating ROUNDS times; the ratio of medians is reported (target >= 0.95).
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from _report import write_report
 
 from mnist_edge.data import load_split
-from mnist_edge.machine import environment
 from mnist_edge.model import MnistCNN
 from mnist_edge.train import TrainConfig, to_tensor, train
 
@@ -66,11 +64,8 @@ def main() -> None:
         "target": 0.95,
         "limit": a.limit,
         "threads": torch.get_num_threads(),
-        "environment": environment(),
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
+    write_report(a.out, report)
     print(f"trainer {statistics.median(trainer):.0f} img/s, bare loop "
           f"{statistics.median(bare):.0f} img/s, ratio {ratio:.3f} -> {a.out}")  # fmt: skip
 

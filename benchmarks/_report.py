@@ -1,0 +1,29 @@
+"""What every benchmark script does at the end: write its JSON report, print a markdown table."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from mnist_edge.machine import environment
+
+
+def write_report(path: str | Path, body: dict[str, Any]) -> Path:
+    """`body` plus the machine, versions and finishing time, as indented JSON."""
+    report = {**body, "environment": environment(),
+              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    return path
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """A markdown table (first column left-aligned, the rest right-aligned)."""
+    print("| " + " | ".join(headers) + " |")
+    print("| --- |" + " ---: |" * (len(headers) - 1))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
