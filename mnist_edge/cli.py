@@ -253,9 +253,12 @@ def render_parity(report: Any) -> None:
 
 
 def finish_parity(report: Any, json_path: Path | None, gate: Any = None) -> None:
-    """Write --json, then exit 1 naming what failed (parity or the INT8 gate), if anything."""
+    """Render the report, write --json, then exit 1 naming what failed (parity or the INT8
+    gate), if anything."""
     from .files import write_json
 
+    if report is not None:
+        render_parity(report)
     if json_path:
         body = report.to_dict() if report is not None else {}
         if gate is not None:
@@ -344,8 +347,7 @@ def export_cmd(
         atol=atol,
         rtol=rtol,
     )
-    record_parity(output_dir, {Path(a.path).name: a.verdict() for a in report.artifacts})
-    render_parity(report)
+    record_parity(output_dir, report.artifacts)
     finish_parity(report, json_path, gate)
 
 
@@ -440,8 +442,7 @@ def quantize_cmd(
         data_dir=_opt(data_dir),
         test_limit=test_limit,
     )
-    record_parity(out_dir, {Path(a.path).name: a.verdict() for a in report.artifacts})
-    render_parity(report)
+    record_parity(out_dir, report.artifacts)
     finish_parity(report, json_path, gate)
 
 
@@ -473,8 +474,7 @@ def parity_cmd(
         checkpoint, targets, data_dir=_opt(data_dir), test_limit=test_limit, atol=atol, rtol=rtol
     )
     if not artifacts:
-        record_parity(output_dir, {Path(a.path).name: a.verdict() for a in report.artifacts})
-    render_parity(report)
+        record_parity(output_dir, report.artifacts)
     finish_parity(report, json_path)
 
 

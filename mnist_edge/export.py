@@ -177,12 +177,13 @@ def update_manifest(output_dir: Path | str, artifacts: list[Artifact]) -> Path:
     return path
 
 
-def record_parity(output_dir: Path | str, verdicts: dict[str, dict[str, Any]]) -> None:
-    """Store parity verdicts (keyed by file name) in the manifest entries they belong to."""
+def record_parity(output_dir: Path | str, results: list[Any]) -> None:
+    """Store parity verdicts (parity.ArtifactResult) in the manifest entries of their files."""
     data = read_manifest(output_dir)
-    for name, verdict in verdicts.items():
-        entry = data["artifacts"].get(name)
+    for result in results:
+        entry = data["artifacts"].get(Path(result.path).name)
         if entry is not None:
+            verdict = result.verdict()
             entry["parity"] = {**verdict, "checked": _now()}
             gate = entry.get("extra", {}).get("gate", {})
             entry["good"] = bool(verdict["passed"]) and gate.get("passed", True)
