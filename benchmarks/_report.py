@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mnist_edge.files import utc_now
 from mnist_edge.machine import environment
 
 
 def write_report(path: str | Path, body: dict[str, Any]) -> Path:
     """`body` plus the machine, versions and finishing time, as indented JSON."""
     report = {**body, "environment": environment(),
-              "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}  # fmt: skip
+              "finished": utc_now()}  # fmt: skip
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=2) + "\n")

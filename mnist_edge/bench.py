@@ -1,13 +1,16 @@
 """Latency and throughput of the model's backends -> result dataclasses; no printing.
 
 Every case warms up first, then times single calls with time.perf_counter. Reported beside each
-number: the machine, thread settings and versions (machine.environment()), and this machine's
-fp32 matmul rate measured in the same run, so that achieved GFLOP/s can be read as a fraction of
-what the CPU can do (the roofline).
+number: the machine, thread settings and versions (machine.environment()), each case's peak
+resident memory, and this machine's fp32 GEMM rate measured in the same run with ONNX Runtime
+itself (a 1024x1024 MatMul), so that achieved GFLOP/s reads as a fraction of what this CPU does
+with the same runtime (the roofline), with or without torch installed. Models come from
+runners.load_runner; the backends measured by default are those whose files exist.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import time
@@ -18,43 +21,72 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ConfigError, InputError
-from .machine import environment
+from .errors import ArtifactError, ConfigError, InputError
+from .files import utc_now
+from .layout import Layout
+from .machine import environment, has_module, peak_rss_mb, reset_peak_rss
+from .runners import BACKENDS as RUNNER_BACKENDS
+from .runners import Runner, load_runner
+from .spec import FLOPS_PER_IMAGE
 
-BACKENDS = ("pytorch", "torchscript", "onnxruntime", "onnxruntime-int8", "onnxruntime-ort")
-DEFAULT_BACKENDS = BACKENDS[:3]  # the optional two join when their files exist (see CLI)
-Runner = Callable[[np.ndarray], Any]
+BACKENDS = ("pytorch", "torchscript", "pt2", "onnxruntime", "onnxruntime-int8", "onnxruntime-ort")
+TORCH_BACKENDS = ("pytorch", "torchscript", "pt2")
+SCENARIOS = ("single-stream", "offline", "server", "idle")
+ROOFLINE_N = 1024  # side of the square fp32 MatMul that measures the CPU's GEMM rate
+# A one-node ONNX model, C = MatMul(A, B) with symbolic shapes (opset 13, IR 8): built with
+# onnx.helper and serialised, so that the roofline needs neither torch nor the onnx package.
+# tests/test_bench.py rebuilds it with onnx and compares the bytes.
+MATMUL_ONNX = base64.b64decode(
+    "CAgSCm1uaXN0LWVkZ2U6YAoRCgFhCgFiEgFjIgZNYXRNdWwSBm1hdG11bFoVCgFhEhAKDggBEgoKAxIBbQoDEgFrWhUK"
+    "AWISEAoOCAESCgoDEgFrCgMSAW5iFQoBYxIQCg4IARIKCgMSAW0KAxIBbkIECgAQDQ=="
+)
 
 
-def model_macs(image_size: int = 28, channels: tuple[int, ...] = (32, 64, 128)) -> int:
-    """Multiply-adds per image of the CNN in model.py (3x3 convs without padding, then fc)."""
-    macs, side, c_in = 0, image_size, 1
-    for c_out in channels:
-        side -= 2
-        macs += side * side * c_out * c_in * 9
-        c_in = c_out
-    return macs + side * side * c_in * 10  # fc: 61,952 x 10
+def default_backends(model: Path | str, checkpoint: Path | str | None) -> tuple[str, ...]:
+    """The backends whose files exist beside `model` (PyTorch eager only when torch is
+    installed and the checkpoint exists; TorchScript and pt2 only with torch too)."""
+    has_torch = has_module("torch")
+    chosen = []
+    for name in BACKENDS:
+        path = backend_path(name, model, checkpoint)
+        if name in TORCH_BACKENDS and not has_torch:
+            continue
+        if path is not None and Path(path).is_file():
+            chosen.append(name)
+    return tuple(chosen)
 
 
-FLOPS_PER_IMAGE = 2 * model_macs()  # 94.2 MFLOP (a multiply-add is two FLOPs)
+def backend_path(name: str, model: Path | str, checkpoint: Path | str | None) -> Path | None:
+    """The file a backend runs: --model for onnxruntime, its siblings for the others."""
+    if name == "onnxruntime":
+        return Path(model)
+    if name == "pytorch":
+        return None if checkpoint is None else Path(checkpoint)
+    return Layout.beside(model).artifact(RUNNER_BACKENDS[name])
 
 
 @dataclass(frozen=True)
 class BenchConfig:
     """What to measure."""
 
-    backends: tuple[str, ...] = DEFAULT_BACKENDS
+    backends: tuple[str, ...] = ("onnxruntime",)
     batch_sizes: tuple[int, ...] = (1, 8, 64)
     threads: tuple[int, ...] = (1, os.cpu_count() or 1)
     warmup: int = 10  # untimed calls before timing
     iterations: int | None = None  # timed calls per case; None: run for `duration`
     duration: float = 2.0  # seconds per case when iterations is None
-    model: str = "exports/mnist_cnn.onnx"  # ONNX model
-    int8_model: str = "exports/mnist_cnn.int8.onnx"
-    ort_model: str = "exports/mnist_cnn.ort"
-    torchscript: str = "exports/mnist_cnn.torchscript.pt"
-    checkpoint: str = "exports/mnist_cnn.pt"  # for PyTorch eager
+    model: str = str(Layout().onnx)  # ONNX model; the other backends' files lie beside it
+    checkpoint: str = str(Layout().checkpoint)  # for PyTorch eager
     data_dir: str | None = None  # MNIST test images are the inputs
+    # Deployment scenarios (opt-in), run on Predictor(model) as an application would:
+    scenarios: tuple[str, ...] = ()  # any of SCENARIOS
+    queries: int = 1024  # single-stream and server queries
+    qps: float = 100.0  # server: mean Poisson arrival rate, queries/s
+    workers: int = os.cpu_count() or 1  # server: threads sharing one Predictor
+    latency_bound_ms: float = 20.0  # server: p99 must stay under this for the run to be valid
+    idle_gap_s: float = 2.0  # idle: seconds of silence before each timed call
+    idle_samples: int = 5  # idle: how many such calls
+    offline_batch_sizes: tuple[int, ...] = (1, 8, 32, 64, 128, 256)
 
     def __post_init__(self) -> None:
         unknown = [b for b in self.backends if b not in BACKENDS]
@@ -67,8 +99,35 @@ class BenchConfig:
             raise ConfigError(f"thread counts must be >= 1, got {self.threads}")
         if self.warmup < 0 or (self.iterations is not None and self.iterations < 1):
             raise ConfigError("warmup must be >= 0 and iterations >= 1")
-        if self.iterations is None and self.duration <= 0:
+        if self.iterations is None and not (0 < self.duration < 1e6):
             raise ConfigError(f"duration must be > 0 seconds, got {self.duration}")
+        unknown = [x for x in self.scenarios if x not in SCENARIOS]
+        if unknown:
+            raise ConfigError(f"unknown scenario {unknown[0]}; choose from {', '.join(SCENARIOS)}")
+        checks = [
+            (self.queries >= 1, f"queries must be >= 1, got {self.queries}"),
+            (0 < self.qps < 1e6, f"qps must be > 0, got {self.qps}"),
+            (self.workers >= 1, f"workers must be >= 1, got {self.workers}"),
+            (self.latency_bound_ms > 0, "the latency bound must be > 0 ms"),
+            (0 <= self.idle_gap_s <= 3600 and self.idle_samples >= 1, "idle gap 0..3600 s"),
+            (bool(self.offline_batch_sizes) and min(self.offline_batch_sizes) >= 1,
+             "offline batch sizes must be >= 1"),
+        ]  # fmt: skip
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def path(self, backend: str) -> Path:
+        """The file `backend` runs; an error naming the export command when it is missing."""
+        path = backend_path(backend, self.model, self.checkpoint)
+        if path is None or not path.is_file():
+            how = {
+                "pytorch": "train one with `mnist-edge train` or pass --checkpoint",
+                "onnxruntime-int8": "make it with `mnist-edge quantize`",
+                "onnxruntime-ort": "make it with `mnist-edge export --format ort`",
+            }.get(backend, f"make it with `mnist-edge export --format {RUNNER_BACKENDS[backend]}`")
+            raise ArtifactError(f"backend {backend} needs {path}, which is missing; {how}")
+        return path
 
 
 @dataclass(frozen=True)
@@ -104,6 +163,7 @@ class CaseResult(Timing):
     gflops: float  # achieved, from the counted multiply-adds and the p50
     roofline_fraction: float  # gflops / this machine's fp32 matmul rate at these threads
     p50_vs_eager: float | None = None  # this p50 / PyTorch eager's p50 (lower is faster)
+    peak_rss_mb: float | None = None  # the process's peak resident memory during the case
     samples_ms: list[float] = field(default_factory=list, repr=False)  # for plots; not in JSON
 
 
@@ -121,12 +181,13 @@ class OverheadResult:
 @dataclass(frozen=True)
 class BenchReport:
     cases: list[CaseResult]
-    matmul_gflops: dict[int, float]  # threads -> fp32 matmul GFLOP/s, 2048x2048
+    matmul_gflops: dict[int, float]  # threads -> ONNX Runtime fp32 MatMul GFLOP/s
     overhead: list[OverheadResult]
     environment: dict[str, Any]
     config: dict[str, Any]
     flops_per_image: int = FLOPS_PER_IMAGE
     created: str = ""
+    scenarios: list[dict[str, Any]] = field(default_factory=list)  # see run_scenarios
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -143,65 +204,36 @@ class BenchReport:
         )
 
 
-def matmul_gflops(threads: int, n: int = 2048, seconds: float = 1.0) -> float:
-    """fp32 n x n matmul rate (GFLOP/s) with `threads` threads: torch when present, else numpy."""
-    try:
-        import torch
+def matmul_gflops(threads: int, n: int = ROOFLINE_N, seconds: float = 1.0) -> float:
+    """fp32 n x n MatMul rate (GFLOP/s) in ONNX Runtime with `threads` intra-op threads: the best
+    GEMM this runtime does on this CPU, the ceiling for the model's convolutions and fc."""
+    import onnxruntime as ort
 
-        torch.set_num_threads(threads)
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        mm: Callable[[], Any] = lambda: torch.mm(a, b)  # noqa: E731
-    except ImportError:
-        rng = np.random.default_rng(0)
-        a, b = rng.standard_normal((n, n), np.float32), rng.standard_normal((n, n), np.float32)
-        mm = lambda: a @ b  # noqa: E731
-    mm()  # warm-up
+    from .runtime import session_options
+
+    session = ort.InferenceSession(
+        MATMUL_ONNX, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+    )
+    rng = np.random.default_rng(0)
+    feed = {name: rng.standard_normal((n, n), np.float32) for name in ("a", "b")}
+    session.run(None, feed)  # warm-up
     best, deadline = float("inf"), time.perf_counter() + seconds
     while time.perf_counter() < deadline:
         t0 = time.perf_counter()
-        mm()
+        session.run(None, feed)
         best = min(best, time.perf_counter() - t0)
     return 2 * n**3 / best / 1e9
 
 
-def load_backend(name: str, cfg: BenchConfig, threads: int) -> Runner:
-    """A numpy-in function for one backend with `threads` intra-op threads."""
-    if name.startswith("onnxruntime"):
-        from .runtime import load_session
-
-        path = {"onnxruntime": cfg.model, "onnxruntime-int8": cfg.int8_model}.get(
-            name, cfg.ort_model
-        )
-        session = load_session(path, threads=threads)
-        inp, out = session.get_inputs()[0].name, session.get_outputs()[0].name
-        return lambda x: session.run([out], {inp: x})
-    import torch
-
-    torch.set_num_threads(threads)
-    if name == "pytorch":
-        from .checkpoint import load_model
-
-        module, _ = load_model(cfg.checkpoint)
-    else:
-        from .parity import load_runner
-
-        return load_runner(cfg.torchscript, "torchscript")
-
-    def run(x: np.ndarray) -> Any:
-        with torch.inference_mode():
-            return module(torch.from_numpy(x))
-
-    return run
-
-
 def measure_case(name: str, cfg: BenchConfig, batch: np.ndarray, threads: int, rate: float):
     """Cold start (load + first call) and steady-state timing of one case."""
+    reset_peak_rss()
     t0 = time.perf_counter()
-    fn = load_backend(name, cfg, threads)
+    runner = load_runner(cfg.path(name), fmt=RUNNER_BACKENDS[name], threads=threads)
     t1 = time.perf_counter()
-    fn(batch)
+    runner(batch)
     t2 = time.perf_counter()
-    times = interleaved({name: (fn, batch)}, cfg.iterations, cfg.duration, cfg.warmup)[name]
+    times = interleaved({name: (runner, batch)}, cfg.iterations, cfg.duration, cfg.warmup)[name]
     t = Timing.of(times)
     n = len(batch)
     gflops = FLOPS_PER_IMAGE * n / (t.p50_ms / 1e3) / 1e9
@@ -216,6 +248,7 @@ def measure_case(name: str, cfg: BenchConfig, batch: np.ndarray, threads: int, r
         cold_start_ms=(t2 - t0) * 1e3,
         gflops=gflops,
         roofline_fraction=gflops / rate,
+        peak_rss_mb=peak_rss_mb(),
         samples_ms=[s * 1e3 for s in times],
     )
 
@@ -259,6 +292,8 @@ def bench(cfg: BenchConfig, on_case: Callable[[CaseResult], None] | None = None)
     """Measure every backend x batch size x thread count, plus roofline and predictor overhead."""
     from .data import batches, load_split
 
+    for name in cfg.backends:
+        cfg.path(name)  # a missing file fails before anything is measured
     pixels = load_split("test", cfg.data_dir, max(cfg.batch_sizes)).images  # (B, 28, 28) uint8
     rates = {t: matmul_gflops(t) for t in cfg.threads}
     cases: list[CaseResult] = []
@@ -277,14 +312,21 @@ def bench(cfg: BenchConfig, on_case: Callable[[CaseResult], None] | None = None)
     overhead = []
     if "onnxruntime" in cfg.backends:
         overhead = [predictor_overhead(cfg, pixels[:1], t) for t in cfg.threads]
+    test = load_split("test", cfg.data_dir).images if cfg.scenarios else pixels
     return BenchReport(
         cases=cases,
         matmul_gflops=rates,
         overhead=overhead,
+        scenarios=run_scenarios(cfg, test),
         environment={**environment(), "torch_threads_default": _torch_threads()},
         config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
-        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        created=utc_now(),
     )
+
+
+def default_report_path() -> Path:
+    """Where a bench report goes when no --json is given."""
+    return Path("benchmarks/results") / time.strftime("bench-%Y%m%d-%H%M%S.json")
 
 
 def _with_ratio(case: CaseResult, eager_p50: float | None) -> CaseResult:
@@ -294,12 +336,11 @@ def _with_ratio(case: CaseResult, eager_p50: float | None) -> CaseResult:
 
 
 def _torch_threads() -> int | None:
-    try:
-        import torch
-
-        return torch.get_num_threads()
-    except ImportError:
+    if not has_module("torch"):
         return None
+    import torch
+
+    return torch.get_num_threads()
 
 
 @dataclass(frozen=True)
@@ -345,12 +386,13 @@ def load_baseline(path: Path | str) -> dict[str, Any]:
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-        assert isinstance(data.get("cases"), list)
-        return data
     except FileNotFoundError:
         raise InputError(f"no baseline at {path}") from None
-    except (ValueError, AssertionError, AttributeError):
-        raise InputError(f"{path} is not a bench JSON report (no 'cases' list)") from None
+    except (OSError, ValueError):
+        data = None
+    if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
+        raise InputError(f"{path} is not a bench JSON report (no 'cases' list)")
+    return data
 
 
 def plot(report: BenchReport, path: Path | str) -> None:
@@ -374,3 +416,122 @@ def plot(report: BenchReport, path: Path | str) -> None:
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
     plt.close(fig)
+
+
+def _percentiles(seconds: list[float]) -> dict[str, float]:
+    ms = np.asarray(seconds) * 1e3
+    p50, p90, p99, p999 = (float(v) for v in np.percentile(ms, [50, 90, 99, 99.9]))
+    return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "p99_9_ms": p999,
+            "mean_ms": float(ms.mean()), "max_ms": float(ms.max()), "queries": len(ms)}  # fmt: skip
+
+
+def run_scenarios(cfg: BenchConfig, images: np.ndarray) -> list[dict[str, Any]]:
+    """MLPerf-style scenarios on Predictor(cfg.model), fed uint8 test images as an app would."""
+    from .runtime import Predictor
+
+    out = []
+    threads = max(cfg.threads)
+    for name in cfg.scenarios:
+        if name == "server":  # workers give the parallelism: one intra-op thread per call
+            out.append(server(Predictor(cfg.model, threads=1), images, cfg))
+        else:
+            pred = Predictor(cfg.model, threads=threads)
+            fn = {"single-stream": single_stream, "offline": offline, "idle": idle}[name]
+            out.append({**fn(pred, images, cfg), "threads": threads})
+    return out
+
+
+def single_stream(pred: Any, images: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
+    """One query (one image) at a time, the next as soon as the last answered; p90 headline."""
+    for i in range(cfg.warmup):
+        pred.predict(images[i % len(images)])
+    times = []
+    for i in range(cfg.queries):
+        t0 = time.perf_counter()
+        pred.predict(images[i % len(images)])
+        times.append(time.perf_counter() - t0)
+    p = _percentiles(times)
+    summary = (f"p90 {p['p90_ms']:.3f} ms (p50 {p['p50_ms']:.3f}, p99 {p['p99_ms']:.3f}, "
+               f"p99.9 {p['p99_9_ms']:.3f}) over {p['queries']} queries")  # fmt: skip
+    return {"scenario": "single-stream", **p, "summary": summary}
+
+
+def offline(pred: Any, images: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
+    """All queries available at once: images/s at each batch size, and the best."""
+    per_batch = {}
+    seconds = cfg.duration if cfg.iterations is None else None
+    for b in cfg.offline_batch_sizes:
+        batch = np.resize(images, (b, *images.shape[1:]))
+        times = interleaved({"b": (pred.predict, batch)}, cfg.iterations, seconds or 1.0, 2)["b"]
+        per_batch[b] = float(b / np.median(times))
+    best = max(per_batch, key=per_batch.get)
+    summary = f"best {per_batch[best]:.0f} images/s at batch {best}"
+    return {"scenario": "offline", "images_per_s": per_batch, "best_batch_size": best,
+            "best_images_per_s": per_batch[best], "summary": summary}  # fmt: skip
+
+
+def server(pred: Any, images: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
+    """Poisson arrivals at cfg.qps, answered by cfg.workers threads sharing one Predictor;
+    latency counts from arrival (queueing included). Valid while p99 <= the latency bound."""
+    import queue
+    import threading
+
+    rng = np.random.default_rng(0)
+    arrivals = np.cumsum(rng.exponential(1.0 / cfg.qps, cfg.queries))
+    todo: queue.Queue = queue.Queue()
+    latencies = [0.0] * cfg.queries
+
+    def worker() -> None:
+        while (item := todo.get()) is not None:
+            i, t_arrival = item
+            pred.predict(images[i % len(images)])
+            latencies[i] = time.perf_counter() - t_arrival
+
+    pool = [threading.Thread(target=worker, daemon=True) for _ in range(cfg.workers)]
+    for t in pool:
+        t.start()
+    for i in range(cfg.warmup):
+        pred.predict(images[i % len(images)])
+    start = time.perf_counter()
+    for i, at in enumerate(arrivals):
+        delay = start + at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        todo.put((i, start + at))
+    for _ in pool:
+        todo.put(None)
+    for t in pool:
+        t.join()
+    wall = time.perf_counter() - start
+    p = _percentiles(latencies)
+    valid = bool(p["p99_ms"] <= cfg.latency_bound_ms)
+    summary = (f"{cfg.qps:g} qps offered, {cfg.queries / wall:.1f} served, {cfg.workers} workers: "
+               f"p99 {p['p99_ms']:.3f} ms {'<=' if valid else '>'} bound "
+               f"{cfg.latency_bound_ms:g} ms ({'VALID' if valid else 'INVALID'})")  # fmt: skip
+    return {"scenario": "server", **p, "target_qps": cfg.qps, "achieved_qps": cfg.queries / wall,
+            "workers": cfg.workers, "latency_bound_ms": cfg.latency_bound_ms, "valid": valid,
+            "summary": summary}  # fmt: skip
+
+
+def idle(pred: Any, images: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
+    """The first call after an idle gap, against warm back-to-back calls."""
+    warm = [0.0] * 50
+    for i in range(len(warm)):
+        t0 = time.perf_counter()
+        pred.predict(images[i % len(images)])
+        warm[i] = time.perf_counter() - t0
+    cold = []
+    for i in range(cfg.idle_samples):
+        time.sleep(cfg.idle_gap_s)
+        t0 = time.perf_counter()
+        pred.predict(images[i % len(images)])
+        cold.append(time.perf_counter() - t0)
+    warm_p50, cold_p50 = float(np.median(warm)) * 1e3, float(np.median(cold)) * 1e3
+    summary = (
+        f"after {cfg.idle_gap_s:g} s idle: p50 {cold_p50:.3f} ms (max "
+        f"{max(cold) * 1e3:.3f}) vs warm {warm_p50:.3f} ms = {cold_p50 / warm_p50:.2f}x"
+    )
+    return {"scenario": "idle", "idle_gap_s": cfg.idle_gap_s, "after_idle_p50_ms": cold_p50,
+            "after_idle_max_ms": max(cold) * 1e3, "warm_p50_ms": warm_p50,
+            "ratio": cold_p50 / warm_p50, "samples_ms": [c * 1e3 for c in cold],
+            "summary": summary}  # fmt: skip

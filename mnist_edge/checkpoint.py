@@ -12,11 +12,11 @@ import platform
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
-from . import __version__, spec
+from . import __version__, layout, spec
 from .errors import CheckpointError
 from .files import atomic_write, sha256
 from .model import MnistCNN
@@ -24,7 +24,7 @@ from .model import MnistCNN
 FORMAT = "mnist-edge-checkpoint"
 FORMAT_VERSION = 1
 ARCHITECTURE = "mnist-cnn-3conv"
-CHECKPOINT_NAME = "mnist_cnn.pt"
+CHECKPOINT_NAME = layout.CHECKPOINT
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,14 @@ class Checkpoint:
     data_sha256: dict[str, str] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     optimizer_state: dict[str, Any] | None = None
+    test_images: int | None = None  # how many test images test_accuracy was measured on
+    distributed: dict[str, Any] = field(default_factory=dict)  # world size, rank checksums
+
+    # what save() writes besides the format header, in this order
+    SAVED: ClassVar[tuple[str, ...]] = (
+        "model_state", "model_config", "train_config", "epoch", "optimizer_state", "metrics",
+        "test_accuracy", "test_images", "data_sha256", "versions", "distributed",
+    )  # fmt: skip
 
     def build_model(self) -> MnistCNN:
         """The model with these weights, in eval mode, on the CPU."""
@@ -81,10 +89,11 @@ def model_config() -> dict[str, Any]:
     }
 
 
-def save(path: Path, payload: dict[str, Any]) -> None:
-    """Write a checkpoint dict atomically (temp file in the same folder, then rename)."""
-    full = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    atomic_write(Path(path), lambda tmp: torch.save(full, tmp))
+def save(ckpt: Checkpoint) -> None:
+    """Write a checkpoint to ckpt.path atomically (temp file in the same folder, then rename)."""
+    full = {"format": FORMAT, "format_version": FORMAT_VERSION}
+    full.update({key: getattr(ckpt, key) for key in Checkpoint.SAVED})
+    atomic_write(ckpt.path, lambda tmp: torch.save(full, tmp))
 
 
 def _is_bare_state_dict(obj: Any) -> bool:
@@ -132,6 +141,8 @@ def load(path: Path | str) -> Checkpoint:
         data_sha256=dict(obj.get("data_sha256", {})),
         versions=dict(obj.get("versions", {})),
         optimizer_state=obj.get("optimizer_state"),
+        test_images=obj.get("test_images"),
+        distributed=dict(obj.get("distributed") or {}),
     )
 
 

@@ -1,12 +1,12 @@
-"""MNIST on disk: where the files come from, loading them, and the one batch feed.
+"""MNIST on disk: where the files come from, reading them with numpy, and the one batch feed.
 
 Where the files come from, first match wins:
   1. `--data-dir DIR` (strict: a DIR without MNIST is an error, never a silent download);
   2. the environment variable `MNIST_EDGE_DATA` (strict likewise);
   3. the per-user cache (`$MNIST_EDGE_CACHE`, else `$XDG_CACHE_HOME/mnist-edge`, else
      `~/.cache/mnist-edge`), downloading into it through torchvision when it is empty.
-A DIR may be read-only: its `.gz` files are extracted into the cache, never next to themselves.
-torchvision reads the extracted IDX files (it only needs a folder that already holds them).
+The IDX files (gzipped or not) are read with numpy alone, straight from where they lie: a DIR may
+be read-only and is never written. torchvision (the `train` extra) is only the downloader.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import spec
-from .errors import DataError
-from .files import sha256
+from .errors import DataError, MissingDependency, missing_dependency
 
 ENV_DATA = "MNIST_EDGE_DATA"
 ENV_CACHE = "MNIST_EDGE_CACHE"
@@ -32,6 +31,15 @@ SPLIT_FILES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 ALL_FILES = tuple(name for pair in SPLIT_FILES.values() for name in pair)
+# The official files, decompressed: size and md5. A file of the official size with another md5 is
+# a damaged copy of the official one (a set of other size, e.g. a test's, is taken as it is).
+OFFICIAL = {
+    "train-images-idx3-ubyte": (47_040_016, "6bbc9ace898e44ae57da46a324031adb"),
+    "train-labels-idx1-ubyte": (60_008, "a25bea736e30d166cdddb491f175f624"),
+    "t10k-images-idx3-ubyte": (7_840_016, "2646ac647ad5339dbf082846283269ea"),
+    "t10k-labels-idx1-ubyte": (10_008, "27ae3e4e09519cfbb04c329615203637"),
+}
+IDX_MAGIC = {3: 2051, 1: 2049}  # ndim -> magic number (unsigned bytes, big-endian dims)
 POINT_HINT = f"point --data-dir or ${ENV_DATA} at a folder holding MNIST/raw/*.gz"
 
 
@@ -42,7 +50,7 @@ class Split:
     images: np.ndarray  # uint8 (N, 28, 28), ink high, as in the files
     labels: np.ndarray  # int64 (N,)
     name: str  # "train" or "test"
-    sha256: str  # hash of the two IDX files read
+    sha256: str  # hash of the two IDX files read (decompressed)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -64,46 +72,18 @@ def _raw_folder(root: Path) -> Path | None:
     return None
 
 
-def _has_extracted(root: Path) -> bool:
-    return all((root / "MNIST" / "raw" / n).is_file() for n in ALL_FILES)
-
-
-def _extract_into_cache(raw: Path) -> Path:
-    """Copy/extract the IDX files of `raw` into a cache root keyed by their size and mtime."""
-    key = hashlib.sha256()
-    for name in ALL_FILES:
-        src = raw / name if (raw / name).is_file() else raw / f"{name}.gz"
-        st = src.stat()
-        key.update(f"{src.resolve()}:{st.st_size}:{st.st_mtime_ns};".encode())
-    root = cache_dir() / "local" / key.hexdigest()[:16]
-    if _has_extracted(root):
-        return root
-    dest = root / "MNIST" / "raw"
-    try:
-        dest.mkdir(parents=True, exist_ok=True)
-        for name in ALL_FILES:
-            tmp = dest / f".{name}.tmp{os.getpid()}"
-            if (raw / name).is_file():
-                shutil.copyfile(raw / name, tmp)
-            else:
-                with gzip.open(raw / f"{name}.gz", "rb") as fin, open(tmp, "wb") as fout:
-                    shutil.copyfileobj(fin, fout)
-            os.replace(tmp, dest / name)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
-        raise DataError(f"cannot extract MNIST from {raw} into the cache {dest}: {exc}") from exc
-    return root
-
-
 def _download(root: Path) -> None:
-    import torchvision  # heavy, and only needed on this path
-
+    try:
+        import torchvision  # only the downloader, from the train extra
+    except ImportError:
+        raise missing_dependency("torchvision", "downloading MNIST") from None
     root.mkdir(parents=True, exist_ok=True)
     for train in (True, False):
         torchvision.datasets.MNIST(root=str(root), train=train, download=True)
 
 
 def resolve_root(data_dir: Path | str | None = None, *, download: bool = True) -> Path:
-    """A folder holding extracted MNIST in torchvision's layout (ROOT/MNIST/raw/*-ubyte)."""
+    """The folder that holds the four IDX files (plain or .gz)."""
     for label, value in (("--data-dir", data_dir), (f"${ENV_DATA}", os.environ.get(ENV_DATA))):
         if not value:
             continue
@@ -114,55 +94,92 @@ def resolve_root(data_dir: Path | str | None = None, *, download: bool = True) -
                 f"no MNIST in {path} (from {label}): expected MNIST/raw/ with "
                 f"{ALL_FILES[0]}.gz and its three siblings; {POINT_HINT}"
             )
-        return path if _has_extracted(path) else _extract_into_cache(raw)
+        return raw
     cache = cache_dir() / "download"
-    if _has_extracted(cache):
-        return cache
-    if _raw_folder(cache) is not None:  # .gz files only, e.g. copied in by hand
-        return _extract_into_cache(_raw_folder(cache))  # type: ignore[arg-type]
+    if (raw := _raw_folder(cache)) is not None:
+        return raw
     looked = f"--data-dir (not given), ${ENV_DATA} (not set), the cache {cache} (empty)"
     if not download:
         raise DataError(f"MNIST not found; looked at {looked}; {POINT_HINT}")
     try:
         _download(cache)
+    except MissingDependency as exc:
+        raise DataError(f"MNIST not found; looked at {looked}; {POINT_HINT}, or {exc}") from exc
     except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError when offline
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
             f"MNIST not found and the download failed ({reason[:160]}); looked at {looked}; "
             f"{POINT_HINT}"
         ) from exc
-    return cache
+    return _raw_folder(cache) or cache
+
+
+def read_idx(folder: Path, name: str) -> tuple[np.ndarray, str]:
+    """One IDX file (NAME or NAME.gz in `folder`) as a uint8 array, and its sha256."""
+    path = folder / name if (folder / name).is_file() else folder / f"{name}.gz"
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(path, "rb") as f:
+                raw = f.read()
+        else:
+            raw = path.read_bytes()
+    except (OSError, EOFError, zlib.error) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        raise DataError(f"cannot read {path}: {reason} (corrupt or truncated?)") from exc
+    ndim = 3 if "images" in name else 1
+    magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
+    if magic != IDX_MAGIC[ndim] or len(raw) < 4 + 4 * ndim:
+        raise DataError(
+            f"{path} is not an MNIST IDX file (magic number {magic}, expected {IDX_MAGIC[ndim]})"
+        )
+    dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = raw[4 + 4 * ndim :]
+    if len(body) != int(np.prod(dims)):
+        raise DataError(
+            f"{path} holds {len(body)} bytes of data where its header {dims} says "
+            f"{int(np.prod(dims))} (truncated?)"
+        )
+    size, md5 = OFFICIAL[name]
+    if len(raw) == size and hashlib.md5(raw).hexdigest() != md5:
+        raise DataError(f"{path} has the official file's size but not its md5: a damaged copy")
+    return np.frombuffer(body, np.uint8).reshape(dims), hashlib.sha256(raw).hexdigest()
 
 
 def load_split(split: str, data_dir: Path | str | None = None, limit: int | None = None) -> Split:
     """Load `split` ("train" or "test"), keeping the first `limit` images when given."""
     if split not in SPLIT_FILES:
         raise DataError(f"unknown split {split!r}; use 'train' or 'test'")
+    if limit is not None and limit < 1:
+        raise DataError(f"the {split} limit must be at least 1, got {limit}")
     root = resolve_root(data_dir)
-    import torchvision
-
-    try:
-        ds = torchvision.datasets.MNIST(root=str(root), train=split == "train", download=False)
-    except Exception as exc:  # corrupt IDX files surface as assorted errors inside torchvision
-        raise DataError(f"cannot read MNIST {split} files under {root}: {exc}") from exc
-    images = ds.data.numpy()
-    labels = ds.targets.numpy().astype(np.int64)
-    if images.ndim != 3 or images.shape[1:] != (spec.IMAGE_SIZE, spec.IMAGE_SIZE):
-        raise DataError(f"MNIST {split} images under {root} have shape {images.shape}")
+    image_file, label_file = SPLIT_FILES[split]
+    images, image_hash = read_idx(root, image_file)
+    labels, label_hash = read_idx(root, label_file)
+    side = spec.IMAGE_SIZE
+    if images.shape[1:] != (side, side) or len(images) != len(labels):
+        raise DataError(
+            f"MNIST {split} files under {root} hold images {images.shape} and labels "
+            f"{labels.shape}; expected (N, {side}, {side}) and (N,)"
+        )
+    if labels.size and labels.max() >= spec.NUM_CLASSES:
+        raise DataError(f"MNIST {split} labels under {root} hold {labels.max()}; expected 0..9")
     if limit is not None:
-        if limit < 1:
-            raise DataError(f"the {split} limit must be at least 1, got {limit}")
         if limit > len(labels):
             raise DataError(
                 f"the {split} limit {limit} is larger than the {len(labels)} images available"
             )
         images, labels = images[:limit], labels[:limit]
-    digest = "+".join(sha256(root / "MNIST" / "raw" / n)[:16] for n in SPLIT_FILES[split])
-    return Split(images=images, labels=labels, name=split, sha256=digest)
+    return Split(
+        images=images,
+        labels=labels.astype(np.int64),
+        name=split,
+        sha256=f"{image_hash[:16]}+{label_hash[:16]}",
+    )
 
 
 def batches(images: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    """The one feed for parity, bench and calibration: normalised float32 (B, 1, 28, 28)."""
+    """The one feed for parity, bench, evaluation and calibration: normalised float32
+    (B, 1, 28, 28) batches, made one at a time so memory stays bounded."""
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
         yield spec.normalize(chunk)[:, None, :, :]  # (B, 1, 28, 28)

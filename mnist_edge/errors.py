@@ -1,4 +1,4 @@
-"""One error tree for mnist-edge.
+"""One error tree for mnist-edge, and the one place foreign exceptions are translated into it.
 
     MnistEdgeError              anything a user can fix; the CLI prints its message in one line
     ├── ConfigError             a setting out of range (0 epochs, negative learning rate, ...)
@@ -6,10 +6,17 @@
     ├── CheckpointError         checkpoint missing, corrupt, or of another architecture
     ├── ArtifactError           exported model missing, corrupt, or not this model
     ├── InputError              predictor input of the wrong shape, dtype or values
-    └── OutputError             an output path that cannot be written
+    ├── OutputError             an output path that cannot be written
+    └── MissingDependency       the command needs an extra that is not installed (torch, ...)
 
 Messages are sentences that say what is wrong and what to do about it.
 """
+
+from __future__ import annotations
+
+TRAIN_EXTRA = "pip install 'mnist-edge[train]'"
+# Modules that only the `train` extra brings; the edge install has numpy and onnxruntime alone.
+TRAIN_ONLY_MODULES = ("torch", "torchvision", "onnx", "onnxscript")
 
 
 class MnistEdgeError(Exception):
@@ -38,3 +45,33 @@ class InputError(MnistEdgeError, ValueError):
 
 class OutputError(MnistEdgeError):
     """An output file or folder cannot be written."""
+
+
+class MissingDependency(MnistEdgeError, ImportError):
+    """A command needs a package of an extra that is not installed."""
+
+
+def missing_dependency(module: str, what: str = "this command") -> MissingDependency:
+    """The error for an absent optional module, naming the install command."""
+    top = module.split(".")[0]
+    if top in TRAIN_ONLY_MODULES:
+        return MissingDependency(
+            f"{what} needs {top}, which the edge install leaves out; install it with {TRAIN_EXTRA}"
+        )
+    return MissingDependency(f"{what} needs the Python package {top!r}; install it with pip")
+
+
+def translate(exc: BaseException) -> MnistEdgeError | None:
+    """A foreign exception as a one-line MnistEdgeError, or None when it is a real bug.
+
+    The CLI calls this for anything that is not already an MnistEdgeError: missing extras,
+    out-of-space and permission errors on output files, and the like.
+    """
+    if isinstance(exc, MnistEdgeError):
+        return exc
+    if isinstance(exc, ModuleNotFoundError) and exc.name:
+        return missing_dependency(exc.name)
+    if isinstance(exc, OSError) and exc.errno is not None and exc.strerror:
+        where = f" {exc.filename}" if exc.filename else ""
+        return OutputError(f"cannot read or write{where}: {exc.strerror}")
+    return None

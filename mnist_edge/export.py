@@ -1,37 +1,30 @@
-"""Checkpoint -> ONNX / TorchScript / torch.export (.pt2), plus OUTPUT_DIR/manifest.json.
+"""Checkpoint -> ONNX / TorchScript / torch.export (.pt2) / ORT files, listed in the manifest.
 
 Every artifact carries the preprocessing contract (spec.Contract) and its provenance in its own
-metadata, is written atomically, and is listed in the manifest with its sha256 and, once checked,
-its parity verdict.
+metadata, is written atomically, and is registered in OUTPUT_DIR/manifest.json (manifest.py) with
+its sha256. Checking and recording verdicts is workflow.py's job (export_and_verify).
 """
 
 from __future__ import annotations
 
 import json
-import time
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from . import __version__, spec
+from . import __version__, manifest, spec
 from .checkpoint import Checkpoint
 from .checkpoint import load as load_checkpoint
 from .errors import ArtifactError, ConfigError, MnistEdgeError
-from .files import atomic_write, sha256, write_json
+from .files import atomic_write
+from .layout import Layout
+from .manifest import Artifact
+from .runners import EXTRA_FILE
 
 FORMATS = ("onnx", "torchscript", "pt2", "ort")  # "ort" is converted from the ONNX file
-FILENAMES = {
-    "onnx": "mnist_cnn.onnx",
-    "torchscript": "mnist_cnn.torchscript.pt",
-    "pt2": "mnist_cnn.pt2",
-    "ort": "mnist_cnn.ort",
-    "onnx-int8": "mnist_cnn.int8.onnx",
-}
-MANIFEST = "manifest.json"
-EXTRA_FILE = "mnist_edge.json"  # metadata inside TorchScript / .pt2 archives
 EXAMPLE_BATCH = 4  # an example batch of 1 would silently fix the batch dimension at 1
 
 
@@ -39,7 +32,7 @@ EXAMPLE_BATCH = 4  # an example batch of 1 would silently fix the batch dimensio
 class ExportConfig:
     """What to export, from where, to where."""
 
-    checkpoint: str = "exports/mnist_cnn.pt"  # training checkpoint to export
+    checkpoint: str = str(Layout().checkpoint)  # training checkpoint to export
     output_dir: str = "exports"  # artifacts and manifest.json go here
     formats: tuple[str, ...] = ("onnx",)  # any of FORMATS
     opset: int | None = None  # ONNX opset; None = torch.onnx's default
@@ -53,26 +46,6 @@ class ExportConfig:
             )
         if self.opset is not None and not 13 <= self.opset <= 25:
             raise ConfigError(f"opset {self.opset} is out of range; use 13..25 (default: torch's)")
-
-
-@dataclass
-class Artifact:
-    """One exported file, as listed in the manifest."""
-
-    file: str  # file name inside the output folder
-    format: str
-    bytes: int
-    sha256: str
-    opset: int | None
-    created: str  # UTC, ISO 8601
-    source_checkpoint: str
-    source_checkpoint_sha256: str
-    parity: dict[str, Any] | None = None  # verdict and key figures, once checked
-    good: bool | None = None  # parity passed (and, for int8, the accuracy gate); None: unchecked
-    extra: dict[str, Any] = field(default_factory=dict)  # e.g. the int8 gate, the ORT config
-
-    def path(self, output_dir: Path | str) -> Path:
-        return Path(output_dir) / self.file
 
 
 def metadata(ckpt: Checkpoint, fmt: str, opset: int | None) -> dict[str, str]:
@@ -148,92 +121,18 @@ def export_pt2(model: torch.nn.Module, meta: dict[str, str], dest: Path) -> None
     atomic_write(dest, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
 
 
-def read_manifest(output_dir: Path | str) -> dict[str, Any]:
-    path = Path(output_dir) / MANIFEST
-    if not path.is_file():
-        return {"mnist_edge_version": __version__, "artifacts": {}}
-    try:
-        data = json.loads(path.read_text())
-        assert isinstance(data.get("artifacts"), dict)
-        return data
-    except (ValueError, AssertionError, AttributeError) as exc:
-        raise ArtifactError(f"{path} is not a valid manifest; delete it and export again") from exc
-
-
-def manifest_artifacts(output_dir: Path | str) -> list[Artifact]:
-    """Every artifact the manifest lists."""
-    entries = read_manifest(output_dir)["artifacts"].values()
-    return [Artifact(**entry) for entry in entries]
-
-
-def update_manifest(output_dir: Path | str, artifacts: list[Artifact]) -> Path:
-    """Add or replace these artifacts' entries; keeps the others."""
-    data = read_manifest(output_dir)
-    data["mnist_edge_version"] = __version__
-    for art in artifacts:
-        data["artifacts"][art.file] = asdict(art)
-    path = Path(output_dir) / MANIFEST
-    write_json(path, data)
-    return path
-
-
-def record_parity(output_dir: Path | str, results: list[Any]) -> None:
-    """Store parity verdicts (parity.ArtifactResult) in the manifest entries of their files."""
-    data = read_manifest(output_dir)
-    for result in results:
-        entry = data["artifacts"].get(Path(result.path).name)
-        if entry is not None:
-            verdict = result.verdict()
-            entry["parity"] = {**verdict, "checked": _now()}
-            gate = entry.get("extra", {}).get("gate", {})
-            entry["good"] = bool(verdict["passed"]) and gate.get("passed", True)
-    write_json(Path(output_dir) / MANIFEST, data)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def register(
-    output_dir: Path | str,
-    path: Path,
-    fmt: str,
-    source_checkpoint: str,
-    *,
-    opset: int | None = None,
-    extra: dict[str, Any] | None = None,
-) -> Artifact:
-    """Describe a written file and add it to the manifest."""
-    source = Path(source_checkpoint)
-    art = Artifact(
-        file=path.name,
-        format=fmt,
-        bytes=path.stat().st_size,
-        sha256=sha256(path),
-        opset=opset,
-        created=_now(),
-        source_checkpoint=str(source),
-        source_checkpoint_sha256=sha256(source) if source.is_file() else "",
-        good=None
-        if not extra or "gate" not in extra
-        else (False if not extra["gate"]["passed"] else None),
-        extra=extra or {},
-    )
-    update_manifest(output_dir, [art])
-    return art
-
-
 def export(cfg: ExportConfig) -> list[Artifact]:
     """Write the requested formats and list them in the manifest (parity not yet run)."""
     ckpt = load_checkpoint(cfg.checkpoint)
     model = ckpt.build_model()
     out = Path(cfg.output_dir)
+    layout = Layout(out)
     wanted = [f for f in FORMATS if f in cfg.formats]
     if "ort" in wanted and "onnx" not in wanted:
         wanted.insert(0, "onnx")  # the ORT file is converted from the ONNX file
     artifacts = []
     for fmt in wanted:
-        dest = out / FILENAMES[fmt]
+        dest = layout.artifact(fmt)
         meta = metadata(ckpt, fmt, cfg.opset)
         opset, extra = None, None
         try:
@@ -246,11 +145,13 @@ def export(cfg: ExportConfig) -> list[Artifact]:
             else:
                 from .quantize import convert_to_ort
 
-                _, config = convert_to_ort(out / FILENAMES["onnx"], out)
+                _, config = convert_to_ort(layout.onnx, out)
                 opset, extra = artifacts[0].opset, {"required_operators_config": config.name}
         except MnistEdgeError:
             raise
         except Exception as exc:  # exporter failures come in many types; say which format broke
             raise ArtifactError(f"exporting {fmt} failed: {str(exc)[:300]}") from exc
-        artifacts.append(register(out, dest, fmt, cfg.checkpoint, opset=opset, extra=extra))
+        artifacts.append(
+            manifest.register(out, dest, fmt, cfg.checkpoint, opset=opset, extra=extra)
+        )
     return artifacts

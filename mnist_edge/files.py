@@ -47,3 +47,10 @@ def sha256(path: Path | str) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def utc_now() -> str:
+    """The current UTC time, ISO 8601 to the second (every timestamp mnist-edge writes)."""
+    import time
+
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
+import sys
 from importlib import metadata
 
 PACKAGES = ("mnist-edge", "numpy", "onnxruntime", "onnx", "torch", "torchvision")
@@ -60,3 +62,39 @@ def environment() -> dict[str, object]:
         "thread_env": threads_env,
         "versions": versions(),
     }
+
+
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS window (Linux: writing 5 to /proc/self/clear_refs resets VmHWM)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+
+
+def peak_rss_mb() -> float | None:
+    """This process's peak resident memory (MB) since the last reset_peak_rss (or its start)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB -> MB
+    except OSError:
+        pass
+    try:
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+    except (ImportError, OSError):
+        return None
+
+
+def has_module(name: str) -> bool:
+    """Whether `import name` would find the module, without importing it."""
+    if name in sys.modules:
+        return sys.modules[name] is not None  # None: import blocked (as the tests do)
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False

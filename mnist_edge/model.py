@@ -8,13 +8,9 @@ from torch import nn
 
 from . import spec
 
-KERNEL = 3  # every conv is 3x3, stride 1, no padding: each one trims 2 pixels
-CHANNELS = (32, 64, 128)  # conv1, conv2, conv3 output channels
-
-
-def conv_output_size(image_size: int, n_convs: int = len(CHANNELS)) -> int:
-    """Side length after `n_convs` unpadded 3x3 convolutions (28 -> 22)."""
-    return image_size - n_convs * (KERNEL - 1)
+KERNEL = spec.KERNEL
+CHANNELS = spec.CONV_CHANNELS
+conv_output_size = spec.conv_output_size
 
 
 class MnistCNN(nn.Module):

@@ -21,10 +21,12 @@ import numpy as np
 from . import spec
 from .errors import ArtifactError, ConfigError
 from .files import atomic_write
+from .layout import FILENAMES, ORT_CONFIG, Layout
+from .parity import TaskRule
 
-INT8_NAME = "mnist_cnn.int8.onnx"
-ORT_NAME = "mnist_cnn.ort"
-ORT_CONFIG_NAME = "mnist_cnn.required_operators.config"
+INT8_NAME = FILENAMES["onnx-int8"]
+ORT_NAME = FILENAMES["ort"]
+ORT_CONFIG_NAME = ORT_CONFIG
 FORMATS = ("qdq", "qoperator")
 TYPES = ("uint8", "int8")
 METHODS = ("minmax", "entropy", "percentile")
@@ -34,8 +36,8 @@ METHODS = ("minmax", "entropy", "percentile")
 class QuantConfig:
     """How to quantize, and the gate."""
 
-    model: str = "exports/mnist_cnn.onnx"  # fp32 ONNX to quantize
-    output: str = "exports/" + INT8_NAME
+    model: str = str(Layout().onnx)  # fp32 ONNX to quantize
+    output: str = str(Layout().int8)
     calibration_size: int = 512  # training images used for calibration
     quant_format: str = "qdq"  # "qdq" (recommended by ORT) or "qoperator"
     per_channel: bool = True  # one scale per output channel of each weight
@@ -43,7 +45,8 @@ class QuantConfig:
     activation_type: str = "uint8"
     weight_type: str = "int8"
     calibration_method: str = "minmax"
-    max_accuracy_drop: float = 0.2  # percentage points on the test set
+    max_accuracy_drop: float = 0.2  # percentage points on the test set (the gate and parity)
+    min_argmax_agreement: float = 99.0  # percent of test images answered as fp32 does
     data_dir: str | None = None
     test_limit: int | None = None  # None: the whole test set
     calibration_zeros: bool = False  # fault injection for tests: calibrate on blank images
@@ -58,11 +61,16 @@ class QuantConfig:
                 self.calibration_method in METHODS,
                 f"calibration must be one of {', '.join(METHODS)}",
             ),
-            (self.max_accuracy_drop >= 0, "the accuracy drop limit must be >= 0 points"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        self.rule  # noqa: B018  (validates the thresholds)
+
+    @property
+    def rule(self) -> TaskRule:
+        """The INT8 rule, used by the gate here and by parity (via the model's metadata)."""
+        return TaskRule(self.max_accuracy_drop, self.min_argmax_agreement)
 
     def settings(self) -> dict[str, object]:
         """The quantization choices, as recorded in metadata and manifest."""
@@ -82,6 +90,7 @@ class QuantResult:
     test_images: int
     max_accuracy_drop: float
     settings: dict[str, object]
+    min_argmax_agreement: float = 99.0
 
     @property
     def accuracy_drop(self) -> float:
@@ -93,7 +102,18 @@ class QuantResult:
 
     @property
     def passed(self) -> bool:
-        return self.accuracy_drop <= self.max_accuracy_drop
+        rule = TaskRule(self.max_accuracy_drop, self.min_argmax_agreement)
+        return rule.passes(self.fp32_accuracy, self.int8_accuracy, self.argmax_agreement)
+
+    def problem(self) -> str | None:
+        """One sentence when the gate failed, else None."""
+        if self.passed:
+            return None
+        return (
+            f"INT8 gate FAILED: accuracy dropped {self.accuracy_drop:.2f} points (limit "
+            f"{self.max_accuracy_drop:g}), argmax agreement {self.argmax_agreement:.2f}% (minimum "
+            f"{self.min_argmax_agreement:g}%); {self.path} is not marked good in the manifest"
+        )
 
     def __bool__(self) -> bool:
         return self.passed
@@ -162,6 +182,7 @@ def quantize_model(cfg: QuantConfig, calibration: np.ndarray) -> Path:
     meta = {p.key: p.value for p in fp32.metadata_props}
     meta[spec.METADATA_PREFIX + "format"] = "onnx-int8"
     meta.update({spec.METADATA_PREFIX + "int8." + k: str(v) for k, v in cfg.settings().items()})
+    meta.update(cfg.rule.to_metadata())
     del model.metadata_props[:]
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
@@ -169,24 +190,16 @@ def quantize_model(cfg: QuantConfig, calibration: np.ndarray) -> Path:
     return Path(cfg.output)
 
 
-def test_accuracy(path: Path | str, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Predicted labels of an ONNX/ORT model on normalised batches of the test images."""
-    from .data import batches
-    from .runtime import load_session
-
-    session = load_session(path)
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: b})[0].argmax(1) for b in batches(images, 500)])
-
-
 def quantize(cfg: QuantConfig) -> QuantResult:
-    """Quantize, then gate on the test-set accuracy drop against the fp32 model."""
+    """Quantize, then gate: fp32 and int8 in ONNX Runtime on the test set, judged by cfg.rule."""
     from .data import load_split
+    from .runners import load_runner, outputs
 
     test = load_split("test", cfg.data_dir, cfg.test_limit)  # fail early on missing data
+    fp32 = load_runner(cfg.model, fmt="onnx")
     out = quantize_model(cfg, calibration_images(cfg))
-    fp32_pred = test_accuracy(cfg.model, test.images, test.labels)
-    int8_pred = test_accuracy(out, test.images, test.labels)
+    fp32_pred = outputs(fp32, test.images).argmax(1)
+    int8_pred = outputs(load_runner(out, fmt="onnx-int8"), test.images).argmax(1)
     return QuantResult(
         path=str(out),
         bytes=out.stat().st_size,
@@ -197,6 +210,7 @@ def quantize(cfg: QuantConfig) -> QuantResult:
         test_images=len(test.labels),
         max_accuracy_drop=cfg.max_accuracy_drop,
         settings=cfg.settings(),
+        min_argmax_agreement=cfg.min_argmax_agreement,
     )
 
 
@@ -216,7 +230,8 @@ def convert_to_ort(model: Path | str, output_dir: Path | str) -> tuple[Path, Pat
         if proc.returncode != 0 or not produced.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise ArtifactError(f"ORT conversion of {model} failed: {tail[0][:200]}")
-        ort_path, config_path = output_dir / ORT_NAME, output_dir / ORT_CONFIG_NAME
+        layout = Layout(output_dir)
+        ort_path, config_path = layout.ort, layout.ort_config
         config = Path(tmp) / "out" / ORT_CONFIG_NAME
         atomic_write(config_path, lambda t: shutil.copyfile(config, t))
         atomic_write(ort_path, lambda t: shutil.copyfile(produced, t))

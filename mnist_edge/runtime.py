@@ -2,14 +2,19 @@
 
 Loading and running are separate (as in Polygraphy): `load_session` builds an
 `InferenceSession` with explicit options and checks that the model is an MNIST classifier;
-`Predictor` wraps one session with the preprocessing contract read from the model's metadata.
+`Predictor` wraps one session with the preprocessing contract read from the model's metadata,
+feeds ONNX Runtime at most `max_batch` images per call (bounded memory), reads images
+(`prepare_image`, Pillow imported lazily) and streams folders of files (`predict_files`).
+`Predictor.pretrained()` loads the model shipped inside the package.
 """
 
 from __future__ import annotations
 
+import glob
 import os
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,6 +26,17 @@ from .errors import ArtifactError, InputError
 
 if TYPE_CHECKING:  # Pillow is imported lazily, only for image files
     from PIL import Image
+
+# Images per ONNX Runtime call. Memory grows with the batch (conv2/conv3 activations are
+# ~300 KB per image); past a few hundred images throughput no longer improves
+# (benchmarks/results/predict_memory.json), so bigger inputs are fed in chunks of this size.
+MAX_BATCH = 256
+# Decoded pixels allowed in one image file (width x height): a phone photo is 12-50 MP; anything
+# larger is refused before it is decoded (a decompression bomb can claim gigabytes).
+MAX_IMAGE_PIXELS = 64_000_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
+                  ".ppm", ".pbm", ".pnm")  # fmt: skip
+PACKAGED = Path(__file__).parent / "models"  # the pretrained model shipped in the package
 
 
 def session_options(threads: int | None = None) -> ort.SessionOptions:
@@ -133,7 +149,12 @@ class Predictor:
         *,
         threads: int | None = None,
         providers: tuple[str, ...] = ("CPUExecutionProvider",),
+        max_batch: int = MAX_BATCH,
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
     ) -> None:
+        if max_batch < 1 or max_image_pixels < 1:
+            raise InputError("max_batch and max_image_pixels must be at least 1")
+        self.max_batch, self.max_image_pixels = max_batch, max_image_pixels
         self.path = Path(path)
         self.session = load_session(self.path, threads=threads, providers=providers)
         self.input_name, self.output_name = check_io(self.session, self.path)
@@ -188,40 +209,140 @@ class Predictor:
             )
         return x.astype(np.float32) * self._float_scale + self._shift
 
+    @classmethod
+    def pretrained(cls, *, int8: bool = False, **kwargs: object) -> Predictor:
+        """The model shipped inside the package (fp32, or its INT8 version), no torch needed."""
+        return cls(pretrained_path(int8=int8), **kwargs)  # type: ignore[arg-type]
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Raw model output (N, 10) for an already normalised float32 (N, 1, 28, 28) batch."""
         return self.session.run([self.output_name], {self.input_name: batch})[0]
 
     def predict(self, x: np.ndarray) -> Prediction:
-        """Labels and probabilities for pixels in any accepted form."""
-        out = self.run(self.preprocess(x))
+        """Labels and probabilities for pixels in any accepted form, max_batch at a time."""
+        x = np.asarray(x)
+        if x.ndim < 3 or len(x) <= self.max_batch:
+            out = self.run(self.preprocess(x))
+        else:  # bounded memory: normalise and run one chunk at a time
+            out = np.concatenate(
+                [self.run(self.preprocess(x[i : i + self.max_batch]))
+                 for i in range(0, len(x), self.max_batch)]
+            )  # fmt: skip
         probs = np.exp(out) if self._outputs_log_probs else _softmax(out)
         return Prediction(labels=probs.argmax(axis=1), probabilities=probs)
 
     def predict_image(self, image: Path | str | Image.Image) -> Prediction:
         """One image file or PIL image, prepared the way MNIST digits were (see prepare_image)."""
-        return self.predict(prepare_image(image))
+        return self.predict(prepare_image(image, max_pixels=self.max_image_pixels))
 
     def predict_images(self, images: list) -> Prediction:
         """Several image files or PIL images, as one batch."""
         if not images:
             raise InputError("expected at least one image, got none")
-        return self.predict(np.stack([prepare_image(im) for im in images]))
+        limit = self.max_image_pixels
+        return self.predict(np.stack([prepare_image(im, max_pixels=limit) for im in images]))
+
+    def predict_files(
+        self, paths: Iterable[Path], *, top: int = 1, batch_size: int = 64
+    ) -> Iterator[FileResult]:
+        """One FileResult per file, in order; a file that cannot be read gets its error, and the
+        stream goes on. Files are decoded `batch_size` at a time and run as one batch."""
+        pending: list[tuple[Path, np.ndarray]] = []
+
+        def flush() -> Iterator[FileResult]:
+            pred = self.predict(np.stack([px for _, px in pending]))
+            for (path, _), best in zip(pending, pred.top(top), strict=True):
+                yield FileResult(str(path), best[0][0], best[0][1], best)
+            pending.clear()
+
+        for path in paths:
+            try:
+                pending.append((path, prepare_image(path, max_pixels=self.max_image_pixels)))
+            except InputError as exc:
+                yield from flush() if pending else ()
+                yield FileResult(str(path), error=str(exc))
+                continue
+            if len(pending) >= batch_size:
+                yield from flush()
+        if pending:
+            yield from flush()
 
 
-def _load_gray(image: Path | str | Image.Image) -> np.ndarray:
-    from PIL import Image, ImageOps, UnidentifiedImageError
+@dataclass(frozen=True)
+class FileResult:
+    """The answer for one image file, or why there is none."""
+
+    file: str
+    label: int | None = None
+    confidence: float | None = None
+    top: list[tuple[int, float]] = field(default_factory=list)  # (label, probability), best first
+    error: str | None = None  # set when the file could not be read
+
+    def to_dict(self) -> dict[str, object]:
+        return {"file": self.file, "label": self.label, "confidence": self.confidence,
+                "top": [{"label": c, "probability": p} for c, p in self.top],
+                "error": self.error}  # fmt: skip
+
+
+def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
+    """Files, folders (their image files, recursively) and glob patterns -> a stable, sorted
+    list of paths. A name that matches nothing is kept, so that it gets its own error row."""
+    out: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
+            out += sorted(p for p in found if p.is_file())
+        elif not path.exists() and glob.has_magic(str(item)):
+            out += sorted(
+                Path(p) for p in glob.glob(str(item), recursive=True) if Path(p).is_file()
+            )
+        else:
+            out.append(path)
+    return out
+
+
+def pretrained_path(*, int8: bool = False) -> Path:
+    """The packaged model file (fp32 or INT8)."""
+    path = PACKAGED / ("mnist_cnn.int8.onnx" if int8 else "mnist_cnn.onnx")
+    if not path.is_file():
+        raise ArtifactError(f"the packaged model {path} is missing; reinstall mnist-edge")
+    return path
+
+
+def _open_image(path: Path, max_pixels: int) -> Image.Image:
+    """Decode an image file, refusing sizes over `max_pixels` before decoding them."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise InputError(f"no image file at {path}" + (" (a folder)" if path.is_dir() else ""))
+    try:
+        with warnings.catch_warnings():  # our own limit replaces Pillow's bomb warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise InputError(
+                        f"{path} is {w}x{h} = {w * h:,} pixels, over the limit of "
+                        f"{max_pixels:,} (max_image_pixels); scale it down first"
+                    )
+                im.load()
+                return im.copy()
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path} is too large to decode safely ({exc})") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InputError(f"{path} is not a readable image ({exc.__class__.__name__})") from exc
+
+
+def _load_gray(image: Path | str | Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    from PIL import Image, ImageOps
 
     if not isinstance(image, Image.Image):
-        path = Path(image)
-        if not path.is_file():
-            raise InputError(f"no image file at {path}")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                image = im.copy()
-        except (UnidentifiedImageError, OSError, ValueError) as exc:
-            raise InputError(f"{path} is not a readable image ({exc.__class__.__name__})") from exc
+        image = _open_image(Path(image), max_pixels)
+    elif image.width * image.height > max_pixels:
+        raise InputError(f"image of {image.width}x{image.height} is over the pixel limit")
     image = ImageOps.exif_transpose(image)
     if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
         rgba = image.convert("RGBA")
@@ -230,7 +351,9 @@ def _load_gray(image: Path | str | Image.Image) -> np.ndarray:
     return np.asarray(image.convert("L"), dtype=np.float32)  # (H, W) 0..255
 
 
-def prepare_image(image: Path | str | Image.Image, *, box: int = 20) -> np.ndarray:
+def prepare_image(
+    image: Path | str | Image.Image, *, box: int = 20, max_pixels: int = MAX_IMAGE_PIXELS
+) -> np.ndarray:
     """A photo or scan of one digit -> uint8 (28, 28), white ink on black, as MNIST was made.
 
     Grayscale; invert when the background (the border's median) is light; subtract the
@@ -239,7 +362,7 @@ def prepare_image(image: Path | str | Image.Image, *, box: int = 20) -> np.ndarr
     """
     from PIL import Image
 
-    g = _load_gray(image)
+    g = _load_gray(image, max_pixels)
     border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
     if np.median(border) > 127:  # dark ink on light paper: MNIST is light ink on black
         g = 255.0 - g

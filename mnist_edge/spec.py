@@ -25,6 +25,29 @@ CLASS_LABELS = tuple(str(d) for d in range(10))  # output index i is the digit i
 NUM_CLASSES = len(CLASS_LABELS)
 METADATA_PREFIX = "mnist_edge."  # keys of the contract inside model metadata
 
+# The architecture of the original mnist.py (model.py builds it; bench counts its FLOPs from it).
+KERNEL = 3  # every conv is 3x3, stride 1, no padding: each one trims KERNEL - 1 pixels
+CONV_CHANNELS = (32, 64, 128)  # conv1, conv2, conv3 output channels
+LAYERS = ("conv1", "conv2", "conv3", "fc")  # module names, in order
+
+
+def conv_output_size(image_size: int = IMAGE_SIZE, n_convs: int = len(CONV_CHANNELS)) -> int:
+    """Side length after `n_convs` unpadded 3x3 convolutions (28 -> 22)."""
+    return image_size - n_convs * (KERNEL - 1)
+
+
+def macs_per_image(image_size: int = IMAGE_SIZE) -> int:
+    """Multiply-adds per image: the three convolutions, then the fully connected layer."""
+    macs, side, c_in = 0, image_size, CHANNELS
+    for c_out in CONV_CHANNELS:
+        side -= KERNEL - 1
+        macs += side * side * c_out * c_in * KERNEL * KERNEL
+        c_in = c_out
+    return macs + side * side * c_in * NUM_CLASSES  # fc: 61,952 x 10
+
+
+FLOPS_PER_IMAGE = 2 * macs_per_image()  # 94.2 MFLOP (a multiply-add is two FLOPs)
+
 
 @dataclass(frozen=True)
 class Contract:

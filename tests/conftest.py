@@ -83,13 +83,16 @@ def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def trained(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A checkpoint trained for 1 epoch on 2,000 images (tested on 1,000)."""
+    """A checkpoint trained for 1 epoch on 2,000 images (tested on 1,000), with the original
+    recipe: without augmentation it learns fastest in one short epoch (the default recipe's
+    shifts pay off over full runs; benchmarks/README.md)."""
     from mnist_edge.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("trained")
-    cfg = TrainConfig(
-        epochs=1, limit=2000, test_limit=1000, data_dir=str(mnist_dir), output_dir=str(out)
-    )
+    cfg = TrainConfig.from_recipe(
+        "original", epochs=1, limit=2000, test_limit=1000, data_dir=str(mnist_dir),
+        output_dir=str(out),
+    )  # fmt: skip
     return train(cfg).checkpoint
 
 
@@ -101,3 +104,21 @@ def exported(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("exported")
     export(ExportConfig(checkpoint=str(trained), output_dir=str(out), formats=FORMATS))
     return out
+
+
+def cli(*args: object, input: str | None = None):
+    """Run `mnist-edge ARGS` in-process (typer's CliRunner); stdout and stderr kept apart."""
+    from typer.testing import CliRunner
+
+    from mnist_edge.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], input=input)
+
+
+def assert_clean_error(result, fragment: str, code: int = 2) -> None:
+    """Exactly one red `error:` line on stderr naming `fragment`, the exit code, no traceback."""
+    assert result.exit_code == code, result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert fragment in lines[0], lines[0]
+    assert "Traceback" not in result.output

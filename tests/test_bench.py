@@ -1,20 +1,79 @@
 import json
 
+import numpy as np
 import pytest
-from typer.testing import CliRunner
+from conftest import assert_clean_error, cli
 
 from mnist_edge import bench
-from mnist_edge.cli import app
 from mnist_edge.errors import ConfigError
 
 CASE_KEYS = {"backend", "batch_size", "threads", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
              "min_ms", "iterations", "throughput", "load_ms", "first_inference_ms",
-             "cold_start_ms", "gflops", "roofline_fraction", "p50_vs_eager"}  # fmt: skip
+             "cold_start_ms", "gflops", "roofline_fraction", "p50_vs_eager",
+             "peak_rss_mb"}  # fmt: skip
 
 
-def test_multiply_adds_are_counted_from_the_architecture():
-    assert bench.model_macs() == 194_688 + 10_616_832 + 35_684_352 + 619_520
-    assert bench.FLOPS_PER_IMAGE == 2 * bench.model_macs()
+def test_flops_match_the_model_definition():
+    """spec's count against the multiply-adds of the layers torch actually builds."""
+    import torch
+
+    from mnist_edge import spec
+    from mnist_edge.model import MnistCNN
+
+    macs = []
+
+    def count(module, _inputs, out):
+        per_output = module.weight[0].numel()  # in_channels x k x k, or in_features
+        macs.append(out[0].numel() * per_output)
+
+    model = MnistCNN()
+    for layer in (model.conv1, model.conv2, model.conv3, model.fc):
+        layer.register_forward_hook(count)
+    model(torch.zeros(1, 1, 28, 28))
+    assert sum(macs) == spec.macs_per_image() == 194_688 + 10_616_832 + 35_684_352 + 619_520
+    assert bench.FLOPS_PER_IMAGE == 2 * sum(macs)
+
+
+def test_roofline_model_is_a_plain_matmul():
+    """The embedded MatMul bytes are what onnx.helper builds, and ONNX Runtime computes A @ B."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    io = [helper.make_tensor_value_info(n, TensorProto.FLOAT, d)
+          for n, d in (("a", ["m", "k"]), ("b", ["k", "n"]), ("c", ["m", "n"]))]  # fmt: skip
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
+                              io[:2], io[2:])  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8,
+                              producer_name="mnist-edge")  # fmt: skip
+    assert model.SerializeToString() == bench.MATMUL_ONNX
+    onnx.checker.check_model(onnx.load_from_string(bench.MATMUL_ONNX))
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((3, 5), np.float32), rng.standard_normal((5, 2), np.float32)
+    (c,) = ort.InferenceSession(bench.MATMUL_ONNX).run(None, {"a": a, "b": b})
+    np.testing.assert_allclose(c, a @ b, rtol=1e-5)
+    assert bench.matmul_gflops(1, n=256, seconds=0.05) > 0.1
+
+
+def test_default_backends_follow_the_files(exported, trained, tmp_path):
+    model = exported / "mnist_cnn.onnx"
+    assert bench.default_backends(model, trained) == (
+        "pytorch", "torchscript", "pt2", "onnxruntime", "onnxruntime-ort")  # fmt: skip
+    assert "pytorch" not in bench.default_backends(model, tmp_path / "absent.pt")
+    alone = tmp_path / "mnist_cnn.onnx"
+    alone.write_bytes(model.read_bytes())
+    assert bench.default_backends(alone, None) == ("onnxruntime",)
+    assert bench.default_backends(tmp_path / "nothing.onnx", None) == ()
+
+
+def test_a_named_backend_without_its_file_names_the_export_command(exported, tmp_path):
+    alone = tmp_path / "mnist_cnn.onnx"
+    alone.write_bytes((exported / "mnist_cnn.onnx").read_bytes())
+    result = cli("bench", "--model", alone, "--backends", "onnxruntime,torchscript")
+    assert_clean_error(result, "mnist-edge export --format torchscript")
+    result = cli("bench", "--model", alone, "--backends", "onnxruntime-int8")
+    assert_clean_error(result, "mnist-edge quantize")
+    assert_clean_error(cli("bench", "--model", tmp_path / "none.onnx"), "nothing to benchmark")
 
 
 def test_timing_percentiles():
@@ -40,9 +99,8 @@ def test_bad_settings_are_refused(kw, message):
 @pytest.fixture(scope="module")
 def bench_json(exported, trained, mnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
-    result = CliRunner().invoke(
-        app,
-        ["bench", "--model", str(exported / "mnist_cnn.onnx"), "--checkpoint", str(trained),
+    result = cli(
+        *["bench", "--model", str(exported / "mnist_cnn.onnx"), "--checkpoint", str(trained),
          "--data-dir", str(mnist_dir), "--batch-sizes", "1,3", "--threads", "1",
          "--warmup", "1", "--iterations", "3", "--json", str(out / "b.json"),
          "--plot", str(out / "b.png")],
@@ -54,8 +112,8 @@ def bench_json(exported, trained, mnist_dir, tmp_path_factory):
 def test_bench_writes_every_field(bench_json):
     path, output = bench_json
     report = json.loads(path.read_text())
-    # the .ort file exists beside the model, so its backend joins the default three
-    backends = (*bench.DEFAULT_BACKENDS, "onnxruntime-ort")
+    # every file but the INT8 model exists beside the model, and so does the checkpoint
+    backends = ("pytorch", "torchscript", "pt2", "onnxruntime", "onnxruntime-ort")
     assert {(c["backend"], c["batch_size"]) for c in report["cases"]} == {
         (b, n) for b in backends for n in (1, 3)
     }
@@ -92,9 +150,8 @@ def test_compare_catches_an_injected_regression(bench_json, exported, trained, m
     assert all(r.change_pct > 50 for r in found)
     baseline = tmp_path / "baseline.json"
     baseline.write_text(json.dumps(faster))
-    result = CliRunner().invoke(
-        app,
-        ["bench", "--model", str(exported / "mnist_cnn.onnx"), "--checkpoint", str(trained),
+    result = cli(
+        *["bench", "--model", str(exported / "mnist_cnn.onnx"), "--checkpoint", str(trained),
          "--data-dir", str(mnist_dir), "--backends", "onnxruntime", "--batch-sizes", "1",
          "--threads", "1", "--warmup", "1", "--iterations", "3", "--json",
          str(tmp_path / "now.json"), "--compare", str(baseline), "--max-regression", "50"],
@@ -105,5 +162,26 @@ def test_compare_catches_an_injected_regression(bench_json, exported, trained, m
 
 def test_compare_with_a_bad_baseline_is_a_clean_error(tmp_path):
     (tmp_path / "x.json").write_text("{}")
-    result = CliRunner().invoke(app, ["bench", "--compare", str(tmp_path / "x.json")])
+    result = cli("bench", "--compare", tmp_path / "x.json")
     assert result.exit_code == 2 and "not a bench JSON report" in result.stderr
+
+
+def test_scenarios(exported, mnist_dir, tmp_path):
+    out = tmp_path / "s.json"
+    result = cli(
+        "bench", "--model", exported / "mnist_cnn.onnx", "--backends", "onnxruntime",
+        "--batch-sizes", "1", "--threads", "1", "--iterations", "3", "--warmup", "1",
+        "--data-dir", mnist_dir, "--json", out, "--scenario", "all", "--queries", "64",
+        "--qps", "200", "--idle-gap", "0.05",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    found = {s["scenario"]: s for s in json.loads(out.read_text())["scenarios"]}
+    assert set(found) == set(bench.SCENARIOS)
+    single = found["single-stream"]
+    assert single["queries"] == 64 and single["p50_ms"] <= single["p90_ms"] <= single["p99_ms"]
+    server = found["server"]
+    assert server["queries"] == 64 and server["achieved_qps"] > 0
+    assert server["valid"] == (server["p99_ms"] <= server["latency_bound_ms"])
+    assert found["offline"]["best_images_per_s"] == max(found["offline"]["images_per_s"].values())
+    assert found["idle"]["after_idle_p50_ms"] > 0 and len(found["idle"]["samples_ms"]) == 5
+    assert "scenario server:" in result.output

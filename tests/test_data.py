@@ -1,4 +1,8 @@
+import gzip
 import os
+import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +45,15 @@ def test_environment_beats_cache(two_dirs, monkeypatch, tmp_path):
 
 def test_cache_with_extracted_files_is_used_without_download(two_dirs, tmp_path, monkeypatch):
     make_synthetic_mnist(tmp_path / "cache" / "download", train_n=12, test_n=4)
-    root = tmp_path / "cache" / "download"
-    raw = root / "MNIST" / "raw"
+    raw = tmp_path / "cache" / "download" / "MNIST" / "raw"
     import gzip
 
     for gz in raw.glob("*.gz"):  # the layout torchvision leaves after a download
         (raw / gz.name[:-3]).write_bytes(gzip.open(gz).read())
+        gz.unlink()
     monkeypatch.setattr(data, "_download", lambda root: pytest.fail("should not download"))
-    assert data.resolve_root() == root
+    assert data.resolve_root() == raw
+    assert len(data.load_split("test")) == 4
 
 
 def test_read_only_dir_is_never_written(two_dirs, tmp_path):
@@ -59,8 +64,8 @@ def test_read_only_dir_is_never_written(two_dirs, tmp_path):
         split = data.load_split("train", a)
     finally:
         os.chmod(a / "MNIST" / "raw", 0o755)
-    assert listing(a) == before  # extraction happened in the cache
-    assert data.resolve_root(a).is_relative_to(tmp_path / "cache")
+    assert listing(a) == before  # read in place, nothing written beside the files
+    assert not (tmp_path / "cache").exists()  # nor extracted anywhere else
     assert split.images.shape == (30, 28, 28) and split.images.dtype == np.uint8
 
 
@@ -130,3 +135,60 @@ def test_sizes_and_labels_match_the_source(mnist_dir):
     else:
         assert (len(train), len(test)) == (TRAIN_N, TEST_N)
     assert train.sha256 != test.sha256
+
+
+def test_reading_needs_neither_torch_nor_torchvision(two_dirs):
+    a, _ = two_dirs
+    code = (
+        "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
+        "from mnist_edge import data\n"
+        f"s = data.load_split('test', {str(a)!r}); print(len(s), s.images.dtype)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["10", "uint8"]
+
+
+def _rewrite(path: Path, edit) -> None:
+    raw = gzip.decompress(path.read_bytes())
+    path.write_bytes(gzip.compress(edit(raw)))
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda raw: b"\x00\x00\x08\x01" + raw[4:], "magic number 2049"),  # labels' magic
+        (lambda raw: raw[:-100], "truncated"),
+        (lambda raw: raw + b"\x00" * 28, "header"),
+        (lambda raw: b"", "magic number None"),
+    ],
+)
+def test_damaged_idx_files_are_data_errors(two_dirs, edit, message):
+    a, _ = two_dirs
+    _rewrite(a / "MNIST" / "raw" / "t10k-images-idx3-ubyte.gz", edit)
+    with pytest.raises(DataError, match=message):
+        data.load_split("test", a)
+
+
+def test_a_damaged_copy_of_an_official_file_is_caught(tmp_path):
+    """A file of the official size whose md5 differs (one pixel flipped) is refused."""
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    size, _ = data.OFFICIAL["t10k-labels-idx1-ubyte"]
+    labels = np.zeros(size - 8, np.uint8)
+    (raw / "t10k-labels-idx1-ubyte").write_bytes(
+        struct.pack(">II", 2049, size - 8) + labels.tobytes()
+    )
+    with pytest.raises(DataError, match="official file's size but not its md5"):
+        data.read_idx(raw, "t10k-labels-idx1-ubyte")
+
+
+def test_uncompressed_files_are_read_too(two_dirs, tmp_path):
+    a, _ = two_dirs
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    for gz in (a / "MNIST" / "raw").glob("*.gz"):
+        (flat / gz.name[:-3]).write_bytes(gzip.decompress(gz.read_bytes()))
+    np.testing.assert_array_equal(
+        data.load_split("test", flat).images, data.load_split("test", a).images
+    )

@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from mnist_edge import checkpoint as ckpt_io
 from mnist_edge import distributed as dist
 from mnist_edge.errors import ConfigError
+from mnist_edge.evaluate import evaluate
 from mnist_edge.export import ExportConfig, export
-from mnist_edge.train import TrainConfig, evaluate
+from mnist_edge.train import TrainConfig
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
             "-m", "mnist_edge", "train"]  # fmt: skip
@@ -25,20 +27,32 @@ def torchrun(args, **kw) -> subprocess.Popen:
                             stderr=subprocess.STDOUT, text=True, **kw)  # fmt: skip
 
 
-def test_device_resolution():
+def test_device_resolution(monkeypatch):
     assert dist.resolve_device("cpu").type == "cpu"
-    expected = "cuda" if torch.cuda.is_available() else None
-    if expected is None:
-        with pytest.raises(ConfigError, match="no CUDA device"):
-            dist.resolve_device("cuda")
-    assert dist.resolve_device("auto").type in ("cpu", "cuda", "mps")
+    # auto follows what torch reports, in order: CUDA, then MPS, then the CPU
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert dist.resolve_device("auto").type == "cpu"
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        dist.resolve_device("cuda")
+    with pytest.raises(ConfigError, match="no MPS device"):
+        dist.resolve_device("mps")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert dist.resolve_device("auto").type == "mps"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert dist.resolve_device("auto", local_rank=3) == torch.device("cuda", 1)
     with pytest.raises(ConfigError, match="device must be one of"):
         TrainConfig(device="tpu")
 
 
 def test_to_cpu_moves_nested_tensors():
-    out = dist.to_cpu({"a": [torch.ones(2)], "b": (torch.zeros(1), 3)})
+    weight = torch.ones(2, requires_grad=True) * 2  # part of a graph, as live weights are
+    out = dist.to_cpu({"a": [weight], "b": (torch.zeros(1), 3)})
     assert out["a"][0].device.type == "cpu" and out["b"][1] == 3
+    assert isinstance(out["b"], tuple) and isinstance(out["a"], list)
+    assert not out["a"][0].requires_grad and out["a"][0].grad_fn is None  # detached
+    assert weight.requires_grad  # the original is untouched
 
 
 def test_two_processes_train_in_sync_and_the_checkpoint_works(mnist_dir, tmp_path):
@@ -47,12 +61,12 @@ def test_two_processes_train_in_sync_and_the_checkpoint_works(mnist_dir, tmp_pat
     output, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, output
     assert output.count("checkpoint ") == 1  # only rank 0 reports
-    ck = torch.load(tmp_path / "mnist_cnn.pt", weights_only=True)
-    sums = ck["distributed"]["rank_weight_checksums"]
-    assert ck["distributed"]["world_size"] == 2 and len(sums) == 2
+    ck = ckpt_io.load(tmp_path / "mnist_cnn.pt")
+    sums = ck.distributed["rank_weight_checksums"]
+    assert ck.distributed["world_size"] == 2 and len(sums) == 2
     assert sums[0] == sums[1]  # both replicas ended with identical weights
     r = evaluate(tmp_path / "mnist_cnn.pt", data_dir=str(mnist_dir), test_limit=500)
-    assert r.accuracy == pytest.approx(ck["test_accuracy"])
+    assert r.accuracy == pytest.approx(ck.test_accuracy)
     (art,) = export(
         ExportConfig(checkpoint=str(tmp_path / "mnist_cnn.pt"), output_dir=str(tmp_path))
     )
@@ -64,7 +78,7 @@ def test_two_processes_train_in_sync_and_the_checkpoint_works(mnist_dir, tmp_pat
         capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert again.returncode == 0, again.stderr
-    assert torch.load(tmp_path / "mnist_cnn.pt", weights_only=True)["epoch"] == 2
+    assert ckpt_io.load(tmp_path / "mnist_cnn.pt").epoch == 2
 
 
 def children(pid: int) -> list[int]:

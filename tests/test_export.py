@@ -8,9 +8,12 @@ import pytest
 import torch
 
 from mnist_edge import spec
+from mnist_edge.checkpoint import load as load_checkpoint
 from mnist_edge.errors import CheckpointError, ConfigError, OutputError
-from mnist_edge.export import FILENAMES, FORMATS, ExportConfig, export, manifest_artifacts
+from mnist_edge.export import FORMATS, ExportConfig, export
 from mnist_edge.files import sha256
+from mnist_edge.layout import FILENAMES
+from mnist_edge.manifest import artifacts as manifest_artifacts
 
 
 def test_onnx_is_valid_self_contained_and_named(exported):
@@ -42,8 +45,8 @@ def test_onnx_metadata_carries_contract_and_provenance(exported, trained):
     assert meta["mnist_edge.input_layout"] == "NCHW"
     assert json.loads(meta["mnist_edge.class_labels"]) == [str(d) for d in range(10)]
     assert meta["mnist_edge.source_checkpoint_sha256"] == sha256(trained)
-    ck = torch.load(trained, weights_only=True)
-    assert float(meta["mnist_edge.test_accuracy"]) == pytest.approx(ck["test_accuracy"])
+    ck = load_checkpoint(trained)
+    assert float(meta["mnist_edge.test_accuracy"]) == pytest.approx(ck.test_accuracy)
     model_opset = onnx.load(str(exported / "mnist_cnn.onnx")).opset_import[0].version
     assert int(meta["mnist_edge.opset"]) == model_opset
     assert meta["mnist_edge.version"]

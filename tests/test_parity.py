@@ -6,8 +6,9 @@ import pytest
 from onnx import numpy_helper
 
 from mnist_edge import parity
-from mnist_edge.errors import ArtifactError
-from mnist_edge.export import FILENAMES
+from mnist_edge.errors import ArtifactError, ConfigError
+from mnist_edge.layout import Layout
+from mnist_edge.runners import load_runner
 
 
 def test_identical_outputs_pass_with_zero_differences():
@@ -37,6 +38,33 @@ def test_nan_in_candidate_fails():
     assert not parity.compare("nan", ref, cand)
 
 
+# Polygraphy's comparator cases: NaN vs NaN and inf vs inf of the same sign are equal outputs;
+# -inf vs inf and inf vs a finite number are not; a shape mismatch is an error, not a pass.
+@pytest.mark.parametrize(
+    "ref_value, cand_value, passes",
+    [
+        (np.nan, np.nan, False),
+        (np.inf, np.inf, True),
+        (-np.inf, -np.inf, True),
+        (-np.inf, np.inf, False),
+        (np.inf, 1.0, False),
+        (-3.0, -np.inf, False),
+    ],
+)
+def test_non_finite_values(ref_value, cand_value, passes):
+    ref = np.full((2, 10), -2.3, np.float32)
+    cand = ref.copy()
+    ref[0, 1], cand[0, 1] = ref_value, cand_value
+    r = parity.compare("x", ref, cand)
+    assert bool(r) is passes
+    assert r.failing_elements == (0 if passes else 1)
+
+
+def test_shape_mismatch_is_an_error():
+    with pytest.raises(ArtifactError, match="shape"):
+        parity.compare("x", np.zeros((2, 10)), np.zeros((2, 9)))
+
+
 def test_groups_cover_test_set_batch_sizes_and_edges():
     images = np.zeros((300, 28, 28), np.uint8)
     groups = parity.input_groups(images, np.zeros(300, int))
@@ -45,13 +73,16 @@ def test_groups_cover_test_set_batch_sizes_and_edges():
     assert {"all background", "all ink", "uniform noise", "far out of range"} <= set(names)
     assert groups[0].n == 300
     assert {len(b) for b in groups[1].batches} == {1}
-    assert {len(b) for b in groups[3].batches} == {7, 2}
+    assert [len(b) for b in groups[3].batches] == [7] * 18 + [2]
+    first = next(groups[0].batches)
+    assert first.dtype == np.float32 and first.shape == (300, 1, 28, 28)
 
 
 @pytest.fixture(scope="module")
 def report(trained, exported, mnist_dir):
-    targets = [(exported / FILENAMES[f], f) for f in ("onnx", "torchscript", "pt2")]
-    return parity.check_checkpoint(trained, targets, data_dir=str(mnist_dir), test_limit=500)
+    layout = Layout(exported)
+    targets = [layout.onnx, layout.torchscript, layout.pt2]
+    return parity.check_against(trained, targets, data_dir=str(mnist_dir), test_limit=500)
 
 
 def test_exports_match_pytorch(report):
@@ -96,7 +127,7 @@ def softmax_output(model):
 @pytest.mark.parametrize("edit", [perturb_weights, softmax_output])
 def test_checker_catches_injected_faults(trained, exported, mnist_dir, tmp_path, edit):
     bad = edit_onnx(exported / "mnist_cnn.onnx", tmp_path / f"{edit.__name__}.onnx", edit)
-    r = parity.check_checkpoint(trained, [(bad, "onnx")], data_dir=str(mnist_dir), test_limit=200)
+    r = parity.check_against(trained, [bad], data_dir=str(mnist_dir), test_limit=200)
     assert not r and not r.artifacts[0]
     assert r.artifacts[0].path.endswith(f"{edit.__name__}.onnx")
     assert "test set" in r.artifacts[0].verdict()["failed_groups"]
@@ -112,15 +143,21 @@ def test_onnx_of_another_model_is_refused(tmp_path):
     model = MnistCNN(image_size=32).eval()
     torch.onnx.export(model, (torch.zeros(2, 1, 32, 32),), str(other), dynamo=False)
     with pytest.raises(ArtifactError, match=r"expects .*32, 32"):
-        parity.load_runner(other, "onnx")
+        load_runner(other, fmt="onnx")
 
 
-def test_garbage_artifacts_are_refused(tmp_path):
-    for name in ("junk.onnx", "junk.pt2", "junk.torchscript.pt"):
-        (tmp_path / name).write_bytes(b"not a model")
-        with pytest.raises(ArtifactError):
-            parity.load_runner(tmp_path / name)
-    with pytest.raises(ArtifactError, match="cannot tell the format"):
-        parity.load_runner(tmp_path / "model.h5")
-    with pytest.raises(ArtifactError, match="no artifact at"):
-        parity.load_runner(tmp_path / "absent.onnx")
+def test_artifact_against_artifact_needs_no_checkpoint(exported, mnist_dir):
+    layout = Layout(exported)
+    r = parity.check_against(layout.onnx, [layout.ort], data_dir=str(mnist_dir), test_limit=200)
+    assert r.passed and r.checkpoint == str(layout.onnx)
+    assert r.artifacts[0].group("test set").argmax_agreement == 100
+
+
+def test_task_rule_is_read_back_from_metadata():
+    rule = parity.TaskRule(max_accuracy_drop=0.7, min_argmax_agreement=97.5)
+    assert parity.TaskRule.from_metadata(rule.to_metadata()) == rule
+    assert parity.TaskRule.from_metadata({}) == parity.TaskRule()
+    assert rule.passes(99.0, 98.4, 97.5) and not rule.passes(99.0, 98.2, 99.0)
+    assert not rule.passes(99.0, 99.0, 97.4)
+    with pytest.raises(ConfigError):
+        parity.TaskRule(max_accuracy_drop=-1)

@@ -9,7 +9,7 @@ from PIL import Image
 
 from mnist_edge.data import load_split
 from mnist_edge.errors import ArtifactError, InputError
-from mnist_edge.parity import torch_runner
+from mnist_edge.runners import load_runner
 from mnist_edge.runtime import Predictor, prepare_image
 
 
@@ -25,7 +25,7 @@ def digits(mnist_dir):
 
 def test_labels_agree_with_pytorch_on_real_digits(predictor, digits, trained):
     pred = predictor.predict(digits.images)
-    reference = torch_runner(trained)(predictor.preprocess(digits.images)).argmax(1)
+    reference = load_runner(trained)(predictor.preprocess(digits.images)).argmax(1)
     assert (pred.labels == reference).all()
     assert (pred.labels == digits.labels).mean() >= 0.85
     assert pred.probabilities.shape == (200, 10)

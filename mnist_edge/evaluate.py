@@ -1,0 +1,83 @@
+"""evaluate(source) -> EvalResult: test loss, accuracy, per-class accuracy, confusion matrix.
+
+Any runnable source: a training checkpoint (PyTorch, needs torch) or a deployed artifact (ONNX,
+INT8 ONNX, ORT: numpy + onnxruntime only). The test images are fed in batches of `batch_size`,
+so memory does not grow with the test set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import spec
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Test-set numbers for one model."""
+
+    loss: float  # mean NLL of the log-softmax of the outputs
+    accuracy: float  # percent
+    n: int
+    per_class_accuracy: list[float]  # percent, index = digit
+    confusion: list[list[int]]  # rows = true digit, columns = predicted
+    checkpoint: str = ""  # the source evaluated (a checkpoint or an artifact)
+    format: str = "checkpoint"
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def correct(self) -> int:
+        return sum(self.confusion[i][i] for i in range(len(self.confusion)))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def log_softmax(z: np.ndarray) -> np.ndarray:
+    """Log-probabilities of logits (identity, up to rounding, on log-probabilities)."""
+    z = z.astype(np.float64)
+    m = z.max(axis=1, keepdims=True)
+    return z - m - np.log(np.exp(z - m).sum(axis=1, keepdims=True))
+
+
+def score(outputs: np.ndarray, labels: np.ndarray, source: str = "", fmt: str = "") -> EvalResult:
+    """EvalResult of (N, 10) outputs against (N,) labels."""
+    logp = log_softmax(outputs)
+    loss = float(-logp[np.arange(len(labels)), labels].mean())
+    pred = logp.argmax(1)
+    k = spec.NUM_CLASSES
+    confusion = np.zeros((k, k), dtype=np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    support = confusion.sum(1)
+    per_class = np.where(support > 0, np.diag(confusion) / np.maximum(support, 1) * 100, np.nan)
+    return EvalResult(
+        loss=loss,
+        accuracy=float((pred == labels).mean() * 100),
+        n=len(labels),
+        per_class_accuracy=[float(v) for v in per_class],
+        confusion=confusion.tolist(),
+        checkpoint=source,
+        format=fmt,
+    )
+
+
+def evaluate(
+    source: Path | str,
+    *,
+    fmt: str | None = None,
+    data_dir: str | None = None,
+    test_limit: int | None = None,
+    threads: int | None = None,
+    batch_size: int = 500,
+) -> EvalResult:
+    """Evaluate a checkpoint or an exported artifact on the official test set."""
+    from .data import load_split
+    from .runners import load_runner, outputs
+
+    runner = load_runner(source, fmt=fmt, threads=threads)  # a bad file fails before the data
+    test = load_split("test", data_dir, test_limit)
+    out = outputs(runner, test.images, batch_size)
+    return score(out, test.labels, str(source), runner.format)

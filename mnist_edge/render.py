@@ -1,0 +1,204 @@
+"""rich rendering of the library's result objects (the CLI's output); no decisions are made here.
+
+Each function takes a result object (EvalResult, ParityReport, QuantResult, BenchReport, ...) and
+prints it; pass/fail and exit codes are decided by the results themselves (`problems()`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from .bench import BenchReport
+    from .evaluate import EvalResult
+    from .parity import ParityReport
+    from .quantize import QuantResult
+    from .workflow import ExportRun
+
+# Wide tables stay readable in logs and CI (no terminal: rich would assume 80 columns).
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def error(message: str) -> None:
+    """The one red `error:` line on stderr."""
+    err_console.print(f"[red]error:[/red] {escape(message)}")
+
+
+def _fmt(value: float | None, spec: str = ".2e") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _table(title: str, columns: tuple[str, ...], left: tuple[str, ...] = ()) -> Table:
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    for col in columns:
+        table.add_column(col, justify="left" if col in left else "right")
+    return table
+
+
+@contextmanager
+def training_progress(epochs: int) -> Iterator[tuple[Any, Any]]:
+    """(on_step, on_epoch) callbacks that draw a bar per epoch and one line per finished epoch."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = (
+        TextColumn("epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} img/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=True) as progress:
+        tasks: dict[int, Any] = {}
+
+        def on_step(s: Any) -> None:
+            if s.epoch not in tasks:
+                tasks[s.epoch] = progress.add_task(
+                    "", total=s.steps, epoch=f"{s.epoch}/{epochs}", loss=0.0, rate=0.0
+                )
+            progress.update(tasks[s.epoch], completed=s.step, loss=s.loss, rate=s.images_per_s)
+
+        def on_epoch(m: Any) -> None:
+            if m.epoch in tasks:
+                progress.remove_task(tasks[m.epoch])
+            progress.console.print(
+                f"epoch {m.epoch}/{epochs}  train loss {m.train_loss:.4f}  "
+                f"test loss {m.test_loss:.4f}  test accuracy {m.test_accuracy:.2f}%  "
+                f"({m.images_per_s:.0f} img/s, {m.seconds:.0f} s)"
+            )
+
+        yield on_step, on_epoch
+
+
+def evaluation(r: EvalResult) -> None:
+    console.print(f"{r.checkpoint} ({r.format})")
+    console.print(f"test loss {r.loss:.4f}")
+    console.print(f"accuracy {r.accuracy:.2f}% ({r.correct}/{r.n} test images)")
+    k = len(r.confusion)
+    columns = ("true", *(str(d) for d in range(k)), "accuracy %")
+    matrix = _table("confusion matrix (rows: true digit, columns: predicted)", columns)
+    for digit, row in enumerate(r.confusion):
+        matrix.add_row(str(digit), *(str(v) for v in row), f"{r.per_class_accuracy[digit]:.2f}")
+    console.print(matrix)
+
+
+def parity(report: ParityReport) -> None:
+    """One table per artifact, then the tolerances."""
+    columns = (
+        "inputs",
+        "n",
+        "max |d|",
+        "p99 |d|",
+        "max rel",
+        "min atol",
+        "argmax %",
+        "acc %",
+        "ok",
+    )
+    for art in report.artifacts:
+        verdict = "[green]PASS[/green]" if art.passed else "[red]FAIL[/red]"
+        if art.judge == "task":
+            verdict += " (judged on argmax agreement and accuracy drop)"
+        table = _table(f"{art.path} ({art.format}) {verdict}", columns, left=("inputs", "ok"))
+        for g in art.groups:
+            table.add_row(
+                g.name, str(g.n), _fmt(g.max_abs_diff), _fmt(g.p99_abs_diff),
+                _fmt(g.max_rel_diff), _fmt(g.min_atol), f"{g.argmax_agreement:.2f}",
+                _fmt(g.candidate_accuracy, ".2f"), "yes" if art.group_ok(g) else "[red]NO[/red]",
+            )  # fmt: skip
+        console.print(table)
+    console.print(
+        f"reference {report.checkpoint}; tolerances: atol {report.atol:g}, rtol {report.rtol:g} "
+        "(an element passes within either)"
+    )
+
+
+def gate(g: QuantResult) -> None:
+    verdict = "[green]passed[/green]" if g.passed else "[red]FAILED[/red]"
+    console.print(
+        f"wrote {g.path}  (onnx-int8, {g.bytes:,} bytes, {g.size_ratio:.2f}x fp32)\n"
+        f"INT8 gate {verdict}: accuracy fp32 {g.fp32_accuracy:.2f}% -> int8 "
+        f"{g.int8_accuracy:.2f}% (drop {g.accuracy_drop:+.2f} points, limit "
+        f"{g.max_accuracy_drop:g}), argmax agreement {g.argmax_agreement:.2f}% (minimum "
+        f"{g.min_argmax_agreement:g}%) on {g.test_images} test images"
+    )
+
+
+def export_run(run: ExportRun, *, wrote: bool = True) -> None:
+    """Artifacts written, the gate, the parity tables; the verdict line when all passed."""
+    if wrote:
+        for art in run.artifacts:
+            if art.format != "onnx-int8":
+                console.print(f"wrote {art.path(run.output_dir or '.')}  ({art.format}, "
+                              f"{art.bytes:,} bytes)")  # fmt: skip
+    if run.gate is not None:
+        gate(run.gate)
+    if run.parity is not None:
+        parity(run.parity)
+        if not run.problems():
+            n = len(run.parity.artifacts)
+            console.print(f"[green]parity passed[/green] for {n} artifact(s)")
+
+
+def bench(report: BenchReport) -> None:
+    env = report.environment
+    console.print(
+        f"{env['cpu']}, {env['cores']} cores ({', '.join(env['cpu_flags'])}); "
+        + ", ".join(f"{k} {v}" for k, v in env["versions"].items() if k != "mnist-edge")
+    )
+    rates = ", ".join(f"{t} thread(s) {g:.1f}" for t, g in report.matmul_gflops.items())
+    console.print(f"fp32 GEMM roofline, ONNX Runtime MatMul (GFLOP/s): {rates}")
+    columns = ("backend", "batch", "thr", "p50", "p99", "mean", "img/s", "cold", "GFLOP/s",
+               "roof", "vs eager", "RSS MB")  # fmt: skip
+    table = _table("latency (ms) and throughput", columns, left=("backend",))
+    for c in report.cases:
+        table.add_row(
+            c.backend, str(c.batch_size), str(c.threads), f"{c.p50_ms:.3f}", f"{c.p99_ms:.3f}",
+            f"{c.mean_ms:.3f}", f"{c.throughput:.0f}", f"{c.cold_start_ms:.0f}", f"{c.gflops:.1f}",
+            f"{c.roofline_fraction:.0%}", _fmt(c.p50_vs_eager, ".2f"), _fmt(c.peak_rss_mb, ".0f"),
+        )  # fmt: skip
+    console.print(table)
+    for o in report.overhead:
+        console.print(
+            f"Predictor.predict overhead, batch {o.batch_size}, {o.threads} thread(s): "
+            f"{o.predict_p50_ms:.3f} ms vs session.run {o.session_run_p50_ms:.3f} ms "
+            f"({o.overhead_pct:+.1f}%)"
+        )
+    for s in report.scenarios:
+        console.print(f"scenario {s['scenario']}: {s['summary']}")
+
+
+def regressions(found: list[Any]) -> None:
+    for r in found:
+        err_console.print(
+            f"[red]regression:[/red] {r.backend} batch {r.batch_size} threads {r.threads} "
+            f"{r.metric} {r.baseline:.3f} -> {r.current:.3f} ({r.change_pct:+.1f}% worse)"
+        )
+
+
+def prediction(row: Any) -> None:
+    """`FILE  LABEL  CONF%  (others)` for one FileResult."""
+    others = "  ".join(f"{c} {p:.1%}" for c, p in row.top[1:])
+    console.print(
+        f"{row.file}  {row.label}  {row.confidence:.1%}" + (f"  ({others})" if others else "")
+    )
+
+
+@contextmanager
+def file_progress(total: int) -> Iterator[Any]:
+    """A progress bar on stderr for many files (only on a terminal); yields advance()."""
+    if total < 2 or not err_console.is_terminal:
+        yield lambda: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as progress:
+        task = progress.add_task("predicting", total=total)
+        yield lambda: progress.advance(task)

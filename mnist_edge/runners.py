@@ -1,0 +1,166 @@
+"""load_runner(source) -> Runner for every format: the one place that builds a model to run.
+
+A Runner takes normalised float32 (N, 1, 28, 28) and gives float32 (N, 10). Formats:
+
+    checkpoint    PyTorch eager, rebuilt from a training checkpoint     (torch)
+    torchscript   torch.jit.load                                        (torch)
+    pt2           torch.export.load(...).module()                       (torch)
+    onnx          ONNX Runtime, fp32                                    (numpy + onnxruntime)
+    onnx-int8     ONNX Runtime, quantized ONNX                          (numpy + onnxruntime)
+    ort           ONNX Runtime, ORT format                              (numpy + onnxruntime)
+
+torch is imported inside the torch loaders only, so ONNX Runtime runners work on the edge
+install; asking for a torch format there raises MissingDependency naming the extra.
+A new backend is one loader function here plus its entry in LOADERS.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import spec
+from .errors import ArtifactError, ConfigError, missing_dependency
+from .layout import ONNX_RUNTIME_FORMATS, TORCH_FORMATS, format_of
+
+# bench's backend names -> runner formats
+BACKENDS = {
+    "pytorch": "checkpoint",
+    "torchscript": "torchscript",
+    "pt2": "pt2",
+    "onnxruntime": "onnx",
+    "onnxruntime-int8": "onnx-int8",
+    "onnxruntime-ort": "ort",
+}
+FORMATS = ONNX_RUNTIME_FORMATS + TORCH_FORMATS
+EXTRA_FILE = "mnist_edge.json"  # metadata inside TorchScript / .pt2 archives
+
+
+@dataclass
+class Runner:
+    """One loaded model: numpy in, numpy out."""
+
+    path: Path
+    format: str  # one of FORMATS
+    fn: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    load_ms: float = 0.0  # time to load the file and build the session / module
+    metadata: dict[str, str] = field(default_factory=dict)  # the artifact's own metadata
+    threads: int | None = None
+    session: object | None = field(default=None, repr=False)  # the ORT session, if any
+
+    @property
+    def name(self) -> str:
+        """The bench backend name of this format."""
+        return next(b for b, f in BACKENDS.items() if f == self.format)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 10) outputs for a normalised float32 (N, 1, 28, 28) batch."""
+        return self.fn(batch)
+
+    __call__ = run
+
+
+def load_runner(
+    source: Path | str, *, fmt: str | None = None, threads: int | None = None
+) -> Runner:
+    """A Runner for a checkpoint or an exported artifact (format from the name unless given)."""
+    path = Path(source)
+    fmt = fmt or format_of(path)
+    if fmt not in LOADERS:
+        raise ConfigError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1, got {threads}")
+    if fmt != "checkpoint" and not path.is_file():
+        raise ArtifactError(f"no {fmt} artifact at {path}; export it with `mnist-edge export`")
+    t0 = time.perf_counter()
+    runner = LOADERS[fmt](path, threads)
+    runner.format, runner.threads = fmt, threads
+    runner.load_ms = (time.perf_counter() - t0) * 1e3
+    return runner
+
+
+def _onnxruntime(path: Path, threads: int | None) -> Runner:
+    from .runtime import check_io, load_session, model_metadata
+
+    session = load_session(path, threads=threads)
+    in_name, out_name = check_io(session, path)
+
+    def run(x: np.ndarray) -> np.ndarray:
+        return session.run([out_name], {in_name: x})[0]
+
+    return Runner(path, "onnx", run, metadata=model_metadata(session), session=session)
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        raise missing_dependency("torch", "running PyTorch models") from None
+    return torch
+
+
+def _torch_runner(path: Path, module, torch, meta: dict[str, str]) -> Runner:
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            out = module(torch.from_numpy(x))
+        if tuple(out.shape) != (len(x), spec.NUM_CLASSES):
+            raise ArtifactError(f"{path} gave output shape {tuple(out.shape)} for batch {len(x)}")
+        return out.numpy()
+
+    return Runner(path, "", run, metadata=meta)
+
+
+def _checkpoint(path: Path, threads: int | None) -> Runner:
+    torch = _torch()
+    if threads:
+        torch.set_num_threads(threads)
+    from .checkpoint import load_model
+
+    model, ckpt = load_model(path)
+    meta = {spec.METADATA_PREFIX + "source_checkpoint_sha256": ckpt.sha256()}
+    return _torch_runner(path, model, torch, meta)
+
+
+def _torch_archive(path: Path, threads: int | None) -> Runner:
+    torch = _torch()
+    if threads:
+        torch.set_num_threads(threads)
+    extra = {EXTRA_FILE: ""}
+    try:
+        if path.name.endswith(".pt2"):
+            module = torch.export.load(str(path), extra_files=extra).module()
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # torch.jit's deprecation notice
+                module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra).eval()
+    except Exception as exc:  # torch raises many types for a bad archive
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"{path} is not a loadable PyTorch archive: {first}") from exc
+    try:
+        meta = json.loads(extra[EXTRA_FILE] or "{}")
+    except ValueError:
+        meta = {}
+    return _torch_runner(path, module, torch, meta)
+
+
+LOADERS: dict[str, Callable[[Path, int | None], Runner]] = {
+    "onnx": _onnxruntime,
+    "onnx-int8": _onnxruntime,
+    "ort": _onnxruntime,
+    "checkpoint": _checkpoint,
+    "torchscript": _torch_archive,
+    "pt2": _torch_archive,
+}
+
+
+def outputs(runner: Runner, images: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """(N, 10) outputs for uint8 (N, 28, 28) images, fed in batches through data.batches."""
+    from .data import batches
+
+    return np.concatenate([runner(b) for b in batches(images, batch_size)])

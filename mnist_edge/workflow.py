@@ -1,0 +1,130 @@
+"""The workflows a user runs, as library calls: export -> INT8 -> parity -> manifest verdicts.
+
+The CLI is a thin layer over these: a Python caller gets the same checks, the same manifest
+entries and the same verdict (`ExportRun.problems()`) as `mnist-edge export`, `quantize` and
+`parity` do. Parity verdicts go into the manifest only when the reference is a training
+checkpoint (parity against another artifact proves agreement, not fidelity to PyTorch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import manifest
+from .layout import format_of
+from .manifest import Artifact
+from .parity import ATOL, RTOL, ParityReport, check_against
+
+if TYPE_CHECKING:
+    from .export import ExportConfig
+    from .quantize import QuantConfig, QuantResult
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    """How to check artifacts: against what, on which data, with which tolerances."""
+
+    reference: str | None = None  # a checkpoint or an artifact; None skips the check
+    data_dir: str | None = None
+    test_limit: int | None = None  # None: the whole test set
+    atol: float = ATOL
+    rtol: float = RTOL
+    threads: int | None = None
+
+
+@dataclass
+class ExportRun:
+    """What a workflow wrote and what the checks said."""
+
+    output_dir: Path | None
+    artifacts: list[Artifact] = field(default_factory=list)
+    parity: ParityReport | None = None
+    gate: QuantResult | None = None
+
+    def problems(self) -> list[str]:
+        """One sentence per failed check; empty when everything passed."""
+        found = []
+        if self.parity is not None and self.parity.failed():
+            found.append(f"parity FAILED for {', '.join(self.parity.failed())}")
+        if self.gate is not None and (problem := self.gate.problem()):
+            found.append(problem)
+        return found
+
+    def __bool__(self) -> bool:
+        return not self.problems()
+
+    def to_dict(self) -> dict[str, Any]:
+        """The --json report: the parity report, plus the INT8 gate when there is one."""
+        body: dict[str, Any] = self.parity.to_dict() if self.parity is not None else {}
+        if self.gate is not None:
+            body["int8_gate"] = self.gate.to_dict()
+        return body
+
+
+def verify(targets: list[Path], cfg: VerifyConfig) -> ParityReport:
+    """Parity of `targets` against cfg.reference; verdicts recorded in the targets' manifests
+    when the reference is a checkpoint."""
+    if cfg.reference is None:
+        raise ValueError("verify needs a reference")
+    report = check_against(
+        cfg.reference,
+        list(targets),
+        data_dir=cfg.data_dir,
+        test_limit=cfg.test_limit,
+        atol=cfg.atol,
+        rtol=cfg.rtol,
+        threads=cfg.threads,
+    )
+    if format_of(cfg.reference) == "checkpoint":
+        folders = {Path(p).parent for p in targets}
+        for folder in folders:
+            if manifest.read(folder)["artifacts"]:
+                manifest.record_parity(folder, report.verdicts())
+    return report
+
+
+def _quantize_and_register(qcfg: QuantConfig, checkpoint: str | Path) -> tuple[Artifact, Any]:
+    from .quantize import quantize
+
+    gate = quantize(qcfg)
+    extra = {"gate": gate.to_dict(), "quantization": {**gate.settings, **asdict(qcfg.rule)}}
+    art = manifest.register(Path(gate.path).parent, Path(gate.path), "onnx-int8", checkpoint,
+                            extra=extra)  # fmt: skip
+    return art, gate
+
+
+def export_and_verify(
+    cfg: ExportConfig, *, quant: QuantConfig | None = None, check: VerifyConfig | None = None
+) -> ExportRun:
+    """Export the formats of `cfg`, optionally quantize the ONNX, then check everything written
+    against the checkpoint (unless `check` is None) and record the verdicts."""
+    from .export import export
+
+    run = ExportRun(Path(cfg.output_dir), export(cfg))
+    if quant is not None:
+        art, run.gate = _quantize_and_register(quant, cfg.checkpoint)
+        run.artifacts.append(art)
+    if check is not None:
+        ref = VerifyConfig(**{**check.__dict__, "reference": check.reference or cfg.checkpoint})
+        run.parity = verify([a.path(cfg.output_dir) for a in run.artifacts], ref)
+    return run
+
+
+def quantize_and_verify(
+    cfg: QuantConfig, *, checkpoint: str | Path, check: VerifyConfig | None = None
+) -> ExportRun:
+    """Quantize an exported ONNX with the gate, register it, and check it against `checkpoint`."""
+    art, gate = _quantize_and_register(cfg, checkpoint)
+    run = ExportRun(Path(cfg.output).parent, [art], gate=gate)
+    if check is not None:
+        ref = VerifyConfig(**{**check.__dict__, "reference": check.reference or str(checkpoint)})
+        run.parity = verify([art.path(run.output_dir)], ref)
+    return run
+
+
+def parity(artifacts: list[Path] | None, output_dir: Path, cfg: VerifyConfig) -> ExportRun:
+    """Check the named artifacts, or every artifact in OUTPUT_DIR's manifest."""
+    targets = artifacts or [a.path(output_dir) for a in manifest.artifacts(output_dir)]
+    return ExportRun(output_dir, parity=verify(targets, cfg))

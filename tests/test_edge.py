@@ -1,0 +1,122 @@
+"""The edge install: every inference command runs where torch, torchvision and onnx cannot be
+imported, and every command that needs them says what to install, in one line, exit 2."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mnist_edge.layout import Layout
+
+# What the edge install (`pip install mnist-edge`) lacks: the train extra's packages.
+BLOCK = (
+    "import sys\n"
+    "for name in ('torch', 'torchvision', 'onnx', 'onnxscript'):\n"
+    "    sys.modules[name] = None\n"
+)
+
+
+def edge(*args: object, timeout: int = 300) -> subprocess.CompletedProcess:
+    """`mnist-edge ARGS` in a fresh interpreter where the train extra cannot be imported."""
+    code = BLOCK + (
+        "from mnist_edge.cli import main\n"
+        f"sys.argv = ['mnist-edge', *{[str(a) for a in args]!r}]\n"
+        "main()\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout
+    )
+
+
+def one_error_line(r: subprocess.CompletedProcess) -> str:
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    return lines[0]
+
+
+def test_blocking_works():
+    r = subprocess.run([sys.executable, "-c", BLOCK + "import torch"], capture_output=True)
+    assert r.returncode != 0 and b"ModuleNotFoundError" in r.stderr
+
+
+@pytest.fixture(scope="module")
+def folder(exported, tmp_path_factory):
+    """A copy of the ONNX Runtime artifacts alone (as a device would hold them)."""
+    out = tmp_path_factory.mktemp("device")
+    for fmt in ("onnx", "ort"):
+        src = Layout(exported).artifact(fmt)
+        (out / src.name).write_bytes(src.read_bytes())
+    return out
+
+
+def test_evaluate_an_artifact_without_torch(folder, mnist_dir, tmp_path):
+    n = 500
+    for model in (Layout(folder).onnx, Layout(folder).ort):
+        out = tmp_path / f"{model.name}.json"
+        r = edge("evaluate", "--model", model, "--data-dir", mnist_dir, "--test-limit", n,
+                 "--json", out)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+        report = json.loads(out.read_text())
+        assert report["n"] == n and sum(map(sum, report["confusion"])) == n
+        assert f"accuracy {report['accuracy']:.2f}%" in r.stdout
+
+
+def test_parity_between_artifacts_without_torch(folder, mnist_dir, tmp_path):
+    layout = Layout(folder)
+    r = edge("parity", "--reference", layout.onnx, layout.ort, "--data-dir", mnist_dir,
+             "--test-limit", 300, "--json", tmp_path / "p.json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["passed"] and report["reference"] == str(layout.onnx)
+    assert report["artifacts"][0]["groups"][0]["argmax_agreement"] == 100.0
+
+
+def test_bench_without_torch_takes_what_exists(folder, mnist_dir, tmp_path):
+    out = tmp_path / "b.json"
+    r = edge("bench", "--model", Layout(folder).onnx, "--data-dir", mnist_dir, "--batch-sizes",
+             1, "--threads", 1, "--iterations", 3, "--warmup", 1, "--json", out)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert {c["backend"] for c in report["cases"]} == {"onnxruntime", "onnxruntime-ort"}
+    assert report["matmul_gflops"]["1"] > 0  # the roofline needs no torch
+    assert report["environment"]["torch_threads_default"] is None
+
+
+def test_predict_files_and_a_folder_without_torch(folder, mnist_dir, tmp_path):
+    from PIL import Image
+
+    from mnist_edge.data import load_split
+
+    images = tmp_path / "images"
+    images.mkdir()
+    digits = load_split("test", mnist_dir, 6)
+    for i, d in enumerate(digits.images):
+        Image.fromarray(255 - d).save(images / f"{i}.png")
+    out = tmp_path / "rows.jsonl"
+    r = edge("predict", images, "--model", Layout(folder).onnx, "--output", out)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [row["file"] for row in rows] == [str(images / f"{i}.png") for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("train", "--epochs", "1"),
+        ("export", "--format", "onnx", "--checkpoint", "{ckpt}"),
+        ("evaluate", "--checkpoint", "{ckpt}"),
+        ("parity", "{onnx}", "--checkpoint", "{ckpt}"),
+        ("quantize", "--model", "{onnx}", "--output", "{tmp}/q.onnx"),
+        ("bench", "--backends", "pytorch", "--model", "{onnx}", "--checkpoint", "{ckpt}"),
+    ],
+)
+def test_commands_that_need_torch_say_what_to_install(trained, exported, mnist_dir, args, tmp_path):
+    # real files, so that the missing package, not a missing file, is what stops each command
+    real = {"ckpt": trained, "onnx": Layout(exported).onnx, "tmp": tmp_path}
+    r = edge(*(a.format(**real) for a in args), "--data-dir", mnist_dir)
+    assert r.returncode == 2, r.stdout + r.stderr
+    line = one_error_line(r)
+    assert "pip install 'mnist-edge[train]'" in line, line
+    assert list(tmp_path.iterdir()) == []  # nothing half-written

@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from mnist_edge import evaluate as ev
+from mnist_edge.layout import Layout
+
+
+def test_score_counts_and_losses():
+    logp = np.log(np.array([[0.7, 0.2, 0.1] + [0] * 7, [0.1, 0.8, 0.1] + [0] * 7]) + 1e-30)
+    r = ev.score(logp, np.array([0, 2]))
+    assert r.accuracy == 50 and r.correct == 1 and r.n == 2
+    assert r.loss == pytest.approx(-(np.log(0.7) + np.log(0.1)) / 2, rel=1e-6)
+    assert r.confusion[0][0] == 1 and r.confusion[2][1] == 1
+    assert r.per_class_accuracy[0] == 100 and r.per_class_accuracy[2] == 0
+    assert np.isnan(r.per_class_accuracy[5])  # no image of that class
+
+
+def test_logits_and_log_probabilities_score_alike():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 10))
+    labels = rng.integers(0, 10, 50)
+    a, b = ev.score(logits, labels), ev.score(ev.log_softmax(logits), labels)
+    assert a.loss == pytest.approx(b.loss) and a.confusion == b.confusion
+
+
+def test_checkpoint_and_its_exports_evaluate_alike(trained, exported, mnist_dir):
+    results = {
+        fmt: ev.evaluate(src, data_dir=str(mnist_dir), test_limit=500)
+        for fmt, src in [("checkpoint", trained), ("onnx", Layout(exported).onnx),
+                         ("ort", Layout(exported).ort), ("pt2", Layout(exported).pt2)]
+    }  # fmt: skip
+    ref = results["checkpoint"]
+    for fmt, r in results.items():
+        assert r.format == fmt and r.n == 500
+        assert r.confusion == ref.confusion, fmt
+        assert r.loss == pytest.approx(ref.loss, abs=1e-5)
+
+
+def test_batch_size_does_not_change_the_numbers(exported, mnist_dir):
+    a = ev.evaluate(Layout(exported).onnx, data_dir=str(mnist_dir), test_limit=300, batch_size=7)
+    b = ev.evaluate(Layout(exported).onnx, data_dir=str(mnist_dir), test_limit=300, batch_size=300)
+    assert a.confusion == b.confusion and a.loss == pytest.approx(b.loss, abs=1e-6)
