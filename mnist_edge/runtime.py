@@ -27,10 +27,11 @@ from .errors import ArtifactError, InputError
 if TYPE_CHECKING:  # Pillow is imported lazily, only for image files
     from PIL import Image
 
-# Images per ONNX Runtime call. Memory grows with the batch (conv2/conv3 activations are
-# ~300 KB per image); past a few hundred images throughput no longer improves
-# (benchmarks/results/predict_memory.json), so bigger inputs are fed in chunks of this size.
-MAX_BATCH = 256
+# Images per ONNX Runtime call. Peak memory grows with the batch (~1.4 MB per image: conv
+# activations and their workspace) while throughput stops improving past ~100 images: predicting
+# the 10,000 test images peaked at 14.7 GB in one call, 420 MB in chunks of 256, 254 MB in
+# chunks of 128 at the same images/s (benchmarks/results/predict_memory.json).
+MAX_BATCH = 128
 # Decoded pixels allowed in one image file (width x height): a phone photo is 12-50 MP; anything
 # larger is refused before it is decoded (a decompression bomb can claim gigabytes).
 MAX_IMAGE_PIXELS = 64_000_000
