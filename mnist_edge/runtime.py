@@ -23,20 +23,18 @@ import onnxruntime as ort
 
 from . import spec
 from .errors import ArtifactError, InputError
+from .images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, prepare_image
 
 if TYPE_CHECKING:  # Pillow is imported lazily, only for image files
     from PIL import Image
+
+__all__ = ["Predictor", "Prediction", "FileResult", "load_session", "prepare_image"]
 
 # Images per ONNX Runtime call. Peak memory grows with the batch (~1.4 MB per image: conv
 # activations and their workspace) while throughput stops improving past ~100 images: predicting
 # the 10,000 test images peaked at 14.7 GB in one call, 420 MB in chunks of 256, 254 MB in
 # chunks of 128 at the same images/s (benchmarks/results/predict_memory.json).
 MAX_BATCH = 128
-# Decoded pixels allowed in one image file (width x height): a phone photo is 12-50 MP; anything
-# larger is refused before it is decoded (a decompression bomb can claim gigabytes).
-MAX_IMAGE_PIXELS = 64_000_000
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
-                  ".ppm", ".pbm", ".pnm")  # fmt: skip
 PACKAGED = Path(__file__).parent / "models"  # the pretrained model shipped in the package
 
 
@@ -309,84 +307,3 @@ def pretrained_path(*, int8: bool = False) -> Path:
     if not path.is_file():
         raise ArtifactError(f"the packaged model {path} is missing; reinstall mnist-edge")
     return path
-
-
-def _open_image(path: Path, max_pixels: int) -> Image.Image:
-    """Decode an image file, refusing sizes over `max_pixels` before decoding them."""
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise InputError(f"no image file at {path}" + (" (a folder)" if path.is_dir() else ""))
-    try:
-        with warnings.catch_warnings():  # our own limit replaces Pillow's bomb warning
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise InputError(
-                        f"{path} is {w}x{h} = {w * h:,} pixels, over the limit of "
-                        f"{max_pixels:,} (max_image_pixels); scale it down first"
-                    )
-                im.load()
-                return im.copy()
-    except InputError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{path} is too large to decode safely ({exc})") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InputError(f"{path} is not a readable image ({exc.__class__.__name__})") from exc
-
-
-def _load_gray(image: Path | str | Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
-    from PIL import Image, ImageOps
-
-    if not isinstance(image, Image.Image):
-        image = _open_image(Path(image), max_pixels)
-    elif image.width * image.height > max_pixels:
-        raise InputError(f"image of {image.width}x{image.height} is over the pixel limit")
-    image = ImageOps.exif_transpose(image)
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(background, rgba)  # transparent -> paper white
-    return np.asarray(image.convert("L"), dtype=np.float32)  # (H, W) 0..255
-
-
-def prepare_image(
-    image: Path | str | Image.Image, *, box: int = 20, max_pixels: int = MAX_IMAGE_PIXELS
-) -> np.ndarray:
-    """A photo or scan of one digit -> uint8 (28, 28), white ink on black, as MNIST was made.
-
-    Grayscale; invert when the background (the border's median) is light; subtract the
-    background; crop to the ink; scale the longer side to `box` (20) keeping the aspect ratio;
-    place in 28x28 so that the centre of mass falls on the centre.
-    """
-    from PIL import Image
-
-    g = _load_gray(image, max_pixels)
-    border = np.concatenate([g[0], g[-1], g[:, 0], g[:, -1]])
-    if np.median(border) > 127:  # dark ink on light paper: MNIST is light ink on black
-        g = 255.0 - g
-        border = 255.0 - border
-    ink = np.clip(g - np.median(border), 0, None)
-    peak = float(ink.max())
-    if peak < 16:  # less than ~6% contrast anywhere
-        raise InputError("the image looks blank: no ink stands out from the background")
-    ink = ink * (255.0 / peak)
-    rows = np.flatnonzero((ink > 0.25 * 255).any(axis=1))
-    cols = np.flatnonzero((ink > 0.25 * 255).any(axis=0))
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    h, w = crop.shape
-    scale = box / max(h, w)
-    size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    small = Image.fromarray(crop.astype(np.uint8)).resize(size, Image.LANCZOS)
-    digit = np.asarray(small, dtype=np.float32)  # (<=20, <=20)
-    side = spec.IMAGE_SIZE
-    total = digit.sum()
-    cy = (digit.sum(axis=1) * np.arange(digit.shape[0])).sum() / total
-    cx = (digit.sum(axis=0) * np.arange(digit.shape[1])).sum() / total
-    top = int(np.clip(round(side / 2 - 0.5 - cy), 0, side - digit.shape[0]))
-    left = int(np.clip(round(side / 2 - 0.5 - cx), 0, side - digit.shape[1]))
-    canvas = np.zeros((side, side), np.float32)
-    canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
-    return np.clip(canvas, 0, 255).astype(np.uint8)

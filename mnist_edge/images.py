@@ -1,0 +1,235 @@
+"""Image files -> MNIST-style 28x28 digits (numpy + Pillow, imported lazily; no torch).
+
+`prepare_image` makes a photo, scan or drawing of one digit look like an MNIST digit, step by
+step (each step measured on benchmarks/realworld.py; benchmarks/README.md has the table):
+
+ 1. decode, refusing files over `max_pixels` before decoding (decompression bombs); apply the
+    EXIF orientation; transparent pixels become paper white; 16-bit and float images are scaled
+    to 0..255; colour becomes luminance;
+ 2. shrink so that the longer side is at most WORK_SIDE (512) pixels (box filter): the digit
+    ends up 20 pixels tall, and this bounds time and memory on huge photos;
+ 3. noise: when the pixel-to-pixel noise (robust, from horizontal differences) is above
+    NOISE_LEVEL (5 grey levels), a 3x3 median filter;
+ 4. polarity: MNIST is light ink on black. Fit a plane to the border (mostly paper) by robust
+    least squares; the ink is what stands out from it most: when that is darker than the paper
+    (0.05th against 99.95th percentile of the residual), invert. Uneven lighting does not fool
+    this, as it fools a rule on the median;
+ 5. background: fit a smooth surface (a quadratic in x and y) to the paper by robust least
+    squares on a subsample, trimming the (now light) ink round by round, and subtract it, less
+    twice the paper's own spread: gradients vanish, and paper texture with them. For dark ink
+    on paper the result is also divided by the local paper brightness (a flat field: light
+    multiplies), so a stroke in the shade is as strong as one in the light;
+ 6. contrast: scale so that the brightest ink (99.9th percentile) is 255; fainter than
+    BLANK_LEVEL grey levels above the paper everywhere is a blank image (an error);
+ 7. crop to the pixels above 30% of that; for noisy images the mask is first opened (3x3) so
+    that specks do not widen the crop;
+ 8. resize the longer side to `box` (20) pixels keeping the aspect ratio (Lanczos), stretch to
+    0..255 again, and place it in 28x28 with its centre of mass at the centre, as MNIST was made.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from . import spec
+from .errors import InputError
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+# Decoded pixels allowed in one image file (width x height): a phone photo is 12-50 MP; anything
+# larger is refused before it is decoded (a decompression bomb can claim gigabytes).
+MAX_IMAGE_PIXELS = 64_000_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm",
+                  ".ppm", ".pbm", ".pnm")  # fmt: skip
+WORK_SIDE = 512  # longer side the image is shrunk to first (the digit ends up 20 px)
+NOISE_LEVEL = 5.0  # grey levels of pixel noise above which a median filter is applied
+BLANK_LEVEL = 16.0  # grey levels of ink contrast below which an image counts as blank
+INK_FRACTION = 0.3  # the crop keeps pixels above this fraction of the brightest ink
+
+
+def open_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode an image file, refusing sizes over `max_pixels` before decoding them."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise InputError(f"no image file at {path}" + (" (a folder)" if path.is_dir() else ""))
+    try:
+        with warnings.catch_warnings():  # our own limit replaces Pillow's bomb warning
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as im:
+                w, h = im.size
+                if w * h > max_pixels:
+                    raise InputError(
+                        f"{path} is {w}x{h} = {w * h:,} pixels, over the limit of "
+                        f"{max_pixels:,} (max_image_pixels); scale it down first"
+                    )
+                im.load()
+                return im.copy()
+    except InputError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path} is too large to decode safely ({exc})") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InputError(f"{path} is not a readable image ({exc.__class__.__name__})") from exc
+
+
+def load_gray(image: Path | str | Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Steps 1-2: float32 (H, W) luminance 0..255, longer side at most WORK_SIDE."""
+    from PIL import Image, ImageOps
+
+    if not isinstance(image, Image.Image):
+        image = open_image(Path(image), max_pixels)
+    elif image.width * image.height > max_pixels:
+        raise InputError(f"image of {image.width}x{image.height} is over the pixel limit")
+    if image.width < 1 or image.height < 1:
+        raise InputError(f"the image is empty ({image.width}x{image.height})")
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):  # 16-bit / 32-bit / float greys
+        a = np.asarray(image, dtype=np.float32)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(np.nanmax(a)), 1.0)
+        image = Image.fromarray(np.clip(np.nan_to_num(a) * (255.0 / top), 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)  # transparent -> paper white
+    image = image.convert("L")
+    if max(image.size) > WORK_SIDE:
+        scale = WORK_SIDE / max(image.size)
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        image = image.resize(size, Image.BOX)
+    return np.asarray(image, dtype=np.float32)
+
+
+def noise_level(g: np.ndarray) -> float:
+    """Pixel noise in grey levels: robust spread of horizontal neighbour differences / sqrt 2."""
+    if g.shape[1] < 2:
+        return 0.0
+    d = np.diff(g, axis=1).ravel()
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
+
+
+def background(g: np.ndarray, rounds: int = 4) -> tuple[np.ndarray, float]:
+    """Step 5: a quadratic surface fitted to the paper (the darker majority: the ink is light
+    by now) by robust least squares, and the paper's spread around it (grey levels). It starts
+    from the pixels at or below the median and, round by round, drops what lies well above the
+    surface."""
+    h, w = g.shape
+    step = max(1, int(np.sqrt(h * w / 4096)))  # fit on ~4,000 pixels
+    sample = g[::step, ::step]
+    ys = (np.arange(0, h, step, dtype=np.float32) / h - 0.5)[:, None]
+    xs = (np.arange(0, w, step, dtype=np.float32) / w - 0.5)[None, :]
+    ones = np.ones_like(sample)
+    terms = [ones, xs * ones, ys * ones, xs * xs * ones, xs * ys, ys * ys * ones]
+    a = np.stack([t.ravel() for t in terms], 1).astype(np.float64)
+    v = sample.ravel().astype(np.float64)
+    keep = v <= np.median(v)
+    coef, sigma = np.array([np.median(v), 0, 0, 0, 0, 0], np.float64), 0.0
+    for _ in range(rounds):
+        if keep.sum() < 12:  # too few pixels for a surface: keep the last (flat at first)
+            break
+        coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
+        r = v - a @ coef
+        sigma = float(1.4826 * np.median(np.abs(r[keep] - np.median(r[keep]))))
+        keep = r < 2.5 * sigma + 1.0
+    yy = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None]
+    xx = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :]
+    c = coef.astype(np.float32)
+    surface = c[0] + c[1] * xx + c[2] * yy + c[3] * xx * xx + c[4] * xx * yy + c[5] * yy * yy
+    return surface, sigma
+
+
+def dark_ink(g: np.ndarray) -> bool:
+    """Step 4: whether the ink is darker than the paper. A plane (uneven lighting) is fitted to
+    the border, which is mostly paper; the ink is what stands out from it most, darker or
+    lighter (0.05th against 99.95th percentile of the residual: the ink may be a small part)."""
+    h, w = g.shape
+    if h < 3 or w < 3:
+        return bool(np.median(g) > 127)
+    yy, xx = np.mgrid[0:h, 0:w]
+    edge = np.zeros((h, w), bool)
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    a = np.stack([np.ones(edge.sum()), xx[edge] / w, yy[edge] / h], 1)
+    v = g[edge].astype(np.float64)
+    keep = np.ones(v.shape, bool)
+    coef = np.array([np.median(v), 0.0, 0.0])
+    for _ in range(3):  # robust: drop border pixels far off the plane (ink touching the edge)
+        coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
+        r = v - a @ coef
+        keep = np.abs(r) <= 2.5 * 1.4826 * np.median(np.abs(r)) + 1.0
+        if keep.sum() < 3:
+            break
+    plane = coef[0] + coef[1] * (xx / w) + coef[2] * (yy / h)
+    lo, hi = np.percentile(g - plane, [0.05, 99.95])
+    return bool(-lo > hi)
+
+
+def _filtered(a: np.ndarray, name: str, size: int = 3) -> np.ndarray:
+    from PIL import Image, ImageFilter
+
+    f = {"median": ImageFilter.MedianFilter, "min": ImageFilter.MinFilter,
+         "max": ImageFilter.MaxFilter}[name](size)  # fmt: skip
+    return np.asarray(Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)).filter(f), np.float32)
+
+
+def ink_image(g: np.ndarray) -> tuple[np.ndarray, bool]:
+    """Steps 3-6: light ink on black, background and noise removed, brightest ink at 255;
+    and whether the image was noisy."""
+    noisy = noise_level(g) > NOISE_LEVEL and min(g.shape) >= 16
+    if noisy:
+        g = _filtered(g, "median")
+    dark = dark_ink(g)
+    if dark:  # MNIST is light ink on black
+        g = 255.0 - g
+    surface, sigma = background(g)
+    ink = np.clip(g - surface - 2.0 * sigma, 0, None)
+    if dark:  # light on paper multiplies: divide by the local paper brightness (flat field)
+        ink *= 255.0 / np.clip(255.0 - surface, 16.0, None)
+    peak = float(np.percentile(ink, 99.9)) if ink.size > 2000 else float(ink.max())
+    peak = max(peak, 0.5 * float(ink.max()))
+    if peak < BLANK_LEVEL:
+        raise InputError("the image looks blank: no ink stands out from the background")
+    return np.clip(ink * (255.0 / peak), 0, 255), noisy
+
+
+def prepare_image(
+    image: Path | str | Image.Image, *, box: int = 20, max_pixels: int = MAX_IMAGE_PIXELS
+) -> np.ndarray:
+    """A photo, scan or drawing of one digit -> uint8 (28, 28), white ink on black, centred by
+    mass in a 20-pixel box, as MNIST was made (the steps are in this module's docstring)."""
+    from PIL import Image
+
+    if not 1 <= box <= spec.IMAGE_SIZE:
+        raise InputError(f"box must be 1..{spec.IMAGE_SIZE} pixels, got {box}")
+    ink, noisy = ink_image(load_gray(image, max_pixels))
+    mask = ink > INK_FRACTION * 255
+    if noisy:  # specks left by the noise must not widen the crop
+        opened = _filtered(_filtered(mask * 255.0, "min"), "max") > 0
+        mask = opened if opened.any() else mask
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    h, w = crop.shape
+    scale = box / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    small = Image.fromarray(crop.astype(np.uint8)).resize(size, Image.LANCZOS)
+    digit = np.asarray(small, dtype=np.float32)  # (<=20, <=20)
+    if digit.max() <= 0:
+        raise InputError("the image looks blank: the ink vanished when scaled to 20 pixels")
+    digit *= 255.0 / digit.max()
+    return center_by_mass(digit)
+
+
+def center_by_mass(digit: np.ndarray, side: int = spec.IMAGE_SIZE) -> np.ndarray:
+    """Place a (h, w) digit in side x side so that its centre of mass is at the centre."""
+    total = digit.sum()
+    cy = (digit.sum(axis=1) * np.arange(digit.shape[0])).sum() / total
+    cx = (digit.sum(axis=0) * np.arange(digit.shape[1])).sum() / total
+    top = int(np.clip(round(side / 2 - 0.5 - cy), 0, side - digit.shape[0]))
+    left = int(np.clip(round(side / 2 - 0.5 - cx), 0, side - digit.shape[1]))
+    canvas = np.zeros((side, side), np.float32)
+    canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
+    return np.clip(canvas, 0, 255).astype(np.uint8)

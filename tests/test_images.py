@@ -1,0 +1,170 @@
+"""The image pipeline on pictures whose answer is known: degraded real digits, blank, tiny and
+huge images, unusual modes and decompression bombs."""
+
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image, ImageFilter
+
+from mnist_edge import images
+from mnist_edge.data import load_split
+from mnist_edge.errors import InputError
+from mnist_edge.runtime import Predictor
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_dir):
+    return load_split("test", mnist_dir, 100)
+
+
+@pytest.fixture(scope="module")
+def predictor(exported):
+    return Predictor(exported / "mnist_cnn.onnx", threads=1)
+
+
+def on_paper(d: np.ndarray, scale: int = 6) -> np.ndarray:
+    """Dark ink on white paper, upscaled: a scan of the digit (float 0..255)."""
+    return np.asarray(Image.fromarray(255 - d).resize((28 * scale,) * 2, Image.BICUBIC), np.float32)
+
+
+def lit_unevenly(d):
+    a = on_paper(d) / 255
+    light = np.linspace(0.35, 1.0, a.shape[1])[None, :]  # dark on the left, bright on the right
+    return Image.fromarray((255 * light * (0.15 + 0.85 * a)).astype(np.uint8))
+
+
+def noisy(d):
+    rng = np.random.default_rng(int(d.sum()))
+    speckled = on_paper(d, 4) + rng.normal(0, 30, (112, 112))
+    return Image.fromarray(np.clip(speckled, 0, 255).astype(np.uint8))
+
+
+def sixteen_bit(d):
+    return Image.fromarray((on_paper(d, 2) * 257).astype(np.uint16))  # mode I;16
+
+
+def small_on_big_canvas(d):
+    canvas = Image.new("L", (900, 700), 235)
+    canvas.paste(
+        Image.fromarray(on_paper(d, 3).astype(np.uint8)).point(lambda v: v * 0.92), (640, 90)
+    )
+    return canvas
+
+
+@pytest.mark.parametrize("make", [lit_unevenly, noisy, sixteen_bit, small_on_big_canvas])
+def test_degraded_digits_get_the_answer_of_the_clean_digit(predictor, digits, make):
+    """The same digits scanned cleanly and degraded get (nearly) the same answers, and the model
+    is about as accurate on the degraded ones. The test model (one short epoch) flips on small
+    changes, hence 85%; a pipeline that failed a degradation would agree on ~10-50%."""
+    scans = [Image.fromarray(on_paper(d).astype(np.uint8)) for d in digits.images]
+    clean = predictor.predict_images(scans).labels
+    got = predictor.predict_images([make(d) for d in digits.images]).labels
+    assert (got == clean).mean() >= 0.85, make.__name__
+    assert (got == digits.labels).mean() >= (clean == digits.labels).mean() - 0.05
+
+
+def test_gradient_lighting_is_flattened(digits):
+    """After background removal an unevenly lit scan looks like the evenly lit one."""
+    even = images.prepare_image(Image.fromarray(on_paper(digits.images[0]).astype(np.uint8)))
+    uneven = images.prepare_image(lit_unevenly(digits.images[0]))
+    assert np.abs(even.astype(int) - uneven.astype(int)).mean() < 12
+    assert uneven[:, :3].max() < 40 and uneven[:, -3:].max() < 40  # no lit paper left as ink
+
+
+def test_output_is_mnist_shaped(digits):
+    x = images.prepare_image(lit_unevenly(digits.images[3]))
+    assert x.shape == (28, 28) and x.dtype == np.uint8 and x.max() == 255
+    ys, xs = np.nonzero(x > 0)
+    assert max(np.ptp(ys), np.ptp(xs)) == 19  # the longer side fills the 20-pixel box
+    com = [(x.sum(1) * np.arange(28)).sum() / x.sum(), (x.sum(0) * np.arange(28)).sum() / x.sum()]
+    assert np.abs(np.array(com) - 13.5).max() <= 1.0
+    with pytest.raises(InputError, match="box"):
+        images.prepare_image(lit_unevenly(digits.images[3]), box=40)
+
+
+@pytest.mark.parametrize(
+    "picture",
+    [
+        Image.new("L", (64, 64), 255),  # white paper
+        Image.new("L", (64, 64), 0),  # black
+        Image.new("RGB", (64, 64), (200, 180, 40)),  # coloured paper
+        Image.new("RGBA", (64, 64), (0, 0, 0, 0)),  # fully transparent
+        Image.fromarray(np.random.default_rng(0).normal(200, 3, (80, 80)).astype(np.uint8)),
+        Image.new("L", (1, 1), 0),  # one pixel
+    ],
+)
+def test_blank_pictures_are_refused(picture):
+    with pytest.raises(InputError, match="blank"):
+        images.prepare_image(picture)
+
+
+def test_tiny_pictures_give_an_answer_not_a_crash():
+    dot = np.zeros((3, 3), np.uint8)
+    dot[1, 1] = 255
+    line = np.zeros((1, 7), np.uint8)
+    line[0, 2:5] = 255
+    for picture in (dot, np.eye(5, dtype=np.uint8) * 255, line):
+        x = images.prepare_image(Image.fromarray(picture))
+        assert x.shape == (28, 28) and x.max() == 255
+
+
+def test_huge_pictures_are_shrunk_then_read(digits, tmp_path):
+    big = Image.fromarray(255 - digits.images[0]).resize((4000, 4000), Image.BILINEAR)
+    path = tmp_path / "big.png"
+    big.save(path)
+    small = images.prepare_image(Image.fromarray(255 - digits.images[0]).resize((112, 112)))
+    x = images.prepare_image(path)
+    assert np.abs(x.astype(int) - small.astype(int)).mean() < 10
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A valid tiny PNG header that claims width x height pixels (a decompression bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    body = zlib.compress(b"\0" * 1024)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize("side", [9_000, 15_000, 60_000])
+def test_bombs_are_refused_before_decoding_and_quietly(tmp_path, side):
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_claiming(side, side))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning must not escape
+        with pytest.raises(InputError, match="over the limit|too large to decode"):
+            images.prepare_image(path)
+
+
+def test_the_pixel_limit_is_the_applications_to_set(exported, digits, tmp_path):
+    path = tmp_path / "d.png"
+    Image.fromarray(255 - digits.images[0]).resize((300, 300)).save(path)
+    with pytest.raises(InputError, match="over the limit of 50,000"):
+        images.prepare_image(path, max_pixels=50_000)
+    strict = Predictor(exported / "mnist_cnn.onnx", max_image_pixels=50_000)
+    with pytest.raises(InputError, match="over the limit of 50,000"):
+        strict.predict_image(path)
+    rows = list(strict.predict_files([path]))
+    assert rows[0].error and "over the limit" in rows[0].error
+    assert images.prepare_image(path, max_pixels=90_000).shape == (28, 28)
+
+
+def test_polarity_follows_the_majority(digits):
+    d = digits.images[5]
+    white_on_black = images.prepare_image(Image.fromarray(d))
+    dark_on_light = images.prepare_image(Image.fromarray(255 - d))
+    np.testing.assert_array_equal(white_on_black, dark_on_light)
+
+
+def test_thin_strokes_stay_visible(digits):
+    im = Image.fromarray(digits.images[7]).resize((168, 168), Image.BICUBIC)
+    thin = Image.fromarray(255 - np.asarray(im.filter(ImageFilter.MinFilter(7))))
+    x = images.prepare_image(thin)
+    assert (x > 128).sum() >= 20  # still a digit, not a few dots
