@@ -102,7 +102,9 @@ def digit_fonts(limit: int) -> list[Path]:
     return [good[i] for i in sorted(rng.permutation(len(good))[:limit])]
 
 
-def render_font_digit(font: Path, digit: int, rng: np.random.Generator, dark_ink: bool) -> Image.Image:
+def render_font_digit(
+    font: Path, digit: int, rng: np.random.Generator, dark_ink: bool
+) -> Image.Image:
     size = int(rng.choice([24, 40, 64, 120]))
     f = ImageFont.truetype(str(font), size)
     w, h = int(size * rng.uniform(1.6, 3.0)), int(size * rng.uniform(1.6, 3.0))
@@ -172,7 +174,9 @@ def jpeg_artefacts(d, rng):
 def off_centre(d, rng):
     s = int(rng.integers(3, 6))
     digit = _up(d, s)
-    canvas = Image.new("L", (int(28 * s * rng.uniform(3, 5)), int(28 * s * rng.uniform(2.5, 4))), 255)
+    canvas = Image.new(
+        "L", (int(28 * s * rng.uniform(3, 5)), int(28 * s * rng.uniform(2.5, 4))), 255
+    )
     x = int(rng.integers(0, canvas.width - digit.width))
     y = int(rng.integers(0, canvas.height - digit.height))
     canvas.paste(digit, (x, y))
@@ -235,8 +239,11 @@ def make_images(root: Path, per_group: int, n_fonts: int) -> tuple[dict[str, lis
     for name, fn in DEGRADATIONS.items():
         folder = root / "".join(c if c.isalnum() else "_" for c in name)
         folder.mkdir(parents=True)
-        groups[name] = [(save(fn(d, rng), folder / f"{i:04d}", rng, name), int(label))
-                        for i, (d, label) in enumerate(zip(test.images, test.labels, strict=True))]  # fmt: skip
+        pairs = enumerate(zip(test.images, test.labels, strict=True))
+        groups[name] = [
+            (save(fn(d, rng), folder / f"{i:04d}", rng, name), int(label))
+            for i, (d, label) in pairs
+        ]
     return groups, [f.name for f in fonts]
 
 
@@ -279,10 +286,10 @@ def main() -> None:
     degraded = [g for g in DEGRADATIONS if g != "mnist as-is"]
     clean = result["mnist as-is"]
     worst_gap = {c: max(clean[c] - result[g][c] for g in degraded) for c in cols}
-    print_table(["group", "n", *cols],
-                [[g, str(r["n"]), *(f"{r[c]:.1f}" for c in cols)] for g, r in result.items()]
-                + [["mean over groups", "", *(f"{overall[c]:.1f}" for c in cols)],
-                   ["worst degraded gap to as-is", "", *(f"{worst_gap[c]:.1f}" for c in cols)]])  # fmt: skip
+    rows = [[g, str(r["n"]), *(f"{r[c]:.1f}" for c in cols)] for g, r in result.items()]
+    rows.append(["mean over groups", "", *(f"{overall[c]:.1f}" for c in cols)])
+    rows.append(["worst degraded gap to as-is", "", *(f"{worst_gap[c]:.1f}" for c in cols)])
+    print_table(["group", "n", *cols], rows)
     write_report(a.out, {"label": a.label, "model": a.model, "int8_model": str(int8),
                          "per_group": a.per_group, "fonts": fonts, "groups": result,
                          "mean_over_groups": overall, "worst_degraded_gap": worst_gap})  # fmt: skip

@@ -207,13 +207,9 @@ class BenchReport:
 def matmul_gflops(threads: int, n: int = ROOFLINE_N, seconds: float = 1.0) -> float:
     """fp32 n x n MatMul rate (GFLOP/s) in ONNX Runtime with `threads` intra-op threads: the best
     GEMM this runtime does on this CPU, the ceiling for the model's convolutions and fc."""
-    import onnxruntime as ort
+    from .runtime import raw_session
 
-    from .runtime import session_options
-
-    session = ort.InferenceSession(
-        MATMUL_ONNX, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-    )
+    session = raw_session(MATMUL_ONNX, threads=threads)
     rng = np.random.default_rng(0)
     feed = {name: rng.standard_normal((n, n), np.float32) for name in ("a", "b")}
     session.run(None, feed)  # warm-up

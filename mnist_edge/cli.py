@@ -19,6 +19,20 @@ import typer
 from . import render
 from .errors import translate
 from .layout import Layout
+from .options import (
+    Atol,
+    CalibrationSize,
+    CheckpointOpt,
+    DataDir,
+    JsonOut,
+    MaxDrop,
+    MinAgreement,
+    NoParity,
+    OutputDir,
+    Rtol,
+    TestLimit,
+    Threads,
+)  # fmt: skip
 
 app = typer.Typer(
     name="mnist-edge",
@@ -33,24 +47,6 @@ EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 DEFAULT = Layout()
 
 Opt = typer.Option
-DataDir = Annotated[
-    Path | None,
-    Opt("--data-dir", help="Folder with MNIST/raw/*.gz (may be read-only). Default: "
-        "$MNIST_EDGE_DATA, then the user cache, then a download."),
-]  # fmt: skip
-Threads = Annotated[int | None, Opt("--threads", help="CPU threads (default: all).")]
-TestLimit = Annotated[int | None, Opt("--test-limit", help="Use only the first N test images.")]
-JsonOut = Annotated[Path | None, Opt("--json", help="Also write the numbers as JSON.")]
-CheckpointOpt = Annotated[Path, Opt("--checkpoint", help="Training checkpoint.")]
-OutputDir = Annotated[Path, Opt("--output-dir", help="Artifact folder.")]
-Atol = Annotated[float, Opt("--atol", help="Absolute tolerance per element.")]
-Rtol = Annotated[float, Opt("--rtol", help="Relative tolerance per element.")]
-NoParity = Annotated[bool, Opt("--no-parity", help="Skip the parity check.")]
-CalibrationSize = Annotated[int, Opt("--calibration-size", help="Training images to calibrate.")]
-MaxDrop = Annotated[float, Opt("--max-accuracy-drop", help="INT8 rule: points of accuracy.")]
-MinAgreement = Annotated[
-    float, Opt("--min-agreement", help="INT8 rule: % of answers equal to fp32's.")
-]
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
@@ -239,8 +235,12 @@ def quantize_cmd(
     data_dir: DataDir = None,
     test_limit: TestLimit = None,
     json_path: JsonOut = None,
+    auto_exclude: Annotated[
+        bool, Opt("--auto-exclude", help="On a gate failure keep the worst layers in fp32.")
+    ] = False,
 ) -> None:
-    """INT8 static quantization with an accuracy gate; exit 1 when the gate fails."""
+    """INT8 static quantization with an accuracy gate and a per-layer diagnosis; exit 1 when the
+    gate fails (with --auto-exclude: when no mix of fp32 and int8 layers passes)."""
     from .workflow import quantize_and_verify
 
     cfg = _quant_config(
@@ -251,7 +251,8 @@ def quantize_cmd(
     )  # fmt: skip
     check = None if no_parity else _verify(checkpoint, data_dir, test_limit, 1e-4, 1e-3)
     with console.status("quantizing to INT8 and evaluating fp32 and int8 on the test set"):
-        run = quantize_and_verify(cfg, checkpoint=checkpoint, check=check)
+        run = quantize_and_verify(cfg, checkpoint=checkpoint, check=check,
+                                  auto_exclude=auto_exclude)  # fmt: skip
     render.export_run(run, wrote=False)
     finish(run, json_path)
 
@@ -273,11 +274,22 @@ def parity_cmd(
     rtol: Rtol = 1e-3,
     threads: Threads = None,
     json_path: JsonOut = None,
+    layers: Annotated[
+        bool, Opt("--layers", help="Compare every layer; name the first off.")
+    ] = False,
+    min_sqnr: Annotated[float, Opt("--min-sqnr", help="INT8 layers: least SQNR, dB.")] = 10.0,
 ) -> None:
     """Compare exported models with the PyTorch model (or --reference); exit 1 on a mismatch."""
     from .workflow import parity
 
     check = _verify(reference or checkpoint, data_dir, test_limit, atol, rtol, threads)
+    if layers:
+        from .workflow import layerwise
+
+        report = layerwise(artifacts, output_dir, check, min_sqnr_db=min_sqnr)
+        render.layers(report)
+        finish(report, json_path)
+        return
     run = parity(artifacts, output_dir, check)
     render.export_run(run, wrote=False)
     finish(run, json_path)

@@ -29,6 +29,18 @@ TASK_GROUP = "test set"  # the group a task-judged artifact is judged on
 
 
 @dataclass(frozen=True)
+class VerifyConfig:
+    """How to check artifacts: against what, on which data, with which tolerances."""
+
+    reference: str | None = None  # a checkpoint or an artifact; None skips the check
+    data_dir: str | None = None
+    test_limit: int | None = None  # None: the whole test set
+    atol: float = ATOL
+    rtol: float = RTOL
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
 class TaskRule:
     """The INT8 rule: judged on the task, not the tensors. The quantization gate and parity both
     use it; QuantConfig sets it and the INT8 model's metadata carries it to later checks."""

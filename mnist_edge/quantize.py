@@ -8,6 +8,7 @@ Runtime; an int8 model that loses more than `max_accuracy_drop` points is not ma
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,7 @@ class QuantConfig:
     data_dir: str | None = None
     test_limit: int | None = None  # None: the whole test set
     calibration_zeros: bool = False  # fault injection for tests: calibrate on blank images
+    nodes_to_exclude: tuple[str, ...] = ()  # nodes kept in fp32 (the doctor's --auto-exclude)
 
     def __post_init__(self) -> None:
         checks = [
@@ -76,7 +78,8 @@ class QuantConfig:
         """The quantization choices, as recorded in metadata and manifest."""
         keys = ("quant_format", "per_channel", "reduce_range", "activation_type", "weight_type",
                 "calibration_method", "calibration_size")  # fmt: skip
-        return {k: getattr(self, k) for k in keys}
+        return {**{k: getattr(self, k) for k in keys},
+                "nodes_to_exclude": list(self.nodes_to_exclude)}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -176,12 +179,14 @@ def quantize_model(cfg: QuantConfig, calibration: np.ndarray) -> Path:
             activation_type=qtype[cfg.activation_type],
             weight_type=qtype[cfg.weight_type],
             calibrate_method=method[cfg.calibration_method],
+            nodes_to_exclude=list(cfg.nodes_to_exclude),
             calibration_cache_path=str(Path(tmp) / "calib.cache"),
         )
         model = onnx.load(str(out))
     meta = {p.key: p.value for p in fp32.metadata_props}
     meta[spec.METADATA_PREFIX + "format"] = "onnx-int8"
-    meta.update({spec.METADATA_PREFIX + "int8." + k: str(v) for k, v in cfg.settings().items()})
+    meta.update({f"{spec.METADATA_PREFIX}int8.{k}": json.dumps(v) if isinstance(v, list) else str(v)
+                 for k, v in cfg.settings().items()})  # fmt: skip
     meta.update(cfg.rule.to_metadata())
     del model.metadata_props[:]
     for key, value in meta.items():

@@ -138,6 +138,8 @@ def export_run(run: ExportRun, *, wrote: bool = True) -> None:
             if art.format != "onnx-int8":
                 console.print(f"wrote {art.path(run.output_dir or '.')}  ({art.format}, "
                               f"{art.bytes:,} bytes)")  # fmt: skip
+    if run.diagnosis is not None:
+        diagnosis(run.diagnosis)
     if run.gate is not None:
         gate(run.gate)
     if run.parity is not None:
@@ -202,3 +204,54 @@ def file_progress(total: int) -> Iterator[Any]:
     with Progress(console=err_console, transient=True) as progress:
         task = progress.add_task("predicting", total=total)
         yield lambda: progress.advance(task)
+
+
+def layers(report: Any) -> None:
+    """A table per artifact, layer by layer, then the one line that says where."""
+    columns = ("layer", "tensor", "max |d|", "p99 |d|", "min atol", "SQNR dB", "cosine",
+               "argmax %", "ok")  # fmt: skip
+    for art in report.artifacts:
+        judge = (
+            "elementwise atol/rtol"
+            if art.judge == "tensor"
+            else f"SQNR >= {report.min_sqnr_db:g} dB"
+        )
+        table = _table(f"{art.path} ({art.format}), judged on {judge}", columns,
+                       left=("layer", "tensor", "ok"))  # fmt: skip
+        for r in art.layers:
+            table.add_row(
+                r.layer, r.tensor, _fmt(r.max_abs_diff), _fmt(r.p99_abs_diff), _fmt(r.min_atol),
+                f"{r.sqnr_db:.1f}", f"{r.cosine:.6f}", _fmt(r.argmax_agreement, ".2f"),
+                "yes" if r.passed else "[red]NO[/red]",
+            )  # fmt: skip
+        console.print(table)
+        for layer, why in art.unpaired.items():
+            console.print(f"  {layer}: not compared: {why}")
+        colour = "green" if art.passed else "red"
+        console.print(f"[{colour}]{escape(art.summary())}[/{colour}]")
+    console.print(
+        f"reference {report.reference}, {report.images} test images; atol {report.atol:g}, "
+        f"rtol {report.rtol:g}"
+    )
+
+
+def diagnosis(d: Any) -> None:
+    """The quantization doctor: per-layer SQNR, then the auto-exclude steps, if any."""
+    columns = ("layer", "node", "weight SQNR dB", "activation SQNR dB", "drop dB")
+    table = _table("INT8 per layer (activation: fp32 model against INT8 model)", columns,
+                   left=("layer", "node"))  # fmt: skip
+    for h in d.layers:
+        table.add_row(h.layer, h.node, f"{h.weight_sqnr_db:.1f}", f"{h.activation_sqnr_db:.1f}",
+                      f"{h.drop_db:+.1f}")  # fmt: skip
+    console.print(table)
+    console.print(f"suspects, worst first: {', '.join(h.layer for h in d.suspects())}")
+    if len(d.steps) > 1:
+        cols = ("fp32 layers", "int8 acc %", "drop", "agree %", "bytes", "b1 p50 ms", "gate")
+        steps = _table("auto-exclude: layers kept in fp32, step by step", cols,
+                       left=("fp32 layers", "gate"))  # fmt: skip
+        for s in d.steps:
+            verdict = "pass" if s.passed else "[red]fail[/red]"
+            steps.add_row(", ".join(s.excluded_layers) or "(none)", f"{s.int8_accuracy:.2f}",
+                          f"{s.accuracy_drop:+.2f}", f"{s.argmax_agreement:.2f}", f"{s.bytes:,}",
+                          f"{s.batch1_p50_ms:.3f}", verdict)  # fmt: skip
+        console.print(steps)

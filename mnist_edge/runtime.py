@@ -98,6 +98,18 @@ def load_session(
     return session
 
 
+def raw_session(model: bytes, *, threads: int | None = None) -> ort.InferenceSession:
+    """A session for a serialised model that is not an MNIST classifier as such (the roofline's
+    MatMul, a copy with layer outputs exposed), with the same options as every other session."""
+    try:
+        return ort.InferenceSession(
+            model, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # onnxruntime's own Fail/InvalidGraph/... types
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise ArtifactError(f"ONNX Runtime cannot load the model: {first}") from exc
+
+
 def model_metadata(session: ort.InferenceSession) -> dict[str, str]:
     """The model's metadata_props (custom_metadata_map)."""
     return dict(session.get_modelmeta().custom_metadata_map)

@@ -15,23 +15,11 @@ from typing import TYPE_CHECKING, Any
 from . import manifest
 from .layout import format_of
 from .manifest import Artifact
-from .parity import ATOL, RTOL, ParityReport, check_against
+from .parity import ParityReport, VerifyConfig, check_against
 
 if TYPE_CHECKING:
     from .export import ExportConfig
     from .quantize import QuantConfig, QuantResult
-
-
-@dataclass(frozen=True)
-class VerifyConfig:
-    """How to check artifacts: against what, on which data, with which tolerances."""
-
-    reference: str | None = None  # a checkpoint or an artifact; None skips the check
-    data_dir: str | None = None
-    test_limit: int | None = None  # None: the whole test set
-    atol: float = ATOL
-    rtol: float = RTOL
-    threads: int | None = None
 
 
 @dataclass
@@ -42,12 +30,18 @@ class ExportRun:
     artifacts: list[Artifact] = field(default_factory=list)
     parity: ParityReport | None = None
     gate: QuantResult | None = None
+    diagnosis: Any = None  # doctor.Diagnosis, when the quantization doctor ran
 
     def problems(self) -> list[str]:
         """One sentence per failed check; empty when everything passed."""
         found = []
-        if self.parity is not None and self.parity.failed():
-            found.append(f"parity FAILED for {', '.join(self.parity.failed())}")
+        if self.parity is not None and (failed := self.parity.failed()):
+            ref = self.parity.checkpoint
+            flag = "--checkpoint" if format_of(ref) == "checkpoint" else "--reference"
+            found.append(
+                f"parity FAILED for {', '.join(failed)}; to see where, run: mnist-edge parity "
+                f"--layers {' '.join(failed)} {flag} {ref}"
+            )
         if self.gate is not None and (problem := self.gate.problem()):
             found.append(problem)
         return found
@@ -60,6 +54,8 @@ class ExportRun:
         body: dict[str, Any] = self.parity.to_dict() if self.parity is not None else {}
         if self.gate is not None:
             body["int8_gate"] = self.gate.to_dict()
+        if self.diagnosis is not None:
+            body["int8_doctor"] = self.diagnosis.to_dict()
         return body
 
 
@@ -85,14 +81,25 @@ def verify(targets: list[Path], cfg: VerifyConfig) -> ParityReport:
     return report
 
 
-def _quantize_and_register(qcfg: QuantConfig, checkpoint: str | Path) -> tuple[Artifact, Any]:
+def _quantize_and_register(
+    qcfg: QuantConfig, checkpoint: str | Path, *, doctor: bool = False, auto_exclude: bool = False
+) -> tuple[Artifact, Any, Any]:
+    """Quantize (with the doctor's diagnosis and auto-exclusion, when asked), register."""
     from .quantize import quantize
 
-    gate = quantize(qcfg)
+    diagnosis = None
+    if doctor or auto_exclude:
+        from .doctor import quantize_with_doctor
+
+        gate, diagnosis = quantize_with_doctor(qcfg, auto_exclude=auto_exclude)
+    else:
+        gate = quantize(qcfg)
     extra = {"gate": gate.to_dict(), "quantization": {**gate.settings, **asdict(qcfg.rule)}}
+    if diagnosis is not None:
+        extra["doctor"] = diagnosis.to_dict()
     art = manifest.register(Path(gate.path).parent, Path(gate.path), "onnx-int8", checkpoint,
                             extra=extra)  # fmt: skip
-    return art, gate
+    return art, gate, diagnosis
 
 
 def export_and_verify(
@@ -104,7 +111,7 @@ def export_and_verify(
 
     run = ExportRun(Path(cfg.output_dir), export(cfg))
     if quant is not None:
-        art, run.gate = _quantize_and_register(quant, cfg.checkpoint)
+        art, run.gate, _ = _quantize_and_register(quant, cfg.checkpoint)
         run.artifacts.append(art)
     if check is not None:
         ref = VerifyConfig(**{**check.__dict__, "reference": check.reference or cfg.checkpoint})
@@ -113,11 +120,19 @@ def export_and_verify(
 
 
 def quantize_and_verify(
-    cfg: QuantConfig, *, checkpoint: str | Path, check: VerifyConfig | None = None
+    cfg: QuantConfig,
+    *,
+    checkpoint: str | Path,
+    check: VerifyConfig | None = None,
+    doctor: bool = True,
+    auto_exclude: bool = False,
 ) -> ExportRun:
-    """Quantize an exported ONNX with the gate, register it, and check it against `checkpoint`."""
-    art, gate = _quantize_and_register(cfg, checkpoint)
-    run = ExportRun(Path(cfg.output).parent, [art], gate=gate)
+    """Quantize an exported ONNX with the gate and the doctor's per-layer diagnosis (and, with
+    auto_exclude, fp32 layers until the gate passes), register it, check it against
+    `checkpoint`."""
+    art, gate, diagnosis = _quantize_and_register(cfg, checkpoint, doctor=doctor,
+                                                  auto_exclude=auto_exclude)  # fmt: skip
+    run = ExportRun(Path(cfg.output).parent, [art], gate=gate, diagnosis=diagnosis)
     if check is not None:
         ref = VerifyConfig(**{**check.__dict__, "reference": check.reference or str(checkpoint)})
         run.parity = verify([art.path(run.output_dir)], ref)
@@ -128,3 +143,13 @@ def parity(artifacts: list[Path] | None, output_dir: Path, cfg: VerifyConfig) ->
     """Check the named artifacts, or every artifact in OUTPUT_DIR's manifest."""
     targets = artifacts or [a.path(output_dir) for a in manifest.artifacts(output_dir)]
     return ExportRun(output_dir, parity=verify(targets, cfg))
+
+
+def layerwise(
+    artifacts: list[Path] | None, output_dir: Path, cfg: VerifyConfig, *, min_sqnr_db: float
+) -> Any:
+    """Layer-by-layer parity of the named artifacts, or of every artifact in the manifest."""
+    from .layers import compare_layers
+
+    targets = artifacts or [a.path(output_dir) for a in manifest.artifacts(output_dir)]
+    return compare_layers(cfg, list(targets), min_sqnr_db=min_sqnr_db)

@@ -30,7 +30,9 @@ def test_a_broken_artifact_is_a_problem_and_not_good(trained, mnist_dir, tmp_pat
     init.CopyFrom(numpy_helper.from_array(w + 0.05 * np.sign(w), init.name))
     onnx.save(model, str(path))
     run = parity(None, tmp_path, VerifyConfig(str(trained), str(mnist_dir), 200))
-    assert not run and run.problems() == [f"parity FAILED for {path}"]
+    (problem,) = run.problems()
+    assert not run and problem.startswith(f"parity FAILED for {path}; to see where, run: ")
+    assert problem.endswith(f"mnist-edge parity --layers {path} --checkpoint {trained}")
     assert manifest.artifacts(tmp_path)[0].good is False
 
 
