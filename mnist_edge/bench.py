@@ -24,7 +24,7 @@ import numpy as np
 from .errors import ArtifactError, ConfigError, InputError
 from .files import utc_now
 from .layout import Layout
-from .machine import environment, has_module, peak_rss_mb, reset_peak_rss
+from .machine import check_threads, environment, has_module, peak_rss_mb, reset_peak_rss
 from .runners import BACKENDS as RUNNER_BACKENDS
 from .runners import Runner, load_runner
 from .spec import FLOPS_PER_IMAGE
@@ -95,11 +95,13 @@ class BenchConfig:
             raise ConfigError(f"unknown backend {named}; choose from {', '.join(BACKENDS)}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ConfigError(f"batch sizes must be >= 1, got {self.batch_sizes}")
-        if not self.threads or min(self.threads) < 1:
-            raise ConfigError(f"thread counts must be >= 1, got {self.threads}")
+        if not self.threads:
+            raise ConfigError("thread counts: give at least one, e.g. --threads 1,2")
+        for t in self.threads:
+            check_threads(t, "thread counts")
         if self.warmup < 0 or (self.iterations is not None and self.iterations < 1):
             raise ConfigError("warmup must be >= 0 and iterations >= 1")
-        if self.iterations is None and not (0 < self.duration < 1e6):
+        if not 0 < self.duration < 1e6:  # also refuses NaN and inf
             raise ConfigError(f"duration must be > 0 seconds, got {self.duration}")
         unknown = [x for x in self.scenarios if x not in SCENARIOS]
         if unknown:
@@ -348,6 +350,12 @@ class Regression:
     baseline: float
     current: float
     change_pct: float  # positive = worse
+
+
+def check_max_regression(pct: float) -> float:
+    if not (np.isfinite(pct) and pct >= 0):
+        raise ConfigError(f"the allowed regression must be a finite percentage >= 0, got {pct}")
+    return pct
 
 
 def compare_to_baseline(

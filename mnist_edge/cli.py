@@ -10,14 +10,16 @@ Heavy modules (torch, onnx) are imported inside the commands that need them, so 
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
 
 from . import render
-from .errors import translate
+from .errors import interrupted, translate
 from .layout import Layout
 from .options import (
     Atol,
@@ -34,7 +36,30 @@ from .options import (
     Threads,
 )  # fmt: skip
 
+
+class _OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a value of the wrong type) as one `error:` line and exit
+    2, like every other error, instead of click's usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+        try:
+            rv = super().main(*args, standalone_mode=False, **kw)
+        except typer.TyperException as exc:  # click's usage errors
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # `mnist-edge` alone: the help
+            else:
+                render.error(" ".join(exc.format_message().split()))
+            rv = exc.exit_code
+        except typer.Abort:
+            render.error("interrupted")
+            rv = EXIT_INTERRUPTED
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=_OneLineErrors,
     name="mnist-edge",
     help="Train, export, verify and run the MNIST CNN on edge CPUs.",
     no_args_is_help=True,
@@ -67,6 +92,8 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             raise fail("interrupted", EXIT_INTERRUPTED) from None
         except Exception as exc:
+            if interrupted(exc):
+                raise fail("interrupted", EXIT_INTERRUPTED) from None
             known = translate(exc)
             if known is None:
                 raise  # a bug: keep the traceback
@@ -356,6 +383,7 @@ def bench_cmd(
     from .files import write_json
 
     baseline = bench.load_baseline(compare) if compare else None
+    bench.check_max_regression(max_regression)
     chosen = (_csv(backends, "--backends", str) if backends
               else bench.default_backends(model, checkpoint))  # fmt: skip
     if not chosen:

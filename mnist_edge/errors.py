@@ -75,3 +75,14 @@ def translate(exc: BaseException) -> MnistEdgeError | None:
         where = f" {exc.filename}" if exc.filename else ""
         return OutputError(f"cannot read or write{where}: {exc.strerror}")
     return None
+
+
+def interrupted(exc: BaseException) -> bool:
+    """Whether a library wrapped a KeyboardInterrupt in its own exception (torch.onnx does)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False

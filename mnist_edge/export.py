@@ -18,7 +18,7 @@ import torch
 from . import __version__, manifest, spec
 from .checkpoint import Checkpoint
 from .checkpoint import load as load_checkpoint
-from .errors import ArtifactError, ConfigError, MnistEdgeError
+from .errors import ArtifactError, ConfigError, MnistEdgeError, interrupted
 from .files import atomic_write
 from .layout import Layout
 from .manifest import Artifact
@@ -150,6 +150,8 @@ def export(cfg: ExportConfig) -> list[Artifact]:
         except MnistEdgeError:
             raise
         except Exception as exc:  # exporter failures come in many types; say which format broke
+            if interrupted(exc):  # Ctrl-C inside torch.onnx comes back wrapped
+                raise KeyboardInterrupt from None
             raise ArtifactError(f"exporting {fmt} failed: {str(exc)[:300]}") from exc
         artifacts.append(
             manifest.register(out, dest, fmt, cfg.checkpoint, opset=opset, extra=extra)

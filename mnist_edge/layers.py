@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ArtifactError
+from .errors import ArtifactError, ConfigError
 from .parity import TASK_JUDGED, VerifyConfig
 
 MIN_SQNR_DB = 10.0  # INT8 layers sit at ~14-19 dB here; a broken one far below (README)
@@ -162,6 +162,8 @@ def compare_layers(
         raise ArtifactError("no artifacts to compare layer by layer")
     if cfg.reference is None:
         raise ArtifactError("layerwise parity needs a reference (a checkpoint or an ONNX file)")
+    if not np.isfinite(min_sqnr_db):
+        raise ConfigError(f"the minimum SQNR must be a finite number of dB, got {min_sqnr_db}")
     atol, rtol = cfg.atol, cfg.rtol
     taps = [load_tap(a, threads=cfg.threads) for a in artifacts]
     ref = load_tap(cfg.reference, threads=cfg.threads)

@@ -98,3 +98,15 @@ def has_module(name: str) -> bool:
         return importlib.util.find_spec(name) is not None
     except (ImportError, ValueError):
         return False
+
+
+MAX_THREADS = 256  # more threads than this is a typo, and torch crashes on some huge counts
+
+
+def check_threads(threads: int | None, what: str = "threads") -> int | None:
+    """`threads` when it is None or 1..MAX_THREADS; a ConfigError naming it otherwise."""
+    from .errors import ConfigError
+
+    if threads is not None and not 1 <= threads <= MAX_THREADS:
+        raise ConfigError(f"{what} must be 1..{MAX_THREADS}, got {threads}")
+    return threads

@@ -39,6 +39,12 @@ class VerifyConfig:
     rtol: float = RTOL
     threads: int | None = None
 
+    def __post_init__(self) -> None:
+        for name in ("atol", "rtol"):
+            value = getattr(self, name)
+            if not (np.isfinite(value) and value >= 0):
+                raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
+
 
 @dataclass(frozen=True)
 class TaskRule:
@@ -54,11 +60,12 @@ class TaskRule:
     KEYS: ClassVar[tuple[str, ...]] = ("max_accuracy_drop", "min_argmax_agreement")
 
     def __post_init__(self) -> None:
-        if not (self.max_accuracy_drop >= 0 and 0 <= self.min_argmax_agreement <= 100):
-            raise ConfigError(
-                "the accuracy drop limit must be >= 0 points and the argmax agreement 0..100%, "
-                f"got {self.max_accuracy_drop} and {self.min_argmax_agreement}"
-            )
+        if not self.max_accuracy_drop >= 0:  # also refuses NaN
+            raise ConfigError(f"the accuracy drop limit must be >= 0 points, got "
+                              f"{self.max_accuracy_drop}")  # fmt: skip
+        if not 0 <= self.min_argmax_agreement <= 100:
+            raise ConfigError(f"the minimum argmax agreement must be 0..100%, got "
+                              f"{self.min_argmax_agreement}")  # fmt: skip
 
     def passes(self, reference_accuracy: float, accuracy: float, agreement: float) -> bool:
         return (

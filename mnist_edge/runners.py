@@ -28,6 +28,7 @@ import numpy as np
 from . import spec
 from .errors import ArtifactError, ConfigError, missing_dependency
 from .layout import ONNX_RUNTIME_FORMATS, TORCH_FORMATS, format_of
+from .machine import check_threads
 
 # bench's backend names -> runner formats
 BACKENDS = {
@@ -74,8 +75,7 @@ def load_runner(
     fmt = fmt or format_of(path)
     if fmt not in LOADERS:
         raise ConfigError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    if threads is not None and threads < 1:
-        raise ConfigError(f"threads must be >= 1, got {threads}")
+    check_threads(threads)
     if fmt != "checkpoint" and not path.is_file():
         raise ArtifactError(f"no {fmt} artifact at {path}; export it with `mnist-edge export`")
     t0 = time.perf_counter()
@@ -289,8 +289,9 @@ def _onnx_tap(path: Path, fmt: str, threads: int | None) -> LayerTap:
         import onnx
     except ImportError:
         raise missing_dependency("onnx", "capturing ONNX layer outputs") from None
-    from .runtime import raw_session
+    from .runtime import load_session, raw_session
 
+    load_session(path, threads=threads)  # the artifact itself must be an MNIST classifier
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf decode errors and the like

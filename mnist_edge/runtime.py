@@ -24,6 +24,7 @@ import onnxruntime as ort
 from . import spec
 from .errors import ArtifactError, InputError
 from .images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, prepare_image
+from .machine import check_threads
 
 if TYPE_CHECKING:  # Pillow is imported lazily, only for image files
     from PIL import Image
@@ -43,7 +44,7 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = threads or 0  # 0 = one per physical core
+    opts.intra_op_num_threads = check_threads(threads) or 0  # 0 = one per physical core
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3  # errors only: no warnings on stderr in applications
     return opts

@@ -24,6 +24,7 @@ from . import distributed as dist
 from . import spec
 from .data import Split, load_split
 from .errors import ConfigError, OutputError
+from .machine import check_threads
 from .model import MnistCNN
 
 SCHEDULES = ("constant", "cosine")
@@ -66,17 +67,17 @@ class TrainConfig:
                 self.test_limit is None or self.test_limit >= 1,
                 f"test limit must be at least 1, got {self.test_limit}",
             ),
-            (
-                self.threads is None or self.threads >= 1,
-                f"threads must be >= 1, got {self.threads}",
-            ),
             (self.lr_schedule in SCHEDULES, f"lr schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.weight_decay >= 0, f"weight decay must be >= 0, got {self.weight_decay}"),
+            (
+                math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+                f"weight decay must be a finite number >= 0, got {self.weight_decay}",
+            ),
             (self.device in dist.DEVICES, f"device must be one of {', '.join(dist.DEVICES)}"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        check_threads(self.threads)
 
     @classmethod
     def from_recipe(cls, recipe: str = "default", **settings: object) -> TrainConfig:
