@@ -52,7 +52,7 @@ def test_roofline_model_is_a_plain_matmul():
     a, b = rng.standard_normal((3, 5), np.float32), rng.standard_normal((5, 2), np.float32)
     (c,) = ort.InferenceSession(bench.MATMUL_ONNX).run(None, {"a": a, "b": b})
     np.testing.assert_allclose(c, a @ b, rtol=1e-5)
-    assert bench.matmul_gflops(1, n=256, seconds=0.05) > 0.1
+    assert bench.matmul_gflops(1, sizes=(128, 256), seconds=0.05) > 0.1
 
 
 def test_default_backends_follow_the_files(exported, trained, tmp_path):
