@@ -9,19 +9,16 @@ Heavy modules (torch, onnx) are imported inside the commands that need them, so 
 
 from __future__ import annotations
 
-import functools
-import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from typer.core import TyperGroup
 
 from . import render
-from .errors import interrupted, translate
 from .layout import Layout
-from .options import (
+from .options import (  # declarations and error handling shared by the commands
+    EXIT_ERROR,
+    EXIT_FAILED,
     Atol,
     CalibrationSize,
     CheckpointOpt,
@@ -30,36 +27,17 @@ from .options import (
     MaxDrop,
     MinAgreement,
     NoParity,
+    OneLineErrors,
     OutputDir,
     Rtol,
     TestLimit,
     Threads,
+    fail,
+    handle_errors,
 )  # fmt: skip
 
-
-class _OneLineErrors(TyperGroup):
-    """Usage errors (an unknown option, a value of the wrong type) as one `error:` line and exit
-    2, like every other error, instead of click's usage box."""
-
-    def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
-        try:
-            rv = super().main(*args, standalone_mode=False, **kw)
-        except typer.TyperException as exc:  # click's usage errors
-            if type(exc).__name__ == "NoArgsIsHelpError":
-                exc.show()  # `mnist-edge` alone: the help
-            else:
-                render.error(" ".join(exc.format_message().split()))
-            rv = exc.exit_code
-        except typer.Abort:
-            render.error("interrupted")
-            rv = EXIT_INTERRUPTED
-        if not standalone_mode:
-            return rv
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
 app = typer.Typer(
-    cls=_OneLineErrors,
+    cls=OneLineErrors,
     name="mnist-edge",
     help="Train, export, verify and run the MNIST CNN on edge CPUs.",
     no_args_is_help=True,
@@ -67,39 +45,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = render.console
-F = TypeVar("F", bound=Callable[..., Any])
-EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 DEFAULT = Layout()
 
 Opt = typer.Option
-
-
-def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
-    """Print one red line on stderr and return the Exit to raise."""
-    render.error(message)
-    return typer.Exit(code)
-
-
-def handle_errors(fn: F) -> F:
-    """Library errors and translated foreign ones become one red line and exit 2; Ctrl-C 130."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (typer.Exit, typer.Abort):
-            raise
-        except KeyboardInterrupt:
-            raise fail("interrupted", EXIT_INTERRUPTED) from None
-        except Exception as exc:
-            if interrupted(exc):
-                raise fail("interrupted", EXIT_INTERRUPTED) from None
-            known = translate(exc)
-            if known is None:
-                raise  # a bug: keep the traceback
-            raise fail(str(known)) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _opt(path: Path | None) -> str | None:

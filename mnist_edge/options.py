@@ -1,11 +1,22 @@
-"""The command line's shared option declarations (typer), used by several commands in cli.py."""
+"""What the commands in cli.py share: option declarations, exit codes, and the one-line error
+handling (library errors, translated foreign ones, usage errors and Ctrl-C)."""
 
 from __future__ import annotations
 
+import functools
+import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
+from typer.core import TyperGroup
+
+from . import render
+from .errors import interrupted, translate
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
 
 Opt = typer.Option
 DataDir = Annotated[
@@ -26,3 +37,52 @@ MaxDrop = Annotated[float, Opt("--max-accuracy-drop", help="INT8 rule: points of
 MinAgreement = Annotated[
     float, Opt("--min-agreement", help="INT8 rule: % of answers equal to fp32's.")
 ]
+
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a value of the wrong type) as one `error:` line and exit
+    2, like every other error, instead of click's usage box."""
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kw: Any) -> Any:
+        try:
+            rv = super().main(*args, standalone_mode=False, **kw)
+        except typer.TyperException as exc:  # click's usage errors
+            if type(exc).__name__ == "NoArgsIsHelpError":
+                exc.show()  # `mnist-edge` alone: the help
+            else:
+                render.error(" ".join(exc.format_message().split()))
+            rv = exc.exit_code
+        except typer.Abort:
+            render.error("interrupted")
+            rv = EXIT_INTERRUPTED
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+def fail(message: str, code: int = EXIT_ERROR) -> typer.Exit:
+    """Print one red line on stderr and return the Exit to raise."""
+    render.error(message)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Library errors and translated foreign ones become one red line and exit 2; Ctrl-C 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise fail("interrupted", EXIT_INTERRUPTED) from None
+        except Exception as exc:
+            if interrupted(exc):
+                raise fail("interrupted", EXIT_INTERRUPTED) from None
+            known = translate(exc)
+            if known is None:
+                raise  # a bug: keep the traceback
+            raise fail(str(known)) from None
+
+    return wrapper  # type: ignore[return-value]
