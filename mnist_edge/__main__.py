@@ -1,16 +1,20 @@
 """`python -m mnist_edge` and the `mnist-edge` console script.
 
 The CLI is imported inside run(), so that Ctrl-C while the heavy modules load still ends with
-one `error: interrupted` line and exit code 130, as it does at any later moment. torch is
-imported first, with Ctrl-C held back, for the commands that always need it: a KeyboardInterrupt
-raised inside torch's C++ initialisation aborts the whole process (SIGABRT) instead.
+one `error: interrupted` line and exit code 130, as it does at any later moment. The compiled
+libraries a command always needs (torch, onnx, ...) are imported first, with Ctrl-C held back:
+a KeyboardInterrupt raised inside their C++ initialisation aborts the whole process instead.
 """
 
 import importlib
 import signal
 import sys
 
-NEEDS_TORCH = ("train", "export")
+HEAVY = {  # command -> compiled modules it imports (quantize checks parity against PyTorch)
+    "train": ("torch",),
+    "export": ("torch", "onnx"),
+    "quantize": ("torch", "onnx", "onnxruntime.quantization"),
+}
 
 
 def _import_holding_interrupts(name: str) -> None:
@@ -32,8 +36,8 @@ def _import_holding_interrupts(name: str) -> None:
 
 def run() -> None:
     try:
-        if len(sys.argv) > 1 and sys.argv[1] in NEEDS_TORCH:
-            _import_holding_interrupts("torch")
+        for module in HEAVY.get(sys.argv[1] if len(sys.argv) > 1 else "", ()):
+            _import_holding_interrupts(module)
         from .cli import main
 
         main()
