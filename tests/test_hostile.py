@@ -207,8 +207,9 @@ def _tmpfs(path: Path, size: str) -> bool:
 def full_disk(tmp_path):
     """A small filesystem, filled to the last byte."""
     disk = tmp_path / "full"
-    if not IS_ROOT or not _tmpfs(disk, "256k"):
+    if not IS_ROOT:
         pytest.skip("needs root to mount a small tmpfs (the tests run as root in CI)")
+    assert _tmpfs(disk, "256k"), "mount -t tmpfs failed although running as root"
     fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
     try:
         while os.write(fd, b"\0" * 4096):
@@ -225,8 +226,9 @@ def full_disk(tmp_path):
 def read_only(tmp_path):
     """A read-only filesystem (root ignores permission bits, so chmod would not do)."""
     folder = tmp_path / "ro"
-    if not IS_ROOT or not _tmpfs(folder, "1m"):
+    if not IS_ROOT:
         pytest.skip("needs root to mount a read-only tmpfs (the tests run as root in CI)")
+    assert _tmpfs(folder, "1m"), "mount -t tmpfs failed although running as root"
     subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
     yield folder
     subprocess.run(["umount", str(folder)], check=False)
