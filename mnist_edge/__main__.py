@@ -7,6 +7,7 @@ a KeyboardInterrupt raised inside their C++ initialisation aborts the whole proc
 """
 
 import importlib
+import os
 import signal
 import sys
 
@@ -43,7 +44,25 @@ def run() -> None:
         main()
     except KeyboardInterrupt:
         sys.stderr.write("error: interrupted\n")
-        sys.exit(130)
+        _exit_now(130)
+    except SystemExit as done:
+        if done.code == 130:  # the CLI already said "error: interrupted"
+            _exit_now(130)
+        raise
+
+
+def _exit_now(code: int) -> None:
+    """Exit at once, with CODE. A KeyboardInterrupt that once passed through C code calling
+    PyRun_* (pybind11's exec does) leaves CPython's "unhandled Ctrl-C" flag set even after we
+    caught it, and the interpreter would then end itself with SIGINT (exit status -2) instead of
+    130. Files are already complete (every write is atomic), so skipping the interpreter's
+    shutdown loses nothing but the flag."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code)
 
 
 if __name__ == "__main__":
