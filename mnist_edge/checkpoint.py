@@ -93,7 +93,14 @@ def save(ckpt: Checkpoint) -> None:
     """Write a checkpoint to ckpt.path atomically (temp file in the same folder, then rename)."""
     full = {"format": FORMAT, "format_version": FORMAT_VERSION}
     full.update({key: getattr(ckpt, key) for key in Checkpoint.SAVED})
-    atomic_write(ckpt.path, lambda tmp: torch.save(full, tmp))
+    atomic_write(ckpt.path, lambda tmp: _save(full, tmp))
+
+
+def _save(obj: dict, tmp: Path) -> None:
+    # Through a file object we close: torch's own writer, given a name, keeps the file open for
+    # as long as its exception lives (a full disk then cannot even be unmounted).
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
 
 
 def _is_bare_state_dict(obj: Any) -> bool:

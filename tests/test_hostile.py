@@ -219,7 +219,7 @@ def full_disk(tmp_path):
     finally:
         os.close(fd)
     yield disk
-    subprocess.run(["umount", str(disk)], check=False)
+    _umount(disk)
 
 
 @pytest.fixture
@@ -231,7 +231,15 @@ def read_only(tmp_path):
     assert _tmpfs(folder, "1m"), "mount -t tmpfs failed although running as root"
     subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
     yield folder
-    subprocess.run(["umount", str(folder)], check=False)
+    _umount(folder)
+
+
+def _umount(path: Path) -> None:
+    """Unmount; "busy" means the command left a file open there (a leaked handle): a failure."""
+    r = subprocess.run(["umount", str(path)], capture_output=True, text=True)
+    if r.returncode:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+        pytest.fail(f"cannot unmount {path} ({r.stderr.strip()}): a file there is still open")
 
 
 @pytest.mark.parametrize("where", ["full_disk", "read_only", "under_a_file"])
