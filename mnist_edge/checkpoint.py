@@ -7,9 +7,7 @@ It carries the model's config, so it rebuilds its model with no flags.
 
 from __future__ import annotations
 
-import pickle
 import platform
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,7 +15,7 @@ from typing import Any, ClassVar
 import torch
 
 from . import __version__, layout, spec
-from .errors import CheckpointError
+from .errors import CheckpointError, reading
 from .files import atomic_write, sha256
 from .model import MnistCNN
 
@@ -54,14 +52,8 @@ class Checkpoint:
         """The model with these weights, in eval mode, on the CPU."""
         kw = {k: self.model_config[k] for k in ("image_size", "in_channels", "num_classes")}
         model = MnistCNN(**kw)
-        try:
+        with reading(self.path, "a checkpoint of this architecture", CheckpointError):
             model.load_state_dict(self.model_state, strict=True)
-        except RuntimeError as exc:
-            first = str(exc).strip().splitlines()
-            raise CheckpointError(
-                f"{self.path} holds weights of another architecture: "
-                f"{' '.join(line.strip() for line in first[:3])[:300]}"
-            ) from exc
         return model.eval()
 
     def sha256(self) -> str:
@@ -112,19 +104,8 @@ def load(path: Path | str) -> Checkpoint:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train one with `mnist-edge train`")
-    try:
+    with reading(path, "a readable checkpoint", CheckpointError):
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        if "Unsupported global" not in str(exc):
-            raise CheckpointError(f"{path} is not a readable checkpoint (corrupt?)") from exc
-        raise CheckpointError(
-            f"{path} holds objects other than plain tensors and numbers, so it is not loaded "
-            "(weights_only=True); re-save it as a state_dict"
-        ) from exc
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise CheckpointError(
-            f"{path} is not a readable checkpoint (corrupt or truncated)"
-        ) from exc
     if _is_bare_state_dict(obj):  # e.g. torch.save(model.state_dict()) from the original script
         return Checkpoint(path=path, model_state=obj, model_config=model_config())
     if not isinstance(obj, dict) or obj.get("format") != FORMAT:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import spec
-from .errors import DataError, MissingDependency, missing_dependency
+from .errors import DataError, MissingDependency, missing_dependency, reading, reason
 
 ENV_DATA = "MNIST_EDGE_DATA"
 ENV_CACHE = "MNIST_EDGE_CACHE"
@@ -106,9 +105,8 @@ def resolve_root(data_dir: Path | str | None = None, *, download: bool = True) -
     except MissingDependency as exc:
         raise DataError(f"MNIST not found; looked at {looked}; {POINT_HINT}, or {exc}") from exc
     except Exception as exc:  # torchvision raises RuntimeError/URLError/OSError when offline
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise DataError(
-            f"MNIST not found and the download failed ({reason[:160]}); looked at {looked}; "
+            f"MNIST not found and the download failed ({reason(exc)[:160]}); looked at {looked}; "
             f"{POINT_HINT}"
         ) from exc
     return _raw_folder(cache) or cache
@@ -117,15 +115,12 @@ def resolve_root(data_dir: Path | str | None = None, *, download: bool = True) -
 def read_idx(folder: Path, name: str) -> tuple[np.ndarray, str]:
     """One IDX file (NAME or NAME.gz in `folder`) as a uint8 array, and its sha256."""
     path = folder / name if (folder / name).is_file() else folder / f"{name}.gz"
-    try:
+    with reading(path, "a readable MNIST file", DataError):
         if path.suffix == ".gz":
             with gzip.open(path, "rb") as f:
                 raw = f.read()
         else:
             raw = path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
-        raise DataError(f"cannot read {path}: {reason} (corrupt or truncated?)") from exc
     ndim = 3 if "images" in name else 1
     magic = int.from_bytes(raw[:4], "big") if len(raw) >= 4 else None
     if magic != IDX_MAGIC[ndim] or len(raw) < 4 + 4 * ndim:

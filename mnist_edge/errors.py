@@ -14,6 +14,10 @@ Messages are sentences that say what is wrong and what to do about it.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 TRAIN_EXTRA = "pip install 'mnist-edge[train]'"
 # Modules that only the `train` extra brings; the edge install has numpy and onnxruntime alone.
 TRAIN_ONLY_MODULES = ("torch", "torchvision", "onnx", "onnxscript")
@@ -75,6 +79,55 @@ def translate(exc: BaseException) -> MnistEdgeError | None:
         where = f" {exc.filename}" if exc.filename else ""
         return OutputError(f"cannot read or write{where}: {exc.strerror}")
     return None
+
+
+# What a foreign reader's exception means, by class name or module.name (matched along the class's
+# MRO, so that torch, Pillow, protobuf and onnxruntime need not be imported to be recognised).
+FOREIGN_REASONS = {
+    "DecompressionBombError": "too large to decode safely (Pillow's decompression-bomb limit)",
+    "UnidentifiedImageError": "not an image format Pillow can read",
+    "DecodeError": "not a protobuf of this kind (corrupt, truncated or another file type)",
+    "ParseError": "not in the expected format",
+    "BadZipFile": "not a zip archive (corrupt or truncated)",
+    "EOFError": "ends too early (truncated)",
+    "zlib.error": "corrupt compressed data",
+    "UnpicklingError": "corrupt or truncated",
+    "MemoryError": "too large to load into memory",
+}
+
+
+def reason(exc: BaseException) -> str:
+    """Why a foreign library could not read or write something, in a few words for one line."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    text = str(exc).strip()
+    if "Unsupported global" in text:  # torch.load(weights_only=True) met arbitrary objects
+        return ("it holds objects other than plain tensors and numbers, which weights_only=True "
+                "refuses; re-save it as a state_dict")  # fmt: skip
+    for cls in type(exc).__mro__:
+        for key in (cls.__name__, f"{cls.__module__}.{cls.__name__}"):
+            if key in FOREIGN_REASONS:
+                return FOREIGN_REASONS[key]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    # "Error(s) in loading state_dict for MnistCNN:" says nothing until the next lines
+    return " ".join(lines[:3] if lines[0].endswith(":") else lines[:1])[:300]
+
+
+@contextmanager
+def reading(path: Path | str, what: str, error: type[MnistEdgeError]) -> Iterator[None]:
+    """The one place foreign readers' exceptions are translated: whatever torch, Pillow,
+    protobuf, onnxruntime, zipfile or the OS raise while reading `path` as `what` becomes
+    `error("PATH is not WHAT: REASON")`. Our own errors and Ctrl-C pass through unchanged."""
+    try:
+        yield
+    except MnistEdgeError:
+        raise
+    except Exception as exc:
+        if interrupted(exc):
+            raise KeyboardInterrupt from None
+        raise error(f"{path} is not {what}: {reason(exc)}") from exc
 
 
 def interrupted(exc: BaseException) -> bool:

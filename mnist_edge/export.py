@@ -18,7 +18,7 @@ import torch
 from . import __version__, manifest, spec
 from .checkpoint import Checkpoint
 from .checkpoint import load as load_checkpoint
-from .errors import ArtifactError, ConfigError, MnistEdgeError, interrupted
+from .errors import ArtifactError, ConfigError, MnistEdgeError, interrupted, reason
 from .files import atomic_write
 from .layout import Layout
 from .manifest import Artifact
@@ -152,7 +152,7 @@ def export(cfg: ExportConfig) -> list[Artifact]:
         except Exception as exc:  # exporter failures come in many types; say which format broke
             if interrupted(exc):  # Ctrl-C inside torch.onnx comes back wrapped
                 raise KeyboardInterrupt from None
-            raise ArtifactError(f"exporting {fmt} failed: {str(exc)[:300]}") from exc
+            raise ArtifactError(f"exporting {fmt} failed: {reason(exc)}") from exc
         artifacts.append(
             manifest.register(out, dest, fmt, cfg.checkpoint, opset=opset, extra=extra)
         )

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .errors import OutputError
+from .errors import OutputError, reason
 
 
 def atomic_write(path: Path | str, write: Callable[[Path], Any]) -> None:
@@ -45,7 +45,7 @@ def _write_failure(exc: BaseException, folder: Path) -> str:
             return "No space left on device"
     except OSError:
         pass
-    return str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+    return reason(exc)
 
 
 def write_json(path: Path | str, obj: Any) -> None:

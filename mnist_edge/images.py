@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import spec
-from .errors import InputError
+from .errors import InputError, reading
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -54,28 +54,21 @@ INK_FRACTION = 0.3  # the crop keeps pixels above this fraction of the brightest
 
 def open_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     """Decode an image file, refusing sizes over `max_pixels` before decoding them."""
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
     if not path.is_file():
         raise InputError(f"no image file at {path}" + (" (a folder)" if path.is_dir() else ""))
-    try:
-        with warnings.catch_warnings():  # our own limit replaces Pillow's bomb warning
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as im:
-                w, h = im.size
-                if w * h > max_pixels:
-                    raise InputError(
-                        f"{path} is {w}x{h} = {w * h:,} pixels, over the limit of "
-                        f"{max_pixels:,} (max_image_pixels); scale it down first"
-                    )
-                im.load()
-                return im.copy()
-    except InputError:
-        raise
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{path} is too large to decode safely ({exc})") from exc
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InputError(f"{path} is not a readable image ({exc.__class__.__name__})") from exc
+    with reading(path, "a readable image", InputError), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit replaces it
+        with Image.open(path) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise InputError(
+                    f"{path} is {w}x{h} = {w * h:,} pixels, over the limit of "
+                    f"{max_pixels:,} (max_image_pixels); scale it down first"
+                )
+            im.load()
+            return im.copy()
 
 
 def load_gray(image: Path | str | Image.Image, max_pixels: int = MAX_IMAGE_PIXELS) -> np.ndarray:

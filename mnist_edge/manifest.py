@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .errors import ArtifactError
+from .errors import ArtifactError, reading
 from .files import sha256, utc_now, write_json
 from .layout import Layout
 
@@ -50,10 +50,8 @@ def read(output_dir: Path | str) -> dict[str, Any]:
     path = Layout(Path(output_dir)).manifest
     if not path.is_file():
         return {"mnist_edge_version": __version__, "artifacts": {}}
-    try:
+    with reading(path, "a valid manifest (delete it and export again)", ArtifactError):
         data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path} is not a valid manifest; delete it and export again") from exc
     if not isinstance(data, dict) or not isinstance(data.get("artifacts"), dict):
         raise ArtifactError(f"{path} is not a valid manifest; delete it and export again")
     return data

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import spec
-from .errors import ArtifactError, ConfigError, missing_dependency
+from .errors import ArtifactError, ConfigError, missing_dependency, reading
 from .layout import ONNX_RUNTIME_FORMATS, TORCH_FORMATS, format_of
 from .machine import check_threads
 
@@ -132,16 +132,13 @@ def _torch_archive(path: Path, threads: int | None) -> Runner:
     if threads:
         torch.set_num_threads(threads)
     extra = {EXTRA_FILE: ""}
-    try:
+    with reading(path, "a loadable PyTorch archive", ArtifactError):
         if path.name.endswith(".pt2"):
             module = torch.export.load(str(path), extra_files=extra).module()
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # torch.jit's deprecation notice
                 module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra).eval()
-    except Exception as exc:  # torch raises many types for a bad archive
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"{path} is not a loadable PyTorch archive: {first}") from exc
     try:
         meta = json.loads(extra[EXTRA_FILE] or "{}")
     except ValueError:
@@ -292,10 +289,8 @@ def _onnx_tap(path: Path, fmt: str, threads: int | None) -> LayerTap:
     from .runtime import load_session, raw_session
 
     load_session(path, threads=threads)  # the artifact itself must be an MNIST classifier
-    try:
+    with reading(path, "a readable ONNX model", ArtifactError):
         model = onnx.load(str(path))
-    except Exception as exc:  # protobuf decode errors and the like
-        raise ArtifactError(f"{path} is not a readable ONNX model ({type(exc).__name__})") from exc
     found, unpaired = layer_tensors(model)
     graph_outputs = [o.name for o in model.graph.output]
     for name in found.values():

@@ -22,7 +22,7 @@ import numpy as np
 import onnxruntime as ort
 
 from . import spec
-from .errors import ArtifactError, InputError
+from .errors import ArtifactError, InputError, reading
 from .images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, prepare_image
 from .machine import check_threads
 
@@ -88,13 +88,10 @@ def load_session(
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"no model at {path}; export one with `mnist-edge export`")
-    try:
+    with reading(path, "a loadable ONNX model", ArtifactError):
         session = ort.InferenceSession(
             os.fspath(path), sess_options=options or session_options(threads), providers=providers
         )
-    except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... types
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"{path} is not a loadable ONNX model: {first}") from exc
     check_io(session, path)
     return session
 
@@ -102,13 +99,10 @@ def load_session(
 def raw_session(model: bytes, *, threads: int | None = None) -> ort.InferenceSession:
     """A session for a serialised model that is not an MNIST classifier as such (the roofline's
     MatMul, a copy with layer outputs exposed), with the same options as every other session."""
-    try:
+    with reading("the model built in memory", "loadable by ONNX Runtime", ArtifactError):
         return ort.InferenceSession(
             model, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
         )
-    except Exception as exc:  # onnxruntime's own Fail/InvalidGraph/... types
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ArtifactError(f"ONNX Runtime cannot load the model: {first}") from exc
 
 
 def model_metadata(session: ort.InferenceSession) -> dict[str, str]:
