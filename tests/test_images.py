@@ -168,3 +168,43 @@ def test_thin_strokes_stay_visible(digits):
     thin = Image.fromarray(255 - np.asarray(im.filter(ImageFilter.MinFilter(7))))
     x = images.prepare_image(thin)
     assert (x > 128).sum() >= 20  # still a digit, not a few dots
+
+
+def test_stroke_width_of_a_bar():
+    """2 x area / perimeter: a bar of width w and length L measures 2wL / (2L + 2w)."""
+    for w in (1, 2, 3, 5):
+        bar = np.zeros((28, 28), np.uint8)
+        bar[4:24, 10 : 10 + w] = 255
+        assert images.stroke_width(bar) == pytest.approx(2 * w * 20 / (2 * 20 + 2 * w))
+    assert images.stroke_width(np.zeros((28, 28), np.uint8)) == 0.0
+
+
+def pen(d: np.ndarray, size: int, grow: bool) -> Image.Image:
+    """The digit written with a marker (grow) or a hairline: dark ink on paper, 6x."""
+    big = Image.fromarray(d).resize((168, 168), Image.BICUBIC)
+    big = big.filter((ImageFilter.MaxFilter if grow else ImageFilter.MinFilter)(size))
+    return Image.fromarray(255 - np.asarray(big))
+
+
+@pytest.mark.parametrize("grow", [True, False], ids=["marker", "hairline"])
+def test_marker_and_hairline_strokes_are_brought_to_mnist_width(digits, monkeypatch, grow):
+    """Step 9 moves stroke widths outside STROKE_RANGE to its edge; with the step turned off
+    (a range that admits every width) the same pictures stay far outside it."""
+    pictures = [pen(d, 13 if grow else 9, grow) for d in digits.images[:30]]
+    low, high = images.STROKE_RANGE
+    widths = np.array([images.stroke_width(images.prepare_image(p)) for p in pictures])
+    assert ((widths > low - 0.4) & (widths < high + 0.4)).mean() >= 0.9, widths
+    monkeypatch.setattr(images, "STROKE_RANGE", (0.0, 99.0))
+    off = np.median([images.stroke_width(images.prepare_image(p)) for p in pictures])
+    assert off > high + 0.4 if grow else off < low - 0.3
+    assert abs(np.median(widths) - (high if grow else low)) < abs(off - (high if grow else low))
+
+
+def test_strokes_in_range_are_left_alone(digits, monkeypatch):
+    """A digit whose strokes are already MNIST-like comes out exactly as without step 9."""
+    picture = Image.fromarray(on_paper(digits.images[0]).astype(np.uint8))
+    with_step = images.prepare_image(picture)
+    low, high = images.STROKE_RANGE
+    assert low <= images.stroke_width(with_step) <= high
+    monkeypatch.setattr(images, "STROKE_RANGE", (0.0, 99.0))
+    np.testing.assert_array_equal(images.prepare_image(picture), with_step)
