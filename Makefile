@@ -16,7 +16,20 @@ export MNIST_EDGE_DATA := $(abspath ../shared/data/mnist)
 endif
 endif
 
-.PHONY: demo test lint install clean
+.PHONY: demo test lint install clean web-deps browser
+
+# onnxruntime-web for `mnist-edge export --format web` (the version pinned in mnist_edge/web.py),
+# from npm into .web/, where the exporter looks for it.
+ORT_WEB_VERSION := $(shell sed -n 's/^ORT_WEB_VERSION = "\(.*\)".*/\1/p' mnist_edge/web.py)
+web-deps: .web/node_modules/onnxruntime-web/package.json
+.web/node_modules/onnxruntime-web/package.json: mnist_edge/web.py
+	npm install --silent --no-audit --no-fund --prefix .web onnxruntime-web@$(ORT_WEB_VERSION)
+	touch $@
+
+# The browser the tests drive: Debian's chromium (Playwright's own download does not work offline).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,9 +52,9 @@ lint: install
 	$(BIN)/ruff format --check mnist_edge tests benchmarks
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass.
-test: install lint
+test: install lint web-deps browser
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache .web

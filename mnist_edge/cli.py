@@ -28,6 +28,7 @@ from .options import (  # declarations and error handling shared by the commands
     MinAgreement,
     NoParity,
     OneLineErrors,
+    OrtWeb,
     OutputDir,
     Rtol,
     TestLimit,
@@ -147,7 +148,7 @@ def _quant_config(model: Path, output: Path | None, **kw: Any) -> Any:
 @app.command("export")
 @handle_errors
 def export_cmd(
-    format: Annotated[str, Opt("--format", help="onnx, torchscript, pt2, ort or all.")] = "onnx",
+    format: Annotated[str, Opt("--format", help="onnx, torchscript, pt2, ort, web, all.")] = "onnx",
     checkpoint: CheckpointOpt = DEFAULT.checkpoint,
     output_dir: OutputDir = DEFAULT.root,
     opset: Annotated[int | None, Opt("--opset", help="ONNX opset.")] = None,
@@ -161,30 +162,40 @@ def export_cmd(
     calibration_size: CalibrationSize = 512,
     max_accuracy_drop: MaxDrop = 0.2,
     min_agreement: MinAgreement = 99.0,
+    ort_web: OrtWeb = None,
+    web_dir: Annotated[Path | None, Opt("--web-dir", help="Default: OUTPUT_DIR/web.")] = None,
 ) -> None:
-    """Export the checkpoint, then check the exports against PyTorch (parity)."""
-    from .export import FORMATS, ExportConfig
-    from .workflow import export_and_verify
+    """Export the checkpoint, then check the exports against PyTorch (parity); `web` writes a
+    static page on onnxruntime-web for the ONNX model (the packaged one if none is exported)."""
+    from . import web
 
     names = _csv(format, "--format", str)
-    formats = FORMATS if names == ("all",) else names
-    cfg = ExportConfig(str(checkpoint), str(output_dir), formats, opset)
-    if quantize not in (None, "int8"):
-        raise fail(f"--quantize takes int8, got {quantize!r}")
-    if quantize and "onnx" not in cfg.formats:
-        raise fail("--quantize int8 needs --format onnx (or all): INT8 is made from the ONNX")
-    quant = None if not quantize else _quant_config(
-        Layout(output_dir).onnx, None, calibration_size=calibration_size,
-        max_accuracy_drop=max_accuracy_drop, min_argmax_agreement=min_agreement,
-        data_dir=_opt(data_dir),
-    )  # fmt: skip
-    check = None if no_parity else _verify(checkpoint, data_dir, test_limit, atol, rtol)
-    with console.status("exporting" + (", quantizing" if quant else "") + ", checking parity"):
-        run = export_and_verify(cfg, quant=quant, check=check)
-    render.export_run(run)
-    if no_parity:
-        console.print("parity skipped (--no-parity); run `mnist-edge parity` to check")
-    finish(run, json_path)
+    with_web = "web" in names or (names == ("all",) and web.find_ort_web(ort_web) is not None)
+    if names := tuple(n for n in names if n != "web"):
+        from .export import FORMATS, ExportConfig
+        from .workflow import export_and_verify
+
+        formats = FORMATS if names == ("all",) else names
+        cfg = ExportConfig(str(checkpoint), str(output_dir), formats, opset)
+        if quantize not in (None, "int8"):
+            raise fail(f"--quantize takes int8, got {quantize!r}")
+        if quantize and "onnx" not in cfg.formats:
+            raise fail("--quantize int8 needs --format onnx (or all): INT8 is made from the ONNX")
+        quant = None if not quantize else _quant_config(
+            Layout(output_dir).onnx, None, calibration_size=calibration_size,
+            max_accuracy_drop=max_accuracy_drop, min_argmax_agreement=min_agreement,
+            data_dir=_opt(data_dir),
+        )  # fmt: skip
+        check = None if no_parity else _verify(checkpoint, data_dir, test_limit, atol, rtol)
+        with console.status("exporting" + (", quantizing" if quant else "") + ", checking parity"):
+            run = export_and_verify(cfg, quant=quant, check=check)
+        render.export_run(run)
+        if no_parity:
+            console.print("parity skipped (--no-parity); run `mnist-edge parity` to check")
+        finish(run, json_path)
+    if with_web:
+        page, source = web.config_for(output_dir, web_dir, ort_web)
+        render.web_export(web.export_web(page), source)
 
 
 @app.command("quantize")
@@ -367,3 +378,18 @@ def bench_cmd(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+@app.command("serve")
+@handle_errors
+def serve_cmd(
+    folder: Annotated[Path, typer.Argument(help="A web export.")] = DEFAULT.root / "web",
+    host: Annotated[str, Opt("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, Opt("--port", help="0: any free port.")] = 8000,
+    verbose: Annotated[bool, Opt("--verbose", help="Log every request.")] = False,
+) -> None:
+    """Serve a web export, cross-origin isolated (threads on), until Ctrl-C."""
+    from .web import serve
+
+    serve(folder, host, port, quiet=not verbose, on_start=render.serving)
+    console.print("stopped")

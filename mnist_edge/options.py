@@ -25,6 +25,7 @@ DataDir = Annotated[
         "$MNIST_EDGE_DATA, then the user cache, then a download."),
 ]  # fmt: skip
 Threads = Annotated[int | None, Opt("--threads", help="CPU threads (default: all).")]
+OrtWeb = Annotated[str | None, Opt("--ort-web", help="onnxruntime-web package folder (npm).")]
 TestLimit = Annotated[int | None, Opt("--test-limit", help="Use only the first N test images.")]
 JsonOut = Annotated[Path | None, Opt("--json", help="Also write the numbers as JSON.")]
 CheckpointOpt = Annotated[Path, Opt("--checkpoint", help="Training checkpoint.")]

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .evaluate import EvalResult
     from .parity import ParityReport
     from .quantize import QuantResult
+    from .web import WebExport, WebServer
     from .workflow import ExportRun
 
 # Wide tables stay readable in logs and CI (no terminal: rich would assume 80 columns).
@@ -255,3 +256,17 @@ def diagnosis(d: Any) -> None:
                           f"{s.accuracy_drop:+.2f}", f"{s.argmax_agreement:.2f}", f"{s.bytes:,}",
                           f"{s.batch1_p50_ms:.3f}", verdict)  # fmt: skip
         console.print(steps)
+
+
+def web_export(r: WebExport, source: str) -> None:
+    """The web folder written, where its model and ONNX Runtime Web come from."""
+    console.print(f"wrote {r.folder}/ ({len(r.files)} files) from the {source}")
+    where = "copied into the folder" if r.local else "loaded from a CDN by the page"
+    console.print(f"onnxruntime-web {r.ort_version}: {where} ({r.ort_source.split(': ', 1)[1]})")
+    for note in r.notes:
+        console.print(f"[yellow]note:[/yellow] {note}")
+    console.print(f"open it with: mnist-edge serve {r.folder}")
+
+
+def serving(server: WebServer) -> None:
+    console.print(f"serving {server.RequestHandlerClass.root} at {server.url} (Ctrl-C stops)")

@@ -1,0 +1,430 @@
+"""The browser target: a static web export on onnxruntime-web, and a server for it (no torch).
+
+`export_web` writes a self-contained folder: the page (mnist_edge/webapp/), the ONNX model (and
+its INT8 version when there is one), `model.json` with the model's own metadata (normalisation,
+labels, accuracy, source checkpoint) and the WebAssembly build of a pinned onnxruntime-web, taken
+from an installed npm package. Without one, the page loads that same version from a public CDN.
+
+`make_server` serves such a folder the way onnxruntime-web needs: cross-origin isolated (COOP +
+COEP, so that WebAssembly threads work), `.wasm`/`.mjs` with their MIME types, 404 for anything
+missing (never an HTML page in place of a wasm), nothing outside the folder, no listings.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import shutil
+import signal
+import tempfile
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .errors import ArtifactError, ConfigError, OutputError, missing_dependency
+from .files import sha256
+
+ORT_WEB_VERSION = "1.30.0"  # the pinned onnxruntime-web (Makefile: `make web-deps`)
+ORT_WEB_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+CDN = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_WEB_VERSION}/dist/"
+APP_DIR = Path(__file__).parent / "webapp"
+APP_FILES = ("index.html", "app.js", "preprocess.js", "style.css")
+ORT_WEB_ENV = "MNIST_EDGE_ORT_WEB"
+# where `make web-deps` (npm install --prefix .web) and a plain `npm install` put the package
+ORT_WEB_SEARCH = (Path(".web/node_modules/onnxruntime-web"), Path("node_modules/onnxruntime-web"))
+MIME = {
+    ".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+    ".json": "application/json", ".wasm": "application/wasm",
+    ".onnx": "application/octet-stream", ".ort": "application/octet-stream",
+    ".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".svg": "image/svg+xml",
+    ".ico": "image/x-icon", ".txt": "text/plain; charset=utf-8", ".map": "application/json",
+}  # fmt: skip
+ISOLATION_HEADERS = {
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Cross-Origin-Embedder-Policy": "require-corp",
+    "Cross-Origin-Resource-Policy": "same-origin",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-cache",
+}
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    model: str  # the fp32 ONNX model
+    output_dir: str = "exports/web"
+    int8: str | None = None  # its INT8 version, offered on the page as a second model
+    ort_web: str | None = None  # onnxruntime-web's package folder or its dist/ (None: search)
+
+
+@dataclass(frozen=True)
+class WebExport:
+    folder: Path
+    files: list[str]
+    models: dict[str, str]  # name on the page -> file
+    ort_version: str
+    ort_source: str  # "local: DIR" or "cdn: URL"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def local(self) -> bool:
+        return self.ort_source.startswith("local")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"folder": str(self.folder), "files": self.files, "models": self.models,
+                "ort_version": self.ort_version, "ort_source": self.ort_source,
+                "notes": self.notes}  # fmt: skip
+
+
+def _dist(folder: Path) -> Path:
+    return folder / "dist" if (folder / "dist" / ORT_WEB_FILES[0]).is_file() else folder
+
+
+def find_ort_web(explicit: str | Path | None = None) -> tuple[Path, str] | None:
+    """(dist folder, version) of an installed onnxruntime-web: `explicit` (an error when it is
+    not one), else $MNIST_EDGE_ORT_WEB, else .web/node_modules or node_modules; None if absent."""
+    candidates = [Path(explicit)] if explicit else []
+    if not explicit and os.environ.get(ORT_WEB_ENV):
+        candidates.append(Path(os.environ[ORT_WEB_ENV]))
+    if not explicit:
+        candidates += ORT_WEB_SEARCH
+    for folder in candidates:
+        dist = _dist(folder)
+        missing = [f for f in ORT_WEB_FILES if not (dist / f).is_file()]
+        if not missing:
+            return dist, _version(dist)
+        if explicit:
+            raise ConfigError(
+                f"--ort-web {explicit} is not an onnxruntime-web package: {dist} lacks "
+                f"{', '.join(missing)} (install it with `make web-deps`)"
+            )
+    return None
+
+
+def _version(dist: Path) -> str:
+    for pkg in (dist.parent / "package.json", dist / "package.json"):
+        try:
+            return str(json.loads(pkg.read_text()).get("version", "unknown"))
+        except (OSError, ValueError):
+            continue
+    return "unknown"
+
+
+def model_card(model: Path) -> dict[str, Any]:
+    """What the page needs to know about a model, from the model's own metadata."""
+    from .runtime import load_session, model_metadata
+
+    meta = model_metadata(load_session(model, threads=1))
+    prefix = "mnist_edge."
+
+    def get(key: str, default: str = "") -> str:
+        return meta.get(prefix + key, default)
+
+    try:
+        labels = json.loads(get("class_labels", "[]")) or [str(i) for i in range(10)]
+        card = {
+            "mean": float(get("mean", "0")), "std": float(get("std", "1")),
+            "pixel_scale": float(get("pixel_scale", str(1 / 255))),
+            "image_size": int(get("image_size", "28")), "labels": labels,
+            "input_name": get("input_name", "input"), "output_name": get("output_name", ""),
+        }  # fmt: skip
+    except ValueError as exc:
+        raise ArtifactError(f"{model} has malformed mnist_edge metadata: {exc}") from exc
+    accuracy = get("test_accuracy")
+    card.update(
+        test_accuracy=float(accuracy) if accuracy else None,
+        source_checkpoint_sha256=get("source_checkpoint_sha256") or None,
+        sha256=sha256(model),
+        format=get("format", "onnx"),
+        version=get("version") or None,
+    )
+    return card
+
+
+def export_web(cfg: WebConfig) -> WebExport:
+    """Write the web folder (to a temp folder beside it, then renamed into place)."""
+    model = Path(cfg.model)
+    models = {"fp32": model} | ({"int8": Path(cfg.int8)} if cfg.int8 else {})
+    cards = {name: model_card(path) for name, path in models.items()}
+    found = find_ort_web(cfg.ort_web)
+    notes = []
+    if found is None:
+        ort_source, version = f"cdn: {CDN}", ORT_WEB_VERSION
+        notes.append(
+            f"onnxruntime-web is not installed here, so the page loads {ORT_WEB_VERSION} from "
+            f"{CDN} (needs internet); `make web-deps` or --ort-web DIR puts it in the folder"
+        )
+    else:
+        dist, version = found
+        ort_source = f"local: {dist}"
+        if version != ORT_WEB_VERSION:
+            notes.append(
+                f"onnxruntime-web {version} from {dist}; the pinned one is {ORT_WEB_VERSION}"
+            )
+    out = Path(cfg.output_dir)
+    config = {
+        "models": {name: {"file": path.name, **cards[name]} for name, path in models.items()},
+        "ort": {
+            "version": version,
+            "script": ORT_WEB_FILES[0] if found else CDN + ORT_WEB_FILES[0],
+            "wasm_paths": None if found else CDN,
+        },  # fmt: skip
+    }
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-web-", dir=out.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write to {out.parent}: {exc.strerror or exc}") from exc
+    try:
+        for name in APP_FILES:
+            text = (APP_DIR / name).read_text()
+            if name == "index.html":
+                text = text.replace("{{ORT_SCRIPT}}", config["ort"]["script"])
+            (tmp / name).write_text(text)
+        for path in models.values():
+            shutil.copyfile(path, tmp / path.name)
+        if found:
+            for name in ORT_WEB_FILES:
+                shutil.copyfile(found[0] / name, tmp / name)
+        (tmp / "model.json").write_text(json.dumps(config, indent=2) + "\n")
+        for p in tmp.iterdir():
+            p.chmod(0o644)
+        tmp.chmod(0o755)
+        _replace_folder(tmp, out)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from exc
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    files = sorted(p.name for p in out.iterdir())
+    return WebExport(out, files, {k: v.name for k, v in models.items()}, version, ort_source, notes)
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Put `new` where `out` is: a reader sees the old folder or the new one, never a mix."""
+    if out.is_file() or out.is_symlink():
+        raise OutputError(f"{out} exists and is not a folder")
+    if not out.exists():
+        os.replace(new, out)
+        return
+    if not (out / "model.json").is_file() and any(out.iterdir()):
+        raise OutputError(f"{out} is a folder that is not a web export; choose another --web-dir")
+    old = Path(tempfile.mkdtemp(prefix=".old-web-", dir=out.parent))
+    os.replace(out, old / "web")
+    os.replace(new, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+# --- the server ---------------------------------------------------------------------------------
+class _Handler(http.server.BaseHTTPRequestHandler):
+    root: Path  # set on a subclass per server
+    quiet: bool = True
+
+    def version_string(self) -> str:
+        return "mnist-edge"
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._serve(body=True)
+
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._serve(body=False)
+
+    def _serve(self, body: bool) -> None:
+        target = self._resolve(self.path)
+        if target is None:
+            self._send(404, b"404 not found\n", "text/plain; charset=utf-8", body)
+            return
+        try:
+            data = target.read_bytes()
+        except OSError:
+            self._send(404, b"404 not found\n", "text/plain; charset=utf-8", body)
+            return
+        self._send(200, data, MIME.get(target.suffix.lower(), "application/octet-stream"), body)
+
+    def _resolve(self, raw: str) -> Path | None:
+        """The file a URL path names inside root, or None: nothing outside root (`..`, symlinks
+        out, encoded tricks), no hidden files, and a folder only as its index.html."""
+        path = urllib.parse.unquote(urllib.parse.urlsplit(raw).path)
+        if "\0" in path or "\\" in path:
+            return None
+        parts = [p for p in path.split("/") if p not in ("", ".")]
+        if any(p == ".." or p.startswith(".") for p in parts):
+            return None
+        try:
+            target = self.root.joinpath(*parts).resolve(strict=True)
+        except (OSError, RuntimeError):
+            return None
+        if target != self.root and self.root not in target.parents:
+            return None
+        if target.is_dir():
+            target = target / "index.html"
+        return target if target.is_file() else None
+
+    def _send(self, code: int, data: bytes, mime: str, body: bool) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", mime)
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in ISOLATION_HEADERS.items():
+            self.send_header(k, v)
+        self.end_headers()
+        if body:
+            self.wfile.write(data)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+        if not self.quiet:
+            super().log_message(format, *args)
+
+
+class WebServer(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away: fine
+            super().handle_error(request, client_address)
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+    def start(self) -> WebServer:
+        """Serve from a background thread (tests, benchmarks); stop with .stop()."""
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def make_server(folder: Path | str, host: str = "127.0.0.1", port: int = 8000,
+                quiet: bool = True) -> WebServer:  # fmt: skip
+    """A server for a web export (port 0: any free port)."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"no folder at {root}; write one with `mnist-edge export --format web`")
+    if not (root / "index.html").is_file():
+        raise ConfigError(f"{root} has no index.html; is it a web export?")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port must be 0..65535, got {port}")
+    handler = type("Handler", (_Handler,), {"root": root.resolve(), "quiet": quiet})
+    try:
+        return WebServer((host, port), handler)
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+
+
+def config_for(output_dir: Path | str, web_dir: Path | str | None = None,
+               ort_web: str | Path | None = None) -> tuple[WebConfig, str]:  # fmt: skip
+    """The web export of a model folder: its ONNX (and INT8) when exported, else the packaged
+    model; and where the model came from, in words."""
+    from .layout import Layout
+    from .runtime import pretrained_path
+
+    layout = Layout(Path(output_dir))
+    out = str(web_dir or layout.root / "web")
+    opt = None if ort_web is None else str(ort_web)
+    if layout.onnx.is_file():
+        int8 = str(layout.int8) if layout.int8.is_file() else None
+        return WebConfig(str(layout.onnx), out, int8, opt), f"exported model {layout.onnx}"
+    fp32, int8 = pretrained_path(), pretrained_path(int8=True)
+    return WebConfig(str(fp32), out, str(int8), opt), f"packaged model ({layout.onnx} not found)"
+
+
+def serve(folder: Path | str, host: str = "127.0.0.1", port: int = 8000,
+          on_start: Any = None, quiet: bool = True) -> None:  # fmt: skip
+    """Serve a web export until Ctrl-C (or SIGTERM), then close the socket and return."""
+    server = make_server(folder, host, port, quiet)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _stop_on_signal)
+    try:
+        if on_start:
+            on_start(server)
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _stop_on_signal(*_: Any) -> None:
+    raise KeyboardInterrupt
+
+
+# --- driving the page in a real browser (tests, benchmarks/web_latency.py) ---------------------
+CHROMIUM_ENV = "MNIST_EDGE_CHROMIUM"
+CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
+
+
+def find_chromium() -> str | None:
+    """A Chromium to drive: $MNIST_EDGE_CHROMIUM, else Debian's and other usual places."""
+    if os.environ.get(CHROMIUM_ENV):
+        return os.environ[CHROMIUM_ENV]
+    found = [p for p in CHROMIUM_PATHS if Path(p).is_file()]
+    return found[0] if found else shutil.which("chromium")
+
+
+def has_playwright() -> bool:
+    from .machine import has_module
+
+    return has_module("playwright")
+
+
+@dataclass
+class PageRun:
+    page: Any  # playwright's Page
+    ready: bool
+    messages: list[tuple[str, str]]  # (console type or "pageerror", text)
+
+    def errors(self) -> list[str]:
+        return [text for kind, text in self.messages if kind in ("error", "pageerror")]
+
+
+@contextmanager
+def chromium(executable: str | None = None) -> Iterator[Any]:
+    """A headless Chromium driven by Playwright (a local browser: never a download)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        raise missing_dependency("playwright", "driving the page in a browser") from None
+    exe = executable or find_chromium()
+    if not exe:
+        raise ConfigError(f"no Chromium found; install Debian's chromium or set ${CHROMIUM_ENV}")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@contextmanager
+def open_page(url: str, browser: Any = None, timeout_s: float = 60) -> Iterator[PageRun]:
+    """Open the page (in `browser`, else a Chromium of its own) and wait until it has loaded
+    its model or failed."""
+    if browser is None:
+        with chromium() as own, open_page(url, own, timeout_s) as run:
+            yield run
+        return
+    page = browser.new_page()
+    try:
+        page.set_default_timeout(timeout_s * 1000)
+        messages: list[tuple[str, str]] = []
+        page.on("console", lambda m: messages.append((m.type, m.text)))
+        page.on("pageerror", lambda e: messages.append(("pageerror", str(e))))
+        page.goto(url)
+        page.wait_for_function("window.mnistEdge && window.mnistEdge.ready")
+        yield PageRun(page, bool(page.evaluate("window.mnistEdge.ready")), messages)
+    finally:
+        page.close()

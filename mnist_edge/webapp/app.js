@@ -1,0 +1,172 @@
+/* mnist-edge page: draw or drop a digit; the exported ONNX model answers with onnxruntime-web.
+ * Everything about the model (normalisation, labels, accuracy, files) comes from model.json,
+ * which `mnist-edge export --format web` writes from the model's own metadata.
+ * window.mnistEdge is the page's API (the tests and the latency benchmark use it). */
+(function () {
+  "use strict";
+  const $ = (id) => document.getElementById(id);
+  const P = globalThis.MnistPreprocess;
+  const MAX_PIXELS = 64000000; // as mnist-edge's max_image_pixels: refuse larger images
+  const api = { ready: null, error: null, config: null, threads: null, backend: "wasm", last: null };
+  window.mnistEdge = api;
+  const sessions = {};
+  let current = "fp32";
+
+  function fail(message) {
+    api.error = message;
+    const s = $("status");
+    s.textContent = "Error: " + message;
+    s.className = "error";
+  }
+  function say(message, cls) { const s = $("status"); s.textContent = message; s.className = cls || ""; }
+  window.addEventListener("error", (e) => fail(e.message || String(e)));
+  window.addEventListener("unhandledrejection", (e) => fail(String((e.reason && e.reason.message) || e.reason)));
+
+  async function session(name) {
+    if (!sessions[name]) {
+      const file = api.config.models[name].file;
+      sessions[name] = ort.InferenceSession.create(file, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+    }
+    return sessions[name];
+  }
+
+  /** Log-probabilities for n inputs: x is (n, 1, 28, 28) float32, already normalised. */
+  async function run(x, n, name) {
+    const s = await session(name || current);
+    const input = new ort.Tensor("float32", x instanceof Float32Array ? x : Float32Array.from(x), [n, 1, 28, 28]);
+    const out = await s.run({ [s.inputNames[0]]: input });
+    return out[s.outputNames[0]].data;
+  }
+
+  function normalise(digit, name) {
+    const m = api.config.models[name || current];
+    return P.normalise(digit, m.mean, m.std, m.pixel_scale);
+  }
+
+  /** Decoded pixels of an image (Blob/File/URL) composited on white paper, like Pillow does. */
+  async function decode(source) {
+    const blob = typeof source === "string" ? await (await fetch(source)).blob() : source;
+    const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    const w = bitmap.width, h = bitmap.height;
+    if (w * h > MAX_PIXELS) throw new P.InputError(`the image is ${w}x${h}, over the limit of ${MAX_PIXELS} pixels`);
+    const c = new OffscreenCanvas(w, h), ctx = c.getContext("2d", { willReadFrequently: true });
+    ctx.fillStyle = "#fff";
+    ctx.fillRect(0, 0, w, h);
+    ctx.drawImage(bitmap, 0, 0);
+    bitmap.close();
+    return { rgba: ctx.getImageData(0, 0, w, h).data, w, h };
+  }
+
+  async function prepareSource(source) {
+    const { rgba, w, h } = await decode(source);
+    return P.prepareRGBA(rgba, w, h);
+  }
+
+  function softmax(logp) {
+    const m = Math.max(...logp), e = logp.map((v) => Math.exp(v - m)), s = e.reduce((a, b) => a + b, 0);
+    return e.map((v) => v / s);
+  }
+
+  /** Classify one prepared 28x28 digit and show everything about it. */
+  async function classify(digit) {
+    const t0 = performance.now();
+    const logp = Array.from(await run(normalise(digit), 1));
+    const ms = performance.now() - t0;
+    const probs = softmax(logp), labels = api.config.models[current].labels;
+    const order = probs.map((p, i) => [p, i]).sort((a, b) => b[0] - a[0]);
+    $("digit").textContent = labels[order[0][1]];
+    $("confidence").textContent = (100 * order[0][0]).toFixed(1) + "%";
+    $("top3").innerHTML = order.slice(0, 3).map(([p, i]) =>
+      `<li><span>${labels[i]}</span><span class="bar" style="width:${Math.max(1, 100 * p).toFixed(1)}%"></span><span class="p">${(100 * p).toFixed(1)}%</span></li>`).join("");
+    const seen = $("seen").getContext("2d"), img = seen.createImageData(28, 28);
+    for (let i = 0; i < 784; i++) { img.data.set([digit[i], digit[i], digit[i], 255], 4 * i); }
+    seen.putImageData(img, 0, 0);
+    $("latency").textContent = `${ms.toFixed(2)} ms (model call)`;
+    api.last = { label: labels[order[0][1]], index: order[0][1], probs, logp, digit: Array.from(digit), ms };
+    return api.last;
+  }
+
+  async function classifySource(source) {
+    try {
+      return await classify(await prepareSource(source));
+    } catch (e) {
+      if (e instanceof P.InputError) { say(e.message, "error"); api.last = { error: e.message }; return api.last; }
+      throw e;
+    }
+  }
+
+  // --- drawing pad ------------------------------------------------------------------------------
+  const pad = $("pad"), pen = pad.getContext("2d", { willReadFrequently: true });
+  function clearPad() { pen.fillStyle = "#fff"; pen.fillRect(0, 0, pad.width, pad.height); }
+  clearPad();
+  pen.lineCap = "round"; pen.lineJoin = "round"; pen.strokeStyle = "#000"; pen.lineWidth = 18;
+  let drawing = false, strokes = 0;
+  const at = (e) => { const r = pad.getBoundingClientRect(); return [(e.clientX - r.left) * pad.width / r.width, (e.clientY - r.top) * pad.height / r.height]; };
+  pad.addEventListener("pointerdown", (e) => { drawing = true; pad.setPointerCapture(e.pointerId); const [x, y] = at(e); pen.beginPath(); pen.moveTo(x, y); pen.lineTo(x, y); pen.stroke(); });
+  pad.addEventListener("pointermove", (e) => { if (!drawing) return; const [x, y] = at(e); pen.lineTo(x, y); pen.stroke(); });
+  const end = () => { if (!drawing) return; drawing = false; strokes++; classifyPad(); };
+  pad.addEventListener("pointerup", end);
+  pad.addEventListener("pointercancel", end);
+  async function classifyPad() {
+    if (!api.config) return null;
+    try {
+      const d = pen.getImageData(0, 0, pad.width, pad.height);
+      return await classify(P.prepareRGBA(d.data, pad.width, pad.height));
+    } catch (e) {
+      if (e instanceof P.InputError) { $("digit").textContent = "?"; api.last = { error: e.message }; return api.last; }
+      throw e;
+    }
+  }
+  $("clear").addEventListener("click", () => { clearPad(); strokes = 0; $("digit").textContent = "?"; $("confidence").textContent = ""; $("top3").innerHTML = ""; });
+  $("file").addEventListener("change", (e) => { if (e.target.files[0]) classifySource(e.target.files[0]); });
+  pad.addEventListener("dragover", (e) => { e.preventDefault(); pad.classList.add("drop"); });
+  pad.addEventListener("dragleave", () => pad.classList.remove("drop"));
+  pad.addEventListener("drop", (e) => { e.preventDefault(); pad.classList.remove("drop"); if (e.dataTransfer.files[0]) classifySource(e.dataTransfer.files[0]); });
+
+  /** batch-1 latencies (ms) of n model calls on one input, after `warmup` calls. */
+  async function bench(n, name, warmup = 20) {
+    const x = new Float32Array(784).fill(-0.4242);
+    for (let i = 0; i < warmup; i++) await run(x, 1, name);
+    const times = [];
+    for (let i = 0; i < n; i++) { const t0 = performance.now(); await run(x, 1, name); times.push(performance.now() - t0); }
+    return times;
+  }
+
+  function showModel() {
+    const m = api.config.models[current];
+    const acc = m.test_accuracy != null ? `${m.test_accuracy.toFixed(2)}% on MNIST test` : "accuracy unknown";
+    $("modelinfo").textContent = `${m.file} (${current}), ${acc}, sha256 ${m.sha256.slice(0, 12)}…` +
+      (m.source_checkpoint_sha256 ? `, from checkpoint ${m.source_checkpoint_sha256.slice(0, 12)}…` : "");
+  }
+
+  async function start() {
+    let config;
+    try {
+      const r = await fetch("model.json");
+      if (!r.ok) throw new Error(`HTTP ${r.status}`);
+      config = await r.json();
+    } catch (e) { throw new Error("cannot read model.json: " + e.message); }
+    if (typeof ort === "undefined") throw new Error(`onnxruntime-web did not load from ${config.ort.script}`);
+    if (config.ort.wasm_paths) ort.env.wasm.wasmPaths = config.ort.wasm_paths;
+    const cores = navigator.hardwareConcurrency || 1;
+    ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, cores) : 1;
+    api.config = config;
+    try {
+      await session("fp32");
+    } catch (e) {
+      throw new Error(`ONNX Runtime Web could not start (${config.ort.script}): ${e.message || e}`);
+    }
+    api.threads = ort.env.wasm.numThreads;
+    $("runtime").textContent = `onnxruntime-web ${config.ort.version}, ${api.backend}, ${api.threads} thread${api.threads === 1 ? "" : "s"}` +
+      (self.crossOriginIsolated ? "" : " (page not cross-origin isolated: one thread)");
+    const select = $("model");
+    select.innerHTML = Object.keys(config.models).map((k) => `<option value="${k}">${k}</option>`).join("");
+    select.addEventListener("change", async () => { current = select.value; showModel(); await session(current); if (strokes) classifyPad(); });
+    showModel();
+    say("ready: draw a digit", "ready");
+  }
+
+  Object.assign(api, { run, bench, classify, classifySource, classifyPad, prepareSource, normalise,
+    clearPad, select: (name) => { current = name; showModel(); } });
+  api.ready = start().then(() => true, (e) => { fail(e.message || String(e)); return false; });
+})();

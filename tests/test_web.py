@@ -1,0 +1,369 @@
+"""The web export, its server, and the page in a real browser (Debian's chromium + Playwright).
+
+The browser tests need onnxruntime-web (`make web-deps`) and chromium (`make browser`); `make
+test` brings both. Without them the tests are skipped on a workstation and fail in CI.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_clean_error, cli
+from PIL import Image, ImageFilter
+
+from mnist_edge import spec, web
+from mnist_edge.data import load_split
+from mnist_edge.images import prepare_image
+from mnist_edge.runtime import Predictor, load_session, pretrained_path
+
+ORT_WEB = web.find_ort_web()
+CHROMIUM = web.find_chromium()
+
+
+def _need(what: str, present: object) -> None:
+    if not present:
+        message = f"{what} is not installed (make web-deps browser)"
+        if os.environ.get("CI"):
+            pytest.fail(message + ": CI must run the browser tests")
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory) -> Path:
+    """The packaged model's web export, with onnxruntime-web copied in."""
+    _need("onnxruntime-web", ORT_WEB)
+    out = tmp_path_factory.mktemp("site") / "web"
+    cfg = web.WebConfig(str(pretrained_path()), str(out), str(pretrained_path(int8=True)))
+    result = web.export_web(cfg)
+    assert result.local and set(web.ORT_WEB_FILES) <= set(result.files)
+    return out
+
+
+@pytest.fixture(scope="module")
+def server(site):
+    srv = web.make_server(site, port=0).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    _need("chromium", CHROMIUM)
+    _need("playwright (the dev extra)", web.has_playwright())
+    with web.chromium() as b:
+        yield b
+
+
+@pytest.fixture(scope="module")
+def page(server, browser):
+    with web.open_page(server.url, browser) as run:
+        yield run
+
+
+def _get(url: str, path: str, method: str = "GET") -> http.client.HTTPResponse:
+    host, port = url.split("//")[1].strip("/").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=10)
+    conn.request(method, path)  # sent as is: no client-side normalisation of `..`
+    return conn.getresponse()
+
+
+# --- export ---------------------------------------------------------------------------------
+def test_web_export_is_self_contained_and_reads_the_models_metadata(site):
+    config = json.loads((site / "model.json").read_text())
+    fp32 = config["models"]["fp32"]
+    from mnist_edge.runtime import model_metadata
+
+    meta = model_metadata(load_session(pretrained_path()))
+    assert fp32["mean"] == float(meta["mnist_edge.mean"]) and fp32["std"] == float(
+        meta["mnist_edge.std"]
+    )
+    assert fp32["test_accuracy"] == float(meta["mnist_edge.test_accuracy"])
+    assert fp32["source_checkpoint_sha256"] == meta["mnist_edge.source_checkpoint_sha256"]
+    assert config["models"]["int8"]["file"] == "mnist_cnn.int8.onnx"
+    html = (site / "index.html").read_text()
+    assert 'src="ort.wasm.min.js"' in html and "{{" not in html
+    for name in (*web.ORT_WEB_FILES, *web.APP_FILES, "mnist_cnn.onnx", "mnist_cnn.int8.onnx"):
+        assert (site / name).is_file(), name
+    app = (site / "app.js").read_text()
+    assert "0.1307" not in app and "0.3081" not in app  # normalisation comes from model.json
+
+
+def test_without_local_onnxruntime_web_the_page_uses_the_pinned_cdn(tmp_path, monkeypatch):
+    monkeypatch.setattr(web, "ORT_WEB_SEARCH", ())
+    monkeypatch.delenv(web.ORT_WEB_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = cli("export", "--format", "web", "--web-dir", tmp_path / "w")
+    assert result.exit_code == 0, result.output
+    assert "CDN" in result.stdout and web.ORT_WEB_VERSION in result.stdout
+    html = (tmp_path / "w" / "index.html").read_text()
+    assert f'src="{web.CDN}ort.wasm.min.js"' in html
+    assert json.loads((tmp_path / "w" / "model.json").read_text())["ort"]["wasm_paths"] == web.CDN
+    assert not (tmp_path / "w" / "ort-wasm-simd-threaded.wasm").exists()
+
+
+def test_reexport_replaces_the_folder_and_refuses_a_foreign_one(site, tmp_path):
+    out = tmp_path / "w"
+    cfg = web.WebConfig(
+        str(pretrained_path()), str(out), None, str(ORT_WEB[0]) if ORT_WEB else None
+    )
+    web.export_web(cfg)
+    (out / "stale.txt").write_text("from an older export")
+    web.export_web(cfg)
+    assert not (out / "stale.txt").exists() and (out / "model.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["w"]  # no temp folders left
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    r = cli("export", "--format", "web", "--web-dir", foreign, "--output-dir", tmp_path / "none")
+    assert_clean_error(r, "not a web export")
+    assert (foreign / "notes.txt").read_text() == "keep me"
+
+
+def test_a_wrong_ort_web_folder_is_a_clean_error(tmp_path):
+    r = cli("export", "--format", "web", "--ort-web", tmp_path, "--web-dir", tmp_path / "w")
+    assert_clean_error(r, "--ort-web")
+    assert not (tmp_path / "w").exists()
+
+
+# --- the server ------------------------------------------------------------------------------
+def test_server_isolates_the_page_and_types_wasm(server):
+    r = _get(server.url, "/")
+    assert r.status == 200 and r.getheader("Content-Type").startswith("text/html")
+    assert r.getheader("Cross-Origin-Opener-Policy") == "same-origin"
+    assert r.getheader("Cross-Origin-Embedder-Policy") == "require-corp"
+    assert _get(server.url, "/ort-wasm-simd-threaded.wasm").getheader("Content-Type") == (
+        "application/wasm"
+    )
+    assert (
+        _get(server.url, "/ort-wasm-simd-threaded.mjs")
+        .getheader("Content-Type")
+        .startswith("text/javascript")
+    )
+    head = _get(server.url, "/model.json", "HEAD")
+    assert head.status == 200 and head.read() == b"" and int(head.getheader("Content-Length")) > 0
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/missing.wasm", "/../../../../etc/passwd", "/%2e%2e/%2e%2e/etc/passwd",
+     "/..%2f..%2fetc/passwd", "//etc/passwd", "/sub/", "/sub", "/.hidden",
+     "/outside-link/passwd", "/link-to-file", "/%00index.html", "/index.html%00.wasm"],
+)  # fmt: skip
+def test_server_answers_404_for_anything_missing_or_outside(site, server, path):
+    (site / "sub").mkdir(exist_ok=True)
+    (site / "sub" / "a.txt").write_text("a")  # a folder without index.html: no listing
+    (site / ".hidden").write_text("secret")
+    for link, target in (("outside-link", "/etc"), ("link-to-file", "/etc/passwd")):
+        if not (site / link).is_symlink():
+            (site / link).symlink_to(target)
+    r = _get(server.url, path)
+    body = r.read()
+    assert r.status == 404, (path, body[:200])
+    assert r.getheader("Content-Type").startswith("text/plain") and b"root:" not in body
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_command_stops_cleanly_on_ctrl_c(site):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_edge", "serve", str(site), "--port", str(port)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    try:
+        for _ in range(100):
+            try:
+                if _get(f"http://127.0.0.1:{port}/", "/").status == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            pytest.fail("the server did not answer")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert f"http://127.0.0.1:{port}/" in out and "stopped" in out and "Traceback" not in err
+    with pytest.raises(OSError):
+        _get(f"http://127.0.0.1:{port}/", "/")
+
+
+def test_serve_refuses_bad_folders_and_ports(site, tmp_path):
+    assert_clean_error(cli("serve", tmp_path / "absent"), "no folder")
+    assert_clean_error(cli("serve", tmp_path), "no index.html")
+    assert_clean_error(cli("serve", site, "--port", "70000"), "--port")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert_clean_error(cli("serve", site, "--port", port), "cannot listen")
+
+
+# --- the page in Chromium --------------------------------------------------------------------
+def test_page_loads_isolated_with_threads_and_no_errors(page):
+    assert page.ready, page.page.inner_text("#status")
+    assert page.errors() == []
+    assert page.page.evaluate("self.crossOriginIsolated") is True
+    threads = page.page.evaluate("window.mnistEdge.threads")
+    assert threads > 1 if (os.cpu_count() or 1) > 1 else threads == 1
+    assert "wasm" in page.page.inner_text("#runtime")
+    assert "99." in page.page.inner_text("#modelinfo")  # the packaged model's accuracy, read
+
+
+def _page_log_probs(page, x: np.ndarray, model: str) -> np.ndarray:
+    flat = x.astype(np.float32).ravel().tolist()
+    out = page.page.evaluate(
+        "async ([x, n, m]) => Array.from(await window.mnistEdge.run(Float32Array.from(x), n, m))",
+        [flat, len(x), model],
+    )
+    return np.asarray(out, np.float32).reshape(len(x), 10)
+
+
+@pytest.mark.parametrize("model", ["fp32", "int8"])
+def test_page_log_probs_match_python_onnxruntime(page, mnist_dir, model):
+    test = load_split("test", mnist_dir, 200)
+    x = spec.normalize(test.images)[:, None, :, :]
+    path = pretrained_path(int8=model == "int8")
+    session = load_session(path, threads=1)
+    want = session.run(None, {session.get_inputs()[0].name: x})[0]
+    got = _page_log_probs(page, x, model)
+    agree = (got.argmax(1) == want.argmax(1)).mean()
+    if model == "fp32":
+        np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
+        assert agree == 1.0
+    else:  # integer kernels of another build: the wasm INT8 has no AVX2 u8s8 saturation, so
+        # it can differ from native INT8 on a few digits (and be nearer fp32): compare both ways
+        fp32 = _page_log_probs(page, x, "fp32")
+        nearer = np.abs(np.exp(got) - np.exp(fp32)).mean()
+        print(f"int8: {agree:.1%} argmax agreement with native INT8, mean |p - fp32| {nearer:.5f}")
+        assert agree >= 0.98 and nearer < 0.005
+
+
+def _image_set(root: Path, digits: np.ndarray) -> list[Path]:
+    """Image files as users have them: scans, photos, drawings (RGB, RGBA, JPEG, grey)."""
+    rng = np.random.default_rng(3)
+    paths = []
+    for i, d in enumerate(digits):
+        kind = i % 8
+        scale = int(rng.integers(3, 9))
+        paper = Image.fromarray(255 - d).resize((28 * scale,) * 2, Image.BICUBIC)
+        if kind == 0:
+            im, ext = Image.fromarray(d), "png"  # MNIST as is
+        elif kind == 1:
+            im, ext = paper, "png"
+        elif kind == 2:
+            im, ext = paper, "jpg"
+        elif kind == 3:  # uneven light
+            a = np.asarray(paper, np.float32) * np.linspace(0.45, 1.0, paper.width)[None, :]
+            im, ext = Image.fromarray(a.astype(np.uint8)), "png"
+        elif kind == 4:  # noisy
+            a = np.asarray(paper, np.float32) + rng.normal(0, 25, (paper.height, paper.width))
+            im, ext = Image.fromarray(np.clip(a, 0, 255).astype(np.uint8)), "png"
+        elif kind == 5:  # thick marker
+            im = (
+                Image.fromarray(d)
+                .resize((168, 168), Image.BICUBIC)
+                .filter(ImageFilter.MaxFilter(9))
+            )
+            im, ext = Image.fromarray(255 - np.asarray(im)), "png"
+        elif kind == 6:  # blue ink on yellowish paper
+            a = np.asarray(paper, np.float32)[..., None] / 255
+            ink, bg = np.array([30, 40, 160]), np.array([250, 240, 200])
+            im, ext = Image.fromarray((ink + (bg - ink) * a).astype(np.uint8), "RGB"), "png"
+        else:  # transparent PNG: ink in the alpha channel
+            alpha = 255 - np.asarray(paper)
+            rgba = np.zeros((*alpha.shape, 4), np.uint8)
+            rgba[..., 3] = alpha
+            im, ext = Image.fromarray(rgba, "RGBA"), "png"
+        path = root / f"{i:03d}.{ext}"
+        im.save(path, **({"quality": 40} if ext == "jpg" else {}))
+        paths.append(path)
+    return paths
+
+
+def test_page_preprocessing_agrees_with_predict_image(page, site, mnist_dir):
+    digits = load_split("test", mnist_dir, 160).images
+    folder = site / "t"
+    folder.mkdir(exist_ok=True)
+    paths = _image_set(folder, digits)
+    predictor = Predictor(pretrained_path(), threads=1)
+    want = np.stack([prepare_image(p) for p in paths])
+    want_labels = predictor.predict(want).labels
+    got = np.asarray(page.page.evaluate(
+        "async (urls) => { const out = []; for (const u of urls) "
+        "out.push(Array.from(await window.mnistEdge.prepareSource(u))); return out; }",
+        [f"t/{p.name}" for p in paths],
+    ), np.uint8).reshape(-1, 28, 28)  # fmt: skip
+    got_labels = predictor.predict(got).labels
+    agreement = (got_labels == want_labels).mean()
+    mad = np.abs(got.astype(int) - want.astype(int)).mean()
+    print(f"preprocessing: {agreement:.1%} same label, mean |diff| {mad:.3f} grey levels")
+    assert agreement >= 0.99 and mad < 2.0
+
+
+def _stroke(page, points: list[tuple[float, float]]) -> None:
+    box = page.page.locator("#pad").bounding_box()
+    sx, sy = box["width"] / 280, box["height"] / 280
+    xy = [(box["x"] + x * sx, box["y"] + y * sy) for x, y in points]
+    page.page.mouse.move(*xy[0])
+    page.page.mouse.down()
+    for a, b in zip(xy, xy[1:], strict=False):
+        for t in np.linspace(0, 1, 6)[1:]:
+            page.page.mouse.move(a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t)
+    page.page.mouse.up()
+
+
+def _ellipse(cx, cy, rx, ry, n=36):
+    return [(cx + rx * np.sin(t), cy - ry * np.cos(t)) for t in np.linspace(0, 2 * np.pi, n)]
+
+
+DRAWINGS = {
+    "0": [_ellipse(140, 140, 55, 90)],
+    "1": [[(140, 40), (140, 240)]],
+    "4": [[(170, 40), (170, 240)], [(170, 40), (70, 170), (220, 170)]],
+    "7": [[(70, 50), (210, 50), (120, 240)]],
+}
+
+
+@pytest.mark.parametrize("label", sorted(DRAWINGS))
+def test_drawing_with_the_mouse_gives_the_digit(page, label):
+    page.page.click("#clear")
+    page.page.evaluate("window.mnistEdge.select('fp32')")
+    for points in DRAWINGS[label]:
+        _stroke(page, points)
+    page.page.wait_for_function("window.mnistEdge.last && window.mnistEdge.last.label")
+    assert page.page.evaluate("window.mnistEdge.last.label") == label
+    assert page.page.inner_text("#digit") == label
+    assert page.page.locator("#top3 li").count() == 3
+    assert "ms" in page.page.inner_text("#latency")
+
+
+def test_a_missing_wasm_is_a_visible_error(site, browser, tmp_path):
+    broken = tmp_path / "web"
+    shutil.copytree(site, broken, symlinks=True)
+    (broken / "ort-wasm-simd-threaded.wasm").unlink()
+    srv = web.make_server(broken, port=0).start()
+    try:
+        with web.open_page(srv.url, browser) as run:
+            assert run.ready is False
+            status = run.page.locator("#status")
+            assert status.is_visible() and "error" in (status.get_attribute("class") or "")
+            assert status.inner_text().startswith("Error:") and len(status.inner_text()) > 20
+    finally:
+        srv.stop()
