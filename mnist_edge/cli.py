@@ -169,7 +169,8 @@ def export_cmd(
     static page on onnxruntime-web for the ONNX model (the packaged one if none is exported)."""
     from . import web
 
-    names = _csv(format, "--format", str)
+    if not (names := _csv(format, "--format", str)):
+        raise fail(f"--format takes onnx, torchscript, pt2, ort, web or all, got {format!r}")
     with_web = "web" in names or (names == ("all",) and web.find_ort_web(ort_web) is not None)
     if names := tuple(n for n in names if n != "web"):
         from .export import FORMATS, ExportConfig

@@ -95,6 +95,9 @@ FILE_CASES = [
                                                             "json", "folder", "image"]),
     (["train", "--data-dir", "{bad}", "--output-dir", "{out}"], ["missing", "empty", "folder",
                                                                  "image"]),
+    (["serve", "{bad}"], ["missing", "empty", "random bytes", "image", "folder"]),
+    (["export", "--format", "web", "--ort-web", "{bad}", "--web-dir", "{out}/web"],
+     ["missing", "empty", "random bytes", "json", "folder"]),
 ]  # fmt: skip
 
 
@@ -118,7 +121,7 @@ def test_bad_files(bad, trained, exported, mnist_dir, tmp_path, args, kind):
     values = {"bad": bad[kind], "out": out, "ckpt": trained, "onnx": exported / "mnist_cnn.onnx",
               "image": bad["image"]}  # fmt: skip
     argv = [a.format(**values) for a in args]
-    if "--data-dir" not in argv and args[0] != "predict":
+    if "--data-dir" not in argv and args[0] not in ("predict", "serve"):
         argv += ["--data-dir", str(mnist_dir)]
     before = snapshot(tmp_path), snapshot(bad["folder"].parent), snapshot(exported)
     result = cli(*argv, "--test-limit", "50") if args[0] in ("evaluate", "parity") else cli(*argv)
@@ -158,6 +161,7 @@ FLAG_CASES = [
     ("bench", "--latency-bound-ms", ["0", "nan"], "latency bound"),
     ("bench", "--scenario", ["nonsense"], "scenario"),
     ("bench", "--max-regression", ["-5", "nan"], "regression"),
+    ("serve", "--port", ["-1", "65536", "x"], "port"),
 ]
 
 
@@ -180,6 +184,7 @@ def test_bad_numbers_and_choices(
         "predict": [tmp_path / "x.png", "--model", exported / "mnist_cnn.onnx"],
         "bench": ["--model", exported / "mnist_cnn.onnx", "--backends", "onnxruntime",
                   "--iterations", 1, "--json", tmp_path / "b.json"],
+        "serve": [tmp_path / "web"],
     }[command]  # fmt: skip
     from PIL import Image
 
@@ -188,8 +193,11 @@ def test_bad_numbers_and_choices(
     if flag in base:  # the flag under test replaces the base's own value
         i = base.index(flag)
         del base[i : i + 2]
+    if command == "serve":  # a web folder to serve, so that only the flag is wrong
+        (tmp_path / "web").mkdir()
+        (tmp_path / "web" / "index.html").write_text("<html></html>")
     before = snapshot(tmp_path)
-    data = [] if command == "predict" else ["--data-dir", mnist_dir]
+    data = [] if command in ("predict", "serve") else ["--data-dir", mnist_dir]
     result = cli(command, *base, *flag.split(), value, *data)
     assert result.exit_code == 2, result.output
     assert_clean_error(result, "")

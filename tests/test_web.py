@@ -367,3 +367,10 @@ def test_a_missing_wasm_is_a_visible_error(site, browser, tmp_path):
             assert status.inner_text().startswith("Error:") and len(status.inner_text()) > 20
     finally:
         srv.stop()
+
+
+def test_a_broken_exported_model_is_refused_before_anything_is_written(tmp_path):
+    (tmp_path / "mnist_cnn.onnx").write_bytes(b"not a model")
+    r = cli("export", "--format", "web", "--output-dir", tmp_path)
+    assert_clean_error(r, "mnist_cnn.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist_cnn.onnx"]
