@@ -149,7 +149,9 @@
     if (typeof ort === "undefined") throw new Error(`onnxruntime-web did not load from ${config.ort.script}`);
     if (config.ort.wasm_paths) ort.env.wasm.wasmPaths = config.ort.wasm_paths;
     const cores = navigator.hardwareConcurrency || 1;
-    ort.env.wasm.numThreads = self.crossOriginIsolated ? Math.min(4, cores) : 1;
+    const asked = parseInt(new URLSearchParams(location.search).get("threads") || "", 10);
+    const wanted = asked > 0 ? asked : Math.min(4, cores); // ?threads=N sets the thread count
+    ort.env.wasm.numThreads = self.crossOriginIsolated ? wanted : 1;
     api.config = config;
     try {
       await session("fp32");
