@@ -32,10 +32,9 @@ THREE = [[(85, 70), (120, 45), (170, 50), (195, 85), (180, 120), (140, 138)],
          [(140, 138), (190, 160), (200, 200), (170, 235), (120, 240), (80, 215)]]  # fmt: skip
 
 
-def native(model: Path, threads: int, calls: int) -> list[float]:
-    session = load_session(model, threads=threads)
-    feed = {session.get_inputs()[0].name: np.full((1, 1, 28, 28), -0.4242, np.float32)}
-    for _ in range(20):
+def timed(session, feed: dict, calls: int, warmup: int = 20) -> list[float]:
+    """Milliseconds of each of `calls` native session.run calls, after `warmup` calls."""
+    for _ in range(warmup):
         session.run(None, feed)
     times = []
     for _ in range(calls):
@@ -43,6 +42,12 @@ def native(model: Path, threads: int, calls: int) -> list[float]:
         session.run(None, feed)
         times.append((time.perf_counter() - t0) * 1000)
     return times
+
+
+def native(model: Path, threads: int, calls: int) -> list[float]:
+    session = load_session(model, threads=threads)
+    return timed(session, {session.get_inputs()[0].name: np.full((1, 1, 28, 28), -0.4242,
+                                                                 np.float32)}, calls)  # fmt: skip
 
 
 def in_page(page, model: str, calls: int) -> list[float]:
@@ -90,14 +95,7 @@ def probes(page, site: Path, calls: int) -> dict[str, dict]:
     out = {}
     for name, (file, shape, flops) in PROBES.items():
         native_s = raw_session((site / file).read_bytes(), threads=1)
-        feed = {"x": np.full(shape, 0.5, np.float32)}
-        for _ in range(20):
-            native_s.run(None, feed)
-        times = []
-        for _ in range(calls):
-            t0 = time.perf_counter()
-            native_s.run(None, feed)
-            times.append((time.perf_counter() - t0) * 1000)
+        times = timed(native_s, {"x": np.full(shape, 0.5, np.float32)}, calls)
         page_t = page.evaluate(PROBE_JS, [file, shape, calls])
         row = {"page_p50_ms": float(np.median(page_t)),
                "native_1thread_p50_ms": float(np.median(times))}  # fmt: skip

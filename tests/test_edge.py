@@ -101,6 +101,17 @@ def test_predict_files_and_a_folder_without_torch(folder, mnist_dir, tmp_path):
     assert [row["file"] for row in rows] == [str(images / f"{i}.png") for i in range(6)]
 
 
+def test_web_export_and_serve_without_torch(folder, tmp_path):
+    """The browser target is edge work too: a device-side install writes and serves the page."""
+    r = edge("export", "--format", "web", "--output-dir", folder, "--web-dir", tmp_path / "web")
+    assert r.returncode == 0, r.stderr
+    assert "from the exported model" in r.stdout
+    config = json.loads((tmp_path / "web" / "model.json").read_text())
+    assert config["models"]["fp32"]["file"] == "mnist_cnn.onnx"
+    r = edge("serve", tmp_path / "web", "--port", "99999")
+    assert "--port" in one_error_line(r)
+
+
 @pytest.mark.parametrize(
     "args",
     [

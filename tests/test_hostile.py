@@ -205,19 +205,22 @@ def test_bad_numbers_and_choices(
     assert snapshot(tmp_path) == before
 
 
-def _tmpfs(path: Path, size: str) -> bool:
+def _tmpfs(path: Path, size: str) -> Path:
+    """A fresh tmpfs of `size` mounted at `path` (skipped with the reason when not root: the
+    tests run as root in CI; as root a failed mount is a failure)."""
+    if not IS_ROOT:
+        pytest.skip("needs root to mount a small tmpfs (the tests run as root in CI)")
     path.mkdir()
-    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True).returncode == 0  # fmt: skip
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                       capture_output=True, text=True)  # fmt: skip
+    assert r.returncode == 0, f"mount -t tmpfs failed although running as root: {r.stderr}"
+    return path
 
 
 @pytest.fixture
 def full_disk(tmp_path):
     """A small filesystem, filled to the last byte."""
-    disk = tmp_path / "full"
-    if not IS_ROOT:
-        pytest.skip("needs root to mount a small tmpfs (the tests run as root in CI)")
-    assert _tmpfs(disk, "256k"), "mount -t tmpfs failed although running as root"
+    disk = _tmpfs(tmp_path / "full", "256k")
     fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
     try:
         while os.write(fd, b"\0" * 4096):
@@ -233,10 +236,7 @@ def full_disk(tmp_path):
 @pytest.fixture
 def read_only(tmp_path):
     """A read-only filesystem (root ignores permission bits, so chmod would not do)."""
-    folder = tmp_path / "ro"
-    if not IS_ROOT:
-        pytest.skip("needs root to mount a read-only tmpfs (the tests run as root in CI)")
-    assert _tmpfs(folder, "1m"), "mount -t tmpfs failed although running as root"
+    folder = _tmpfs(tmp_path / "ro", "1m")
     subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
     yield folder
     _umount(folder)
