@@ -269,4 +269,5 @@ def web_export(r: WebExport, source: str) -> None:
 
 
 def serving(server: WebServer) -> None:
-    console.print(f"serving {server.RequestHandlerClass.root} at {server.url} (Ctrl-C stops)")
+    console.print(f"serving at {server.url} (Ctrl-C stops): {server.RequestHandlerClass.root}",
+                  soft_wrap=True)  # fmt: skip

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -50,11 +51,25 @@ def site(tmp_path_factory) -> Path:
     return out
 
 
+@dataclass
+class Served:
+    url: str
+
+
 @pytest.fixture(scope="module")
 def server(site):
-    srv = web.make_server(site, port=0).start()
-    yield srv
-    srv.stop()
+    """`mnist-edge serve` itself, on a free port, in its own process (stopped with Ctrl-C)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mnist_edge", "serve", str(site), "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # fmt: skip
+    line = proc.stdout.readline()  # "serving at http://127.0.0.1:PORT/ (Ctrl-C stops): DIR"
+    url = next((w for w in line.split() if w.startswith("http://")), None)
+    assert url, line + proc.stderr.read()
+    yield Served(url)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=20) == 0
 
 
 @pytest.fixture(scope="module")
