@@ -33,8 +33,12 @@ from .options import (  # declarations and error handling shared by the commands
     Rtol,
     TestLimit,
     Threads,
+    csv_values,
     fail,
     handle_errors,
+    opt_str,
+    quant_config,
+    verify_config,
 )  # fmt: skip
 
 app = typer.Typer(
@@ -49,10 +53,6 @@ console = render.console
 DEFAULT = Layout()
 
 Opt = typer.Option
-
-
-def _opt(path: Path | None) -> str | None:
-    return None if path is None else str(path)
 
 
 def finish(run: Any, json_path: Path | None) -> None:
@@ -93,7 +93,7 @@ def train_cmd(
 
     cfg = TrainConfig.from_recipe(
         recipe, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-        limit=limit, test_limit=test_limit, threads=threads, data_dir=_opt(data_dir),
+        limit=limit, test_limit=test_limit, threads=threads, data_dir=opt_str(data_dir),
         output_dir=str(output_dir), lr_schedule=lr_schedule, augment=augment,
         weight_decay=weight_decay, device=device, amp=amp,
     )  # fmt: skip
@@ -124,25 +124,11 @@ def evaluate_cmd(
     from .files import write_json
 
     source = model or checkpoint
-    r = evaluate(source, data_dir=_opt(data_dir), test_limit=test_limit, threads=threads)
+    r = evaluate(source, data_dir=opt_str(data_dir), test_limit=test_limit, threads=threads)
     render.evaluation(r)
     if json_path:
         write_json(json_path, r.to_dict())
         console.print(f"wrote {json_path}")
-
-
-def _verify(reference: Path | None, data_dir: Path | None, test_limit: int | None,
-            atol: float, rtol: float, threads: int | None = None) -> Any:  # fmt: skip
-    from .workflow import VerifyConfig
-
-    return VerifyConfig(_opt(reference), _opt(data_dir), test_limit, atol, rtol, threads)
-
-
-def _quant_config(model: Path, output: Path | None, **kw: Any) -> Any:
-    from .quantize import QuantConfig
-
-    out = output or Layout.beside(model).int8
-    return QuantConfig(model=str(model), output=str(out), **kw)
 
 
 @app.command("export")
@@ -169,7 +155,7 @@ def export_cmd(
     static page on onnxruntime-web for the ONNX model (the packaged one if none is exported)."""
     from . import web
 
-    if not (names := _csv(format, "--format", str)):
+    if not (names := csv_values(format, "--format", str)):
         raise fail(f"--format takes onnx, torchscript, pt2, ort, web or all, got {format!r}")
     with_web = "web" in names or (names == ("all",) and web.find_ort_web(ort_web) is not None)
     if names := tuple(n for n in names if n != "web"):
@@ -182,12 +168,12 @@ def export_cmd(
             raise fail(f"--quantize takes int8, got {quantize!r}")
         if quantize and "onnx" not in cfg.formats:
             raise fail("--quantize int8 needs --format onnx (or all): INT8 is made from the ONNX")
-        quant = None if not quantize else _quant_config(
+        quant = None if not quantize else quant_config(
             Layout(output_dir).onnx, None, calibration_size=calibration_size,
             max_accuracy_drop=max_accuracy_drop, min_argmax_agreement=min_agreement,
-            data_dir=_opt(data_dir),
+            data_dir=opt_str(data_dir),
         )  # fmt: skip
-        check = None if no_parity else _verify(checkpoint, data_dir, test_limit, atol, rtol)
+        check = None if no_parity else verify_config(checkpoint, data_dir, test_limit, atol, rtol)
         with console.status("exporting" + (", quantizing" if quant else "") + ", checking parity"):
             run = export_and_verify(cfg, quant=quant, check=check)
         render.export_run(run)
@@ -230,13 +216,13 @@ def quantize_cmd(
     gate fails (with --auto-exclude: when no mix of fp32 and int8 layers passes)."""
     from .workflow import quantize_and_verify
 
-    cfg = _quant_config(
+    cfg = quant_config(
         model, output, calibration_size=calibration_size, max_accuracy_drop=max_accuracy_drop,
         min_argmax_agreement=min_agreement, quant_format=quant_format, per_channel=per_channel,
         reduce_range=reduce_range, activation_type=activation_type, weight_type=weight_type,
-        calibration_method=calibration_method, data_dir=_opt(data_dir), test_limit=test_limit,
+        calibration_method=calibration_method, data_dir=opt_str(data_dir), test_limit=test_limit,
     )  # fmt: skip
-    check = None if no_parity else _verify(checkpoint, data_dir, test_limit, 1e-4, 1e-3)
+    check = None if no_parity else verify_config(checkpoint, data_dir, test_limit, 1e-4, 1e-3)
     with console.status("quantizing to INT8 and evaluating fp32 and int8 on the test set"):
         run = quantize_and_verify(cfg, checkpoint=checkpoint, check=check,
                                   auto_exclude=auto_exclude)  # fmt: skip
@@ -269,7 +255,7 @@ def parity_cmd(
     """Compare exported models with the PyTorch model (or --reference); exit 1 on a mismatch."""
     from .workflow import parity
 
-    check = _verify(reference or checkpoint, data_dir, test_limit, atol, rtol, threads)
+    check = verify_config(reference or checkpoint, data_dir, test_limit, atol, rtol, threads)
     if layers:
         from .workflow import layerwise
 
@@ -306,13 +292,6 @@ def predict_cmd(
         raise typer.Exit(EXIT_ERROR if summary.failed == summary.total else EXIT_FAILED)
 
 
-def _csv(text: str, flag: str, kind: type = int) -> tuple:
-    try:
-        return tuple(kind(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise fail(f"{flag} takes comma-separated values, got {text!r}") from None
-
-
 @app.command("bench")
 @handle_errors
 def bench_cmd(
@@ -344,17 +323,17 @@ def bench_cmd(
 
     baseline = bench.load_baseline(compare) if compare else None
     bench.check_max_regression(max_regression)
-    chosen = (_csv(backends, "--backends", str) if backends
+    chosen = (csv_values(backends, "--backends", str) if backends
               else bench.default_backends(model, checkpoint))  # fmt: skip
     if not chosen:
         raise fail(f"nothing to benchmark: no model at {model}; export one with "
                    "`mnist-edge export --format onnx` or pass --model")  # fmt: skip
-    scenarios = _csv(scenario, "--scenario", str) if scenario else ()
+    scenarios = csv_values(scenario, "--scenario", str) if scenario else ()
     cfg = bench.BenchConfig(
-        backends=chosen, batch_sizes=_csv(batch_sizes, "--batch-sizes"),
-        threads=_csv(threads, "--threads") if threads else (1, os.cpu_count() or 1),
+        backends=chosen, batch_sizes=csv_values(batch_sizes, "--batch-sizes"),
+        threads=csv_values(threads, "--threads") if threads else (1, os.cpu_count() or 1),
         warmup=warmup, iterations=iterations, duration=duration, model=str(model),
-        checkpoint=str(checkpoint), data_dir=_opt(data_dir),
+        checkpoint=str(checkpoint), data_dir=opt_str(data_dir),
         scenarios=bench.SCENARIOS if scenarios == ("all",) else scenarios, queries=queries,
         qps=qps, workers=workers or os.cpu_count() or 1, latency_bound_ms=latency_bound_ms,
         idle_gap_s=idle_gap,
@@ -376,11 +355,6 @@ def bench_cmd(
         console.print(f"no regression beyond {max_regression:g}% against {compare}")
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
-
-
 @app.command("serve")
 @handle_errors
 def serve_cmd(
@@ -394,3 +368,8 @@ def serve_cmd(
 
     serve(folder, host, port, quiet=not verbose, on_start=render.serving)
     console.print("stopped")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -87,3 +87,32 @@ def handle_errors(fn: F) -> F:
             raise fail(str(known)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+# --- from option values to library arguments ---------------------------------------------------
+def opt_str(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
+def csv_values(text: str, flag: str, kind: type = int) -> tuple:
+    """ "1,8,64" -> (1, 8, 64); a value that does not parse is a one-line usage error."""
+    try:
+        return tuple(kind(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise fail(f"{flag} takes comma-separated values, got {text!r}") from None
+
+
+def verify_config(reference: Path | None, data_dir: Path | None, test_limit: int | None,
+                  atol: float, rtol: float, threads: int | None = None) -> Any:  # fmt: skip
+    from .workflow import VerifyConfig
+
+    return VerifyConfig(opt_str(reference), opt_str(data_dir), test_limit, atol, rtol, threads)
+
+
+def quant_config(model: Path, output: Path | None, **kw: Any) -> Any:
+    """QuantConfig for --model/--output (default: mnist_cnn.int8.onnx beside the model)."""
+    from .layout import Layout
+    from .quantize import QuantConfig
+
+    out = output or Layout.beside(model).int8
+    return QuantConfig(model=str(model), output=str(out), **kw)

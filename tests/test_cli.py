@@ -8,7 +8,7 @@ from conftest import cli as run
 from mnist_edge import checkpoint as ckpt_io
 from mnist_edge.cli import app
 
-COMMANDS = {"train", "evaluate", "export", "quantize", "parity", "predict", "bench"}
+COMMANDS = {"train", "evaluate", "export", "quantize", "parity", "predict", "bench", "serve"}
 
 
 def test_help_lists_every_command():
