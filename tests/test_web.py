@@ -389,3 +389,47 @@ def test_a_broken_exported_model_is_refused_before_anything_is_written(tmp_path)
     r = cli("export", "--format", "web", "--output-dir", tmp_path)
     assert_clean_error(r, "mnist_cnn.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mnist_cnn.onnx"]
+
+
+def _headers_claiming(w: int, h: int) -> dict[str, bytes]:
+    """Files whose headers claim w x h pixels (JPEG after an APP0 segment, GIF, BMP, WebP)."""
+    import struct
+
+    app0 = b"\xff\xe0" + struct.pack(">H", 16) + b"JFIF\x00" + bytes(9)
+    sof = b"\xff\xc0" + struct.pack(">HBHHB", 11, 8, h, w, 1) + bytes(3)
+    bmp = b"BM" + bytes(16) + struct.pack("<ii", w, h) + bytes(28)
+    vp8x = b"VP8X" + struct.pack("<I", 10) + bytes(4) + (w - 1).to_bytes(3, "little") + (
+        h - 1).to_bytes(3, "little")  # fmt: skip
+    return {"bomb.jpg": b"\xff\xd8" + app0 + sof + b"\xff\xd9",
+            "bomb.gif": b"GIF89a" + struct.pack("<HH", min(w, 65535), min(h, 65535)) + bytes(8),
+            "bomb.bmp": bmp,
+            "bomb.webp": b"RIFF" + struct.pack("<I", 30) + b"WEBP" + vp8x}  # fmt: skip
+
+
+def test_hostile_files_in_the_page_are_one_line_errors_and_the_page_goes_on(page, site, mnist_dir):
+    """A decompression bomb is refused from its header before decoding (as max_image_pixels is
+    in Python); junk, empty and missing files are errors on the page; the next image works."""
+    from test_hostile import png_claiming
+
+    folder = site / "hostile"
+    folder.mkdir(exist_ok=True)
+    (folder / "bomb.png").write_bytes(png_claiming(20_000, 20_000))
+    for name, data in _headers_claiming(20_000, 20_000).items():
+        (folder / name).write_bytes(data)
+    (folder / "junk.png").write_bytes(np.random.default_rng(1).bytes(5000))
+    (folder / "empty.jpg").write_bytes(b"")
+    (folder / "notes.txt").write_text("not an image")
+    Image.fromarray(load_split("test", mnist_dir, 1).images[0]).save(folder / "good.png")
+    classify = "async (u) => await window.mnistEdge.classifySource(u)"
+    expect = {**{name: "over the limit" for name in _headers_claiming(1, 1)},
+              "bomb.png": "over the limit", "junk.png": "not a readable image",
+              "empty.jpg": "not a readable image", "notes.txt": "not a readable image",
+              "absent.png": "HTTP 404"}  # fmt: skip
+    for name, words in expect.items():
+        result = page.page.evaluate(classify, f"hostile/{name}")
+        assert words in result.get("error", ""), (name, result)
+        assert words in page.page.inner_text("#status"), name
+    assert page.page.evaluate("window.mnistEdge.error") is None  # not a fatal error
+    good = page.page.evaluate(classify, "hostile/good.png")
+    assert good["label"] == str(load_split("test", mnist_dir, 1).labels[0])
+    assert page.page.get_attribute("#status", "class") == "ready"

@@ -43,12 +43,55 @@
     return P.normalise(digit, m.mean, m.std, m.pixel_scale);
   }
 
-  /** Decoded pixels of an image (Blob/File/URL) composited on white paper, like Pillow does. */
+  /** Width and height from an image file's header (PNG, JPEG, GIF, BMP, WebP), before any
+   * decoding, as mnist-edge checks max_image_pixels; null when the format is not known here. */
+  function headerSize(b) {
+    const dv = new DataView(b.buffer, b.byteOffset, b.byteLength), n = b.length;
+    const ascii = (o, len) => String.fromCharCode(...b.subarray(o, o + len));
+    if (n >= 24 && b[0] === 0x89 && ascii(1, 3) === "PNG") return [dv.getUint32(16), dv.getUint32(20)];
+    if (n >= 10 && ascii(0, 3) === "GIF") return [dv.getUint16(6, true), dv.getUint16(8, true)];
+    if (n >= 26 && ascii(0, 2) === "BM") return [Math.abs(dv.getInt32(18, true)), Math.abs(dv.getInt32(22, true))];
+    if (n >= 30 && ascii(0, 4) === "RIFF" && ascii(8, 4) === "WEBP") {
+      const kind = ascii(12, 4);
+      if (kind === "VP8X") return [1 + (b[24] | (b[25] << 8) | (b[26] << 16)), 1 + (b[27] | (b[28] << 8) | (b[29] << 16))];
+      if (kind === "VP8 ") return [dv.getUint16(26, true) & 0x3fff, dv.getUint16(28, true) & 0x3fff];
+      if (kind === "VP8L") { const v = dv.getUint32(21, true); return [(v & 0x3fff) + 1, ((v >>> 14) & 0x3fff) + 1]; }
+    }
+    if (n >= 4 && b[0] === 0xff && b[1] === 0xd8) { // JPEG: the first start-of-frame marker
+      let o = 2;
+      while (o + 9 < n) {
+        if (b[o] !== 0xff) { o++; continue; }
+        const m = b[o + 1];
+        if (m >= 0xc0 && m <= 0xcf && m !== 0xc4 && m !== 0xc8 && m !== 0xcc) return [dv.getUint16(o + 7), dv.getUint16(o + 5)];
+        if (m === 0xd8 || m === 0x01 || (m >= 0xd0 && m <= 0xd7) || m === 0xff) { o += m === 0xff ? 1 : 2; continue; }
+        o += 2 + dv.getUint16(o + 2);
+      }
+    }
+    return null;
+  }
+
+  /** Decoded pixels of an image (Blob/File/URL) composited on white paper, like Pillow does.
+   * Too many pixels (from the header) or an undecodable file is an InputError, not a crash. */
   async function decode(source) {
-    const blob = typeof source === "string" ? await (await fetch(source)).blob() : source;
-    const bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    let blob = source;
+    if (typeof source === "string") {
+      const r = await fetch(source);
+      if (!r.ok) throw new P.InputError(`cannot read ${source}: HTTP ${r.status}`);
+      blob = await r.blob();
+    }
+    const name = source.name || (typeof source === "string" ? source : "the image");
+    const size = headerSize(new Uint8Array(await blob.slice(0, 1 << 20).arrayBuffer()));
+    if (size && size[0] * size[1] > MAX_PIXELS) {
+      throw new P.InputError(`${name} is ${size[0]}x${size[1]} pixels, over the limit of ${MAX_PIXELS.toLocaleString("en")}; scale it down first`);
+    }
+    let bitmap;
+    try {
+      bitmap = await createImageBitmap(blob, { colorSpaceConversion: "none", premultiplyAlpha: "none" });
+    } catch (e) {
+      throw new P.InputError(`${name} is not a readable image (${e.name || e})`);
+    }
     const w = bitmap.width, h = bitmap.height;
-    if (w * h > MAX_PIXELS) throw new P.InputError(`the image is ${w}x${h}, over the limit of ${MAX_PIXELS} pixels`);
+    if (w * h > MAX_PIXELS) { bitmap.close(); throw new P.InputError(`${name} is ${w}x${h} pixels, over the limit of ${MAX_PIXELS.toLocaleString("en")}`); }
     const c = new OffscreenCanvas(w, h), ctx = c.getContext("2d", { willReadFrequently: true });
     ctx.fillStyle = "#fff";
     ctx.fillRect(0, 0, w, h);
@@ -82,6 +125,7 @@
     for (let i = 0; i < 784; i++) { img.data.set([digit[i], digit[i], digit[i], 255], 4 * i); }
     seen.putImageData(img, 0, 0);
     $("latency").textContent = `${ms.toFixed(2)} ms (model call)`;
+    if (!api.error && $("status").className === "error") say("ready: draw a digit", "ready");
     api.last = { label: labels[order[0][1]], index: order[0][1], probs, logp, digit: Array.from(digit), ms };
     return api.last;
   }
