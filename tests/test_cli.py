@@ -101,6 +101,16 @@ def test_export_all_runs_parity_and_records_it(trained, mnist_dir, tmp_path):
         assert entry["parity"]["passed"] is True
         assert entry["parity"]["argmax_agreement"] == 100.0
     assert json.loads(report.read_text())["passed"] is True
+    # `all` includes the web page exactly when onnxruntime-web is installed locally (make test
+    # installs it), built from the ONNX just exported
+    from mnist_edge import web
+    from mnist_edge.files import sha256
+
+    page = tmp_path / "web" / "model.json"
+    assert page.is_file() == (web.find_ort_web() is not None), result.output
+    if page.is_file():
+        model = json.loads(page.read_text())["models"]["fp32"]
+        assert model["sha256"] == sha256(tmp_path / "mnist_cnn.onnx")
     # parity with no artifact named: every artifact in the manifest
     again = run(
         "parity", "--checkpoint", trained, "--output-dir", tmp_path, "--data-dir", mnist_dir,

@@ -145,6 +145,20 @@ def test_reexport_replaces_the_folder_and_refuses_a_foreign_one(site, tmp_path):
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
+def test_another_onnxruntime_web_version_is_used_and_said(tmp_path):
+    pkg = tmp_path / "node_modules" / "onnxruntime-web"
+    (pkg / "dist").mkdir(parents=True)
+    (pkg / "package.json").write_text(json.dumps({"version": "1.29.9"}))
+    for name in web.ORT_WEB_FILES:
+        (pkg / "dist" / name).write_text("// stand-in")
+    cfg = web.WebConfig(str(pretrained_path()), str(tmp_path / "w"), None, str(pkg))
+    result = web.export_web(cfg)
+    assert result.local and result.ort_version == "1.29.9"
+    assert any(f"the pinned one is {web.ORT_WEB_VERSION}" in note for note in result.notes)
+    config = json.loads((tmp_path / "w" / "model.json").read_text())
+    assert config["ort"] == {"version": "1.29.9", "script": "ort.wasm.min.js", "wasm_paths": None}
+
+
 def test_a_wrong_ort_web_folder_is_a_clean_error(tmp_path):
     r = cli("export", "--format", "web", "--ort-web", tmp_path, "--web-dir", tmp_path / "w")
     assert_clean_error(r, "--ort-web")
