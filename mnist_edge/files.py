@@ -38,13 +38,12 @@ def atomic_write(path: Path | str, write: Callable[[Path], Any]) -> None:
 
 def _write_failure(exc: BaseException, folder: Path) -> str:
     """Why a write failed, in words: the OS's reason, or a full disk behind a library's error."""
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    try:
-        if shutil.disk_usage(folder).free < 4 << 20:  # under 4 MiB left: the likely cause
-            return "No space left on device"
-    except OSError:
-        pass
+    if not isinstance(exc, OSError):  # torch's writer: a RuntimeError that does not say ENOSPC
+        try:
+            if shutil.disk_usage(folder).free < 4 << 20:  # under 4 MiB left: the likely cause
+                return "No space left on device"
+        except OSError:
+            pass
     return reason(exc)
 
 

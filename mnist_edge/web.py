@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError, ConfigError, OutputError, missing_dependency
+from .errors import ArtifactError, ConfigError, OutputError, missing_dependency, reading, reason
 from .files import sha256
 
 ORT_WEB_VERSION = "1.30.0"  # the pinned onnxruntime-web (Makefile: `make web-deps`)
@@ -117,33 +117,23 @@ def _version(dist: Path) -> str:
 
 def model_card(model: Path) -> dict[str, Any]:
     """What the page needs to know about a model, from the model's own metadata."""
+    from . import spec
     from .runtime import load_session, model_metadata
 
     meta = model_metadata(load_session(model, threads=1))
-    prefix = "mnist_edge."
-
-    def get(key: str, default: str = "") -> str:
-        return meta.get(prefix + key, default)
-
-    try:
-        labels = json.loads(get("class_labels", "[]")) or [str(i) for i in range(10)]
-        card = {
-            "mean": float(get("mean", "0")), "std": float(get("std", "1")),
-            "pixel_scale": float(get("pixel_scale", str(1 / 255))),
-            "image_size": int(get("image_size", "28")), "labels": labels,
-            "input_name": get("input_name", "input"), "output_name": get("output_name", ""),
-        }  # fmt: skip
-    except ValueError as exc:
-        raise ArtifactError(f"{model} has malformed mnist_edge metadata: {exc}") from exc
-    accuracy = get("test_accuracy")
-    card.update(
-        test_accuracy=float(accuracy) if accuracy else None,
-        source_checkpoint_sha256=get("source_checkpoint_sha256") or None,
-        sha256=sha256(model),
-        format=get("format", "onnx"),
-        version=get("version") or None,
-    )
-    return card
+    with reading(model, "a model with readable mnist_edge metadata", ArtifactError):
+        contract = spec.Contract.from_metadata(meta) or spec.Contract()  # the one parser
+        accuracy = meta.get(spec.METADATA_PREFIX + "test_accuracy")
+        accuracy = float(accuracy) if accuracy else None
+    return {
+        "mean": contract.mean, "std": contract.std, "pixel_scale": contract.pixel_scale,
+        "image_size": contract.image_size, "labels": list(contract.class_labels),
+        "input_name": contract.input_name, "output_name": contract.output_name,
+        "test_accuracy": accuracy, "sha256": sha256(model),
+        "source_checkpoint_sha256": meta.get(spec.METADATA_PREFIX + "source_checkpoint_sha256"),
+        "format": meta.get(spec.METADATA_PREFIX + "format", "onnx"),
+        "version": meta.get(spec.METADATA_PREFIX + "version"),
+    }  # fmt: skip
 
 
 def export_web(cfg: WebConfig) -> WebExport:
@@ -179,7 +169,7 @@ def export_web(cfg: WebConfig) -> WebExport:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-web-", dir=out.parent))
     except OSError as exc:
-        raise OutputError(f"cannot write to {out.parent}: {exc.strerror or exc}") from exc
+        raise OutputError(f"cannot write to {out.parent}: {reason(exc)}") from exc
     try:
         for name in APP_FILES:
             text = (APP_DIR / name).read_text()
@@ -198,7 +188,7 @@ def export_web(cfg: WebConfig) -> WebExport:
         _replace_folder(tmp, out)
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from exc
+        raise OutputError(f"cannot write {out}: {reason(exc)}") from exc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

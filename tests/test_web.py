@@ -447,3 +447,16 @@ def test_hostile_files_in_the_page_are_one_line_errors_and_the_page_goes_on(page
     good = page.page.evaluate(classify, "hostile/good.png")
     assert good["label"] == str(load_split("test", mnist_dir, 1).labels[0])
     assert page.page.get_attribute("#status", "class") == "ready"
+
+
+def test_malformed_model_metadata_is_a_clean_error(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(pretrained_path()))
+    for prop in model.metadata_props:
+        if prop.key == "mnist_edge.mean":
+            prop.value = "not a number"
+    bad = tmp_path / "mnist_cnn.onnx"
+    onnx.save(model, str(bad))
+    r = cli("export", "--format", "web", "--output-dir", tmp_path, "--web-dir", tmp_path / "w")
+    assert_clean_error(r, "metadata")
+    assert not (tmp_path / "w").exists()
