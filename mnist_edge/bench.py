@@ -25,7 +25,7 @@ import numpy as np
 from .errors import ArtifactError, ConfigError, InputError
 from .files import utc_now
 from .layout import Layout
-from .machine import check_threads, environment, has_module, peak_rss_mb, reset_peak_rss
+from .machine import check_threads, environment, has_module, isa_class, peak_rss_mb, reset_peak_rss
 from .runners import BACKENDS as RUNNER_BACKENDS
 from .runners import Runner, load_runner
 from .spec import FLOPS_PER_IMAGE
@@ -403,6 +403,15 @@ def load_baseline(path: Path | str) -> dict[str, Any]:
         data = None
     if not isinstance(data, dict) or not isinstance(data.get("cases"), list):
         raise InputError(f"{path} is not a bench JSON report (no 'cases' list)")
+    env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
+    flags = env.get("cpu_flags")
+    theirs = env.get("isa_class") or (isa_class(flags) if isinstance(flags, list) else None)
+    if theirs != isa_class():
+        raise InputError(
+            f"{path} was measured on another kind of CPU ({theirs or 'unknown'}; this one is "
+            f"{isa_class()}): timings compare only between CPUs of one class, so measure a "
+            "baseline on this machine"
+        )
     return data
 
 

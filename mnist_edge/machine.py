@@ -22,18 +22,54 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def cpu_flags() -> list[str]:
-    """The SIMD features that decide fp32/int8 speed (x86 only; empty elsewhere)."""
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+# The CPU features that change which kernels ONNX Runtime (and OpenVINO) run, and so their speed
+# and, for integer and bf16 kernels, their numbers: x86 flags from /proc/cpuinfo's "flags",
+# ARM ones from its "Features".
+X86_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16",
+             "amx_bf16", "amx_int8")  # fmt: skip
+ARM_FLAGS = ("asimd", "asimddp", "i8mm", "bf16", "sve", "sve2")
+
+
+def _cpuinfo_features() -> set[str]:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("flags"):
-                    have = set(line.split(":", 1)[1].split())
-                    return [w for w in wanted if w in have]
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return []
+    return set()
+
+
+def cpu_flags() -> list[str]:
+    """The SIMD features that decide fp32/int8/bf16 kernels (empty where unknown)."""
+    have = _cpuinfo_features()
+    return [w for w in (*X86_FLAGS, *ARM_FLAGS) if w in have]
+
+
+def isa_class(flags: list[str] | None = None, arch: str | None = None) -> str:
+    """The kind of CPU a figure was measured on, coarse enough to recur and fine enough that two
+    machines of one class run the same kernels: "x86_64 avx2", "x86_64 avx512+vnni+bf16",
+    "aarch64 neon+dotprod", ... A figure recorded on one class is compared exactly only with a
+    figure measured on the same class."""
+    have = set(cpu_flags() if flags is None else flags)
+    arch = (arch or platform.machine()).lower()
+    if arch in ("x86_64", "amd64"):
+        base = "avx512" if "avx512f" in have else "avx2" if "avx2" in have else "sse"
+        extras = [name for flag, name in (("avx512_vnni", "vnni"), ("avx_vnni", "vnni"),
+                                          ("avx512_bf16", "bf16"), ("amx_int8", "amx"))
+                  if flag in have]  # fmt: skip
+        return "x86_64 " + "+".join([base, *dict.fromkeys(extras)])
+    if arch in ("aarch64", "arm64"):
+        arm = (("asimddp", "dotprod"), ("i8mm", "i8mm"), ("bf16", "bf16"), ("sve", "sve"))
+        extras = [name for flag, name in arm if flag in have]
+        return "aarch64 " + "+".join(["neon", *extras])
+    return arch
+
+
+def measured_on() -> dict[str, object]:
+    """What to store beside a figure kept for later comparison."""
+    return {"isa_class": isa_class(), "cpu_flags": cpu_flags(), "cpu": cpu_model()}
 
 
 def versions() -> dict[str, str]:
@@ -57,6 +93,7 @@ def environment() -> dict[str, object]:
     return {
         "cpu": cpu_model(),
         "cpu_flags": cpu_flags(),
+        "isa_class": isa_class(),
         "cores": os.cpu_count(),
         "platform": platform.platform(),
         "thread_env": threads_env,

@@ -166,6 +166,23 @@ def test_compare_with_a_bad_baseline_is_a_clean_error(tmp_path):
     assert result.exit_code == 2 and "not a bench JSON report" in result.stderr
 
 
+def test_a_baseline_from_another_kind_of_cpu_is_refused(bench_json, tmp_path):
+    """Timings compare only on the same ISA class: a baseline recorded with other CPU flags is
+    a clean error, not a verdict."""
+    from mnist_edge.machine import cpu_flags
+
+    path, _ = bench_json
+    report = json.loads(path.read_text())
+    other = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni") if f not in cpu_flags()]
+    report["environment"].pop("isa_class", None)
+    report["environment"]["cpu_flags"] = [*cpu_flags(), *other[:1]] if other else ["avx2"]
+    (tmp_path / "other.json").write_text(json.dumps(report))
+    assert_clean_error(cli("bench", "--compare", tmp_path / "other.json"), "another kind of CPU")
+    report["environment"]["cpu_flags"] = cpu_flags()  # the same flags: accepted
+    (tmp_path / "same.json").write_text(json.dumps(report))
+    assert bench.load_baseline(tmp_path / "same.json")["cases"]
+
+
 def test_scenarios(exported, mnist_dir, tmp_path):
     out = tmp_path / "s.json"
     result = cli(
