@@ -19,7 +19,7 @@ from . import __version__, manifest, spec
 from .checkpoint import Checkpoint
 from .checkpoint import load as load_checkpoint
 from .errors import ArtifactError, ConfigError, MnistEdgeError, interrupted, reason
-from .files import atomic_write
+from .files import atomic_write, save_onnx
 from .layout import Layout
 from .manifest import Artifact
 from .runners import EXTRA_FILE
@@ -101,7 +101,7 @@ def export_onnx(model: torch.nn.Module, meta: dict[str, str], dest: Path, opset:
     proto.doc_string = "MNIST CNN exported by mnist-edge; see metadata_props for preprocessing"
     # torch's own verify step does not run the checker: run it ourselves, fully.
     onnx.checker.check_model(proto, full_check=True)
-    atomic_write(dest, lambda tmp: onnx.save_model(proto, str(tmp)))
+    save_onnx(proto, dest)
     return real_opset
 
 
@@ -111,12 +111,43 @@ def export_torchscript(model: torch.nn.Module, meta: dict[str, str], dest: Path)
         warnings.simplefilter("ignore")  # torch.jit is deprecated upstream; still widely used
         traced = torch.jit.trace(model, _example())
         extra = {EXTRA_FILE: json.dumps(meta)}
-        atomic_write(dest, lambda tmp: torch.jit.save(traced, str(tmp), _extra_files=extra))
+
+        def write(tmp: Path) -> None:
+            torch.jit.save(traced, str(tmp), _extra_files=extra)
+            _drop_debug_records(tmp)
+
+        atomic_write(dest, write)
+
+
+def _drop_debug_records(archive: Path) -> None:
+    """Rewrite a TorchScript archive without its `*.debug_pkl` records: they hold the Python
+    stack of the trace, with absolute paths of the build machine; loading does not need them."""
+
+    import hashlib
+    import zipfile
+
+    staged = archive.with_name(archive.name + ".part")
+    with zipfile.ZipFile(archive) as src, zipfile.ZipFile(staged, "w") as dst:
+        records = [
+            (i, src.read(i)) for i in src.infolist() if not i.filename.endswith(".debug_pkl")
+        ]
+        # torch's serialization id hashes every record, the dropped ones too: hash what is kept
+        digest = hashlib.sha256()
+        for info, data in records:
+            if not info.filename.endswith("serialization_id"):
+                digest.update(info.filename.encode() + b"\0" + data)
+        for info, data in records:
+            if info.filename.endswith("serialization_id"):
+                data = str(int(digest.hexdigest(), 16) % 10**40).zfill(40).encode()
+            dst.writestr(info, data)  # same names, dates and (stored) method
+    staged.replace(archive)
 
 
 def export_pt2(model: torch.nn.Module, meta: dict[str, str], dest: Path) -> None:
     """A torch.export ExportedProgram (PyTorch's recommended format) with dynamic batch."""
     program = torch.export.export(model, (_example(),), dynamic_shapes=_dynamic_batch())
+    for node in program.graph.nodes:  # the trace's Python stack: build-machine paths
+        node.meta.pop("stack_trace", None)
     extra = {EXTRA_FILE: json.dumps(meta)}
     atomic_write(dest, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
 

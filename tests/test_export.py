@@ -103,3 +103,75 @@ def test_missing_checkpoint_and_unwritable_dir(trained, tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(OutputError):
         export(ExportConfig(checkpoint=str(trained), output_dir=str(tmp_path / "file" / "x")))
+
+
+ARTIFACTS = ("mnist_cnn.onnx", "mnist_cnn.ort", "mnist_cnn.torchscript.pt", "mnist_cnn.pt2",
+             "mnist_cnn.required_operators.config")  # fmt: skip
+
+
+@pytest.mark.parametrize("name", ARTIFACTS)
+def test_no_artifact_names_the_build_machine(exported, name):
+    import sys
+
+    from conftest import ABSOLUTE_PATH, REPO
+
+    data = (exported / name).read_bytes()
+    assert not ABSOLUTE_PATH.findall(data), ABSOLUTE_PATH.findall(data)[:3]
+    for place in (str(REPO), sys.prefix, str(exported)):
+        assert place.encode() not in data, place
+
+
+def test_stripping_keeps_the_layer_scopes(exported):
+    from mnist_edge.runners import scoped_nodes
+
+    model = onnx.load(str(exported / "mnist_cnn.onnx"))
+    keys = {p.key for n in model.graph.node for p in n.metadata_props}
+    assert "pkg.torch.onnx.stack_trace" not in keys and "pkg.torch.onnx.name_scopes" in keys
+    assert set(scoped_nodes(model)) >= {"conv1", "conv2", "conv3", "fc"}
+
+
+def _checkout(root, name: str):
+    """A copy of the package at another path, as a second clone of the repository would be."""
+    import shutil
+
+    from conftest import REPO
+
+    copy = root / name
+    shutil.copytree(REPO / "mnist_edge", copy / "mnist_edge",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    return copy
+
+
+def _in_checkout(copy, *args) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(copy)}
+    r = subprocess.run([sys.executable, "-m", "mnist_edge", *map(str, args)], cwd=copy, env=env,
+                       capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+
+
+def test_one_checkpoint_exports_the_same_bytes_from_two_checkouts(trained, mnist_dir, tmp_path):
+    """ONNX, INT8, TorchScript and pt2 are byte-identical whichever path the package ran from.
+    The .ort file is not: ONNX Runtime's converter writes its kernel-type table in the order of
+    a hash map keyed by memory addresses, which changes from one process to the next (3 sha256s
+    in 6 conversions of one ONNX file); what it holds is the same, so it computes the same."""
+    made = {}
+    for name in ("a", "checkout-two"):
+        copy = _checkout(tmp_path, name)
+        out = tmp_path / f"out-{name}"
+        _in_checkout(copy, "export", "--format", "onnx,torchscript,pt2,ort", "--checkpoint",
+                     trained, "--output-dir", out, "--no-parity")  # fmt: skip
+        _in_checkout(copy, "quantize", "--model", out / "mnist_cnn.onnx", "--no-parity",
+                     "--data-dir", mnist_dir, "--test-limit", 50, "--calibration-size", 64,
+                     "--max-accuracy-drop", 100, "--min-agreement", 0)  # fmt: skip
+        made[name] = out
+    for file in ("mnist_cnn.onnx", "mnist_cnn.int8.onnx", "mnist_cnn.torchscript.pt",
+                 "mnist_cnn.pt2", "mnist_cnn.required_operators.config"):  # fmt: skip
+        assert sha256(made["a"] / file) == sha256(made["checkout-two"] / file), file
+    x = np.random.default_rng(0).normal(0, 1, (16, 1, 28, 28)).astype(np.float32)
+    runs = [ort.InferenceSession(str(made[n] / "mnist_cnn.ort")).run(None, {"input": x})[0]
+            for n in made]  # fmt: skip
+    np.testing.assert_array_equal(runs[0], runs[1])
