@@ -16,7 +16,7 @@ export MNIST_EDGE_DATA := $(abspath ../shared/data/mnist)
 endif
 endif
 
-.PHONY: demo test lint install clean web-deps browser
+.PHONY: demo test lint install clean web-deps browser qemu
 
 # onnxruntime-web for `mnist-edge export --format web` (the version pinned in mnist_edge/web.py),
 # from npm into .web/, where the exporter looks for it.
@@ -30,6 +30,11 @@ web-deps: .web/node_modules/onnxruntime-web/package.json
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+# Another CPU for the tests: QEMU user mode runs the venv's python on an emulated AVX2-only x86.
+qemu:
+	@command -v qemu-x86_64-static >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user-static >/dev/null)
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +56,9 @@ lint: install
 	$(BIN)/ruff check mnist_edge tests benchmarks
 	$(BIN)/ruff format --check mnist_edge tests benchmarks
 
-# pytest exits 5 when it collected no tests: that is a failure here, not a pass.
-test: install lint web-deps browser
+# pytest exits 5 when it collected no tests: that is a failure here, not a pass. The order is
+# random (pytest-randomly); the seed is printed at the end, and `-p no:randomly` runs in file order.
+test: install lint web-deps browser qemu
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

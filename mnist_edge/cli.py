@@ -198,7 +198,9 @@ def quantize_cmd(
     min_agreement: MinAgreement = 99.0,
     quant_format: Annotated[str, Opt("--quant-format", help="qdq or qoperator.")] = "qdq",
     per_channel: Annotated[bool, Opt("--per-channel/--per-tensor", help="Weight scales.")] = True,
-    reduce_range: Annotated[bool, Opt("--reduce-range", help="7-bit weights.")] = False,
+    reduce_range: Annotated[
+        bool, Opt("--reduce-range/--full-range", help="7-bit weights: same answers on every CPU.")
+    ] = True,
     activation_type: Annotated[str, Opt("--activation-type", help="uint8 or int8.")] = "uint8",
     weight_type: Annotated[str, Opt("--weight-type", help="int8 or uint8.")] = "int8",
     calibration_method: Annotated[

@@ -14,14 +14,15 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import spec
-from .errors import ArtifactError, ConfigError
-from .files import atomic_write
+from .errors import ArtifactError, ConfigError, OutputError, reason
+from .files import atomic_write, save_onnx
 from .layout import FILENAMES, ORT_CONFIG, Layout
 from .parity import TaskRule
 
@@ -42,7 +43,9 @@ class QuantConfig:
     calibration_size: int = 512  # training images used for calibration
     quant_format: str = "qdq"  # "qdq" (recommended by ORT) or "qoperator"
     per_channel: bool = True  # one scale per output channel of each weight
-    reduce_range: bool = False  # 7-bit weights, against u8s8 saturation on AVX2 without VNNI
+    # 7-bit weights: u8 x s7 pair sums fit int16, so x86 CPUs without VNNI (whose u8s8 kernel
+    # saturates at 32,767) compute what VNNI, ARM, the browser and onnx.reference compute
+    reduce_range: bool = True
     activation_type: str = "uint8"
     weight_type: str = "int8"
     calibration_method: str = "minmax"
@@ -50,7 +53,6 @@ class QuantConfig:
     min_argmax_agreement: float = 99.0  # percent of test images answered as fp32 does
     data_dir: str | None = None
     test_limit: int | None = None  # None: the whole test set
-    calibration_zeros: bool = False  # fault injection for tests: calibrate on blank images
     nodes_to_exclude: tuple[str, ...] = ()  # nodes kept in fp32 (the doctor's --auto-exclude)
 
     def __post_init__(self) -> None:
@@ -147,8 +149,18 @@ def calibration_images(cfg: QuantConfig) -> np.ndarray:
             f"calibration size {cfg.calibration_size} exceeds the {len(train)} training images"
         )
     pick = np.random.default_rng(0).choice(len(train), cfg.calibration_size, replace=False)
-    images = train.images[np.sort(pick)]
-    return np.zeros_like(images) if cfg.calibration_zeros else images
+    return train.images[np.sort(pick)]
+
+
+@contextmanager
+def _scratch(folder: str) -> Iterator[None]:
+    """The quantizer's own files (pre-processed model, calibration cache) go to a temporary
+    folder: a failure to write there is said as such, with the folder."""
+    try:
+        yield
+    except OSError as exc:
+        raise OutputError(f"cannot write the quantizer's temporary files in {Path(folder).parent}: "
+                          f"{reason(exc)}") from exc  # fmt: skip
 
 
 def quantize_model(cfg: QuantConfig, calibration: np.ndarray) -> Path:
@@ -166,7 +178,7 @@ def quantize_model(cfg: QuantConfig, calibration: np.ndarray) -> Path:
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}  # fmt: skip
     fp32 = onnx.load(str(src))
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, _scratch(tmp):
         pre, out = Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         quant_pre_process(str(src), str(pre))
         quantize_static(
@@ -191,18 +203,19 @@ def quantize_model(cfg: QuantConfig, calibration: np.ndarray) -> Path:
     del model.metadata_props[:]
     for key, value in meta.items():
         model.metadata_props.add(key=key, value=value)
-    atomic_write(cfg.output, lambda tmp: onnx.save_model(model, str(tmp)))
+    save_onnx(model, cfg.output)
     return Path(cfg.output)
 
 
-def quantize(cfg: QuantConfig) -> QuantResult:
-    """Quantize, then gate: fp32 and int8 in ONNX Runtime on the test set, judged by cfg.rule."""
+def quantize(cfg: QuantConfig, calibration: np.ndarray | None = None) -> QuantResult:
+    """Quantize, then gate: fp32 and int8 in ONNX Runtime on the test set, judged by cfg.rule.
+    `calibration`: uint8 (N, 28, 28) images to calibrate on (default: calibration_images)."""
     from .data import load_split
     from .runners import load_runner, outputs
 
     test = load_split("test", cfg.data_dir, cfg.test_limit)  # fail early on missing data
     fp32 = load_runner(cfg.model, fmt="onnx")
-    out = quantize_model(cfg, calibration_images(cfg))
+    out = quantize_model(cfg, calibration_images(cfg) if calibration is None else calibration)
     fp32_pred = outputs(fp32, test.images).argmax(1)
     int8_pred = outputs(load_runner(out, fmt="onnx-int8"), test.images).argmax(1)
     return QuantResult(
@@ -237,7 +250,9 @@ def convert_to_ort(model: Path | str, output_dir: Path | str) -> tuple[Path, Pat
             raise ArtifactError(f"ORT conversion of {model} failed: {tail[0][:200]}")
         layout = Layout(output_dir)
         ort_path, config_path = layout.ort, layout.ort_config
-        config = Path(tmp) / "out" / ORT_CONFIG_NAME
-        atomic_write(config_path, lambda t: shutil.copyfile(config, t))
+        # the converter names the file it read, by its temporary path: name the file alone
+        text = (Path(tmp) / "out" / ORT_CONFIG_NAME).read_text()
+        text = text.replace(str(produced), ORT_NAME)
+        atomic_write(config_path, lambda t: t.write_text(text))
         atomic_write(ort_path, lambda t: shutil.copyfile(produced, t))
     return ort_path, config_path

@@ -4,30 +4,26 @@ from dataclasses import replace
 import numpy as np
 import onnx
 import pytest
-from conftest import cli
+from conftest import assert_same_answers, cli
 
 from mnist_edge import quantize as q
 from mnist_edge.data import load_split
 from mnist_edge.errors import ConfigError
 from mnist_edge.manifest import artifacts as manifest_artifacts
-from mnist_edge.runtime import Predictor
+from mnist_edge.runtime import Predictor, pretrained_path
 
-# The small test model is less sure of itself than a fully trained one, so its quantization
-# loses more; the defaults (0.2 points, 99% agreement) are measured on the full model in
-# benchmarks/README.md.
-TEST_LIMIT = 1.0
-TEST_AGREEMENT = 95.0
+# Labels are judged on the packaged model (ten epochs), by the default INT8 rule: a one-epoch
+# model is unsure of itself, so whether its INT8 copy keeps its answers says little.
+RULE = q.QuantConfig().rule
 
 
 @pytest.fixture(scope="module")
-def qcfg(exported, mnist_dir, tmp_path_factory):
+def qcfg(mnist_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8")
     return q.QuantConfig(
-        model=str(exported / "mnist_cnn.onnx"),
+        model=str(pretrained_path()),
         output=str(out / q.INT8_NAME),
         calibration_size=256,
-        max_accuracy_drop=TEST_LIMIT,
-        min_argmax_agreement=TEST_AGREEMENT,
         data_dir=str(mnist_dir),
         test_limit=1000,
     )
@@ -38,31 +34,33 @@ def good(qcfg):
     return q.quantize(qcfg)
 
 
-def test_int8_passes_the_gate_and_is_small(good):
+def test_int8_passes_the_default_rule_and_is_small(good):
     assert good, good.to_dict()
-    assert good.accuracy_drop <= TEST_LIMIT
-    assert good.argmax_agreement >= 95
+    assert (good.max_accuracy_drop, good.min_argmax_agreement) == (
+        RULE.max_accuracy_drop, RULE.min_argmax_agreement)  # fmt: skip
     assert good.size_ratio <= 0.3
     assert good.test_images == 1000
 
 
-def test_int8_keeps_the_metadata_and_records_its_settings(good, exported):
+def test_int8_keeps_the_metadata_and_records_its_settings(good):
     meta = {p.key: p.value for p in onnx.load(good.path).metadata_props}
-    fp32 = {p.key: p.value for p in onnx.load(str(exported / "mnist_cnn.onnx")).metadata_props}
+    fp32 = {p.key: p.value for p in onnx.load(str(pretrained_path())).metadata_props}
     assert meta["mnist_edge.mean"] == fp32["mnist_edge.mean"]
     assert meta["mnist_edge.format"] == "onnx-int8"
     assert meta["mnist_edge.int8.quant_format"] == "qdq"
     assert meta["mnist_edge.int8.per_channel"] == "True"
-    assert float(meta["mnist_edge.int8.max_accuracy_drop"]) == TEST_LIMIT
-    assert float(meta["mnist_edge.int8.min_argmax_agreement"]) == TEST_AGREEMENT
+    assert meta["mnist_edge.int8.reduce_range"] == "True"  # the default: same answers on any CPU
+    assert float(meta["mnist_edge.int8.max_accuracy_drop"]) == RULE.max_accuracy_drop
+    assert float(meta["mnist_edge.int8.min_argmax_agreement"]) == RULE.min_argmax_agreement
     ops = {n.op_type for n in onnx.load(good.path).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
 
 def test_gate_fails_on_calibration_with_blank_images(qcfg, tmp_path):
-    bad = q.quantize(replace(qcfg, calibration_zeros=True, output=str(tmp_path / "bad.onnx")))
+    calibration = np.zeros_like(q.calibration_images(qcfg))
+    bad = q.quantize(replace(qcfg, output=str(tmp_path / "bad.onnx")), calibration)
     assert not bad
-    assert bad.accuracy_drop > TEST_LIMIT
+    assert bad.accuracy_drop > RULE.max_accuracy_drop
 
 
 def test_gate_verdict_follows_the_rule_at_its_edges(good):
@@ -77,12 +75,11 @@ def test_gate_verdict_follows_the_rule_at_its_edges(good):
 
 def test_ort_file_round_trips_through_the_predictor(exported, mnist_dir):
     digits = load_split("test", mnist_dir, 200).images
-    fp32 = Predictor(exported / "mnist_cnn.onnx").predict(digits)
+    fp32 = Predictor(exported / "mnist_cnn.onnx")
     ort_model = Predictor(exported / "mnist_cnn.ort")
     assert ort_model.contract_from_model
-    got = ort_model.predict(digits)
-    assert (got.labels == fp32.labels).all()
-    np.testing.assert_allclose(got.probabilities, fp32.probabilities, atol=1e-5)
+    x = fp32.preprocess(digits)
+    assert_same_answers(fp32.run(x), ort_model.run(x))
     config = (exported / q.ORT_CONFIG_NAME).read_text()
     assert "Gemm" in config and "LogSoftmax" in config
 
@@ -122,11 +119,13 @@ def test_cli_gate_failure_exits_1_and_marks_the_model_not_good(
 
 
 def test_cli_export_quantize_runs_task_judged_parity(trained, mnist_dir, tmp_path):
+    """The plumbing: the rule given on the command line is written into the INT8 model and
+    parity judges it by that rule (a rule any model passes: a one-epoch model's labels are not
+    what this checks)."""
     result = cli(
         *["export", "--format", "onnx", "--quantize", "int8", "--checkpoint", str(trained),
          "--output-dir", str(tmp_path), "--data-dir", str(mnist_dir), "--test-limit", "500",
-         "--calibration-size", "128", "--max-accuracy-drop", str(TEST_LIMIT),
-         "--min-agreement", str(TEST_AGREEMENT)],
+         "--calibration-size", "128", "--max-accuracy-drop", "100", "--min-agreement", "0"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "INT8 gate passed" in result.output, result.output
@@ -134,42 +133,35 @@ def test_cli_export_quantize_runs_task_judged_parity(trained, mnist_dir, tmp_pat
     entries = {a.format: a for a in manifest_artifacts(tmp_path)}
     int8 = entries["onnx-int8"]
     assert int8.parity["judge"] == "task" and int8.parity["passed"] is True
-    assert int8.parity["rule"]["max_accuracy_drop"] == TEST_LIMIT
+    assert int8.parity["rule"]["max_accuracy_drop"] == 100
+    assert int8.parity["rule"]["min_argmax_agreement"] == 0
     assert int8.good is True and int8.extra["gate"]["passed"] is True
 
 
 @pytest.fixture(scope="module")
-def dimmed_calibration():
-    """A fault: calibrate on images at a third of their brightness, so activations clip at a
-    third of their range (points of accuracy lost, by measurement)."""
-    real = q.calibration_images
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(q, "calibration_images", lambda cfg: real(cfg) // 3)
-        yield
-
-
-@pytest.fixture(scope="module")
-def degraded(qcfg, tmp_path_factory, dimmed_calibration):
+def degraded(qcfg, tmp_path_factory):
+    """A fault: calibration on images at a third of their brightness, so activations clip at a
+    third of their range. With 7-bit weights the INT8 answers are the same on every CPU, so the
+    loss is too: 0.9 points on the first 1,000 real test digits, 17 on the synthetic ones."""
     out = tmp_path_factory.mktemp("degraded") / "mnist_cnn.int8.onnx"
-    r = q.quantize(replace(qcfg, output=str(out), max_accuracy_drop=100.0,
-                           min_argmax_agreement=0.0))  # fmt: skip
-    assert r.accuracy_drop > 0.2, "the fault must lose more than the 0.2-point default"
+    cfg = replace(qcfg, output=str(out), max_accuracy_drop=100.0, min_argmax_agreement=0.0)
+    r = q.quantize(cfg, q.calibration_images(qcfg) // 3)
+    assert r.accuracy_drop > RULE.max_accuracy_drop, "the fault must break the default rule"
     return r
 
 
 @pytest.mark.parametrize("margin, passes", [(+0.15, True), (-0.15, False)])
-def test_gate_and_parity_apply_one_rule(
-    degraded, qcfg, trained, mnist_dir, dimmed_calibration, margin, passes
-):
-    """A drop above 0.2 but within the chosen limit passes both the gate and parity; the same
-    drop above a tighter limit fails both (one rule, read from the INT8 model's metadata)."""
+def test_gate_and_parity_apply_one_rule(degraded, qcfg, mnist_dir, margin, passes):
+    """A drop beyond the default but within the chosen limit passes both the gate and parity;
+    the same drop beyond a tighter limit fails both (one rule, read from the INT8 model's
+    metadata). Parity's reference is the fp32 model the INT8 one came from."""
     from mnist_edge.parity import check_against
 
     drop, agreement = degraded.accuracy_drop, degraded.argmax_agreement
     cfg = replace(qcfg, output=degraded.path, max_accuracy_drop=drop + margin,
                   min_argmax_agreement=agreement - 5.0)  # fmt: skip
-    gate = q.quantize(cfg)
+    gate = q.quantize(cfg, q.calibration_images(qcfg) // 3)
     assert gate.accuracy_drop == pytest.approx(drop)  # same calibration, same model
-    report = check_against(trained, [gate.path], data_dir=str(mnist_dir), test_limit=1000)
+    report = check_against(qcfg.model, [gate.path], data_dir=str(mnist_dir), test_limit=1000)
     assert bool(gate) is passes
     assert report.passed is passes, report.artifacts[0].verdict()
