@@ -138,6 +138,10 @@ class GroupResult:
     reference_accuracy: float | None = None  # percent, when labels are known
     candidate_accuracy: float | None = None
     passed: bool = False
+    # argmax agreement on the images whose top class the tolerances protect (decisive_rows);
+    # the others are near-ties, where two correct runtimes may answer differently
+    decisive_agreement: float = 100.0
+    near_ties: int = 0
 
     def __bool__(self) -> bool:
         return self.passed
@@ -185,6 +189,8 @@ class ArtifactResult:
             "max_rel_diff": max(g.max_rel_diff for g in self.groups),
             "test_images": test.n,
             "argmax_agreement": test.argmax_agreement,
+            "decisive_agreement": test.decisive_agreement,
+            "near_ties": test.near_ties,
             "accuracy": test.candidate_accuracy,
             "reference_accuracy": test.reference_accuracy,
             "failed_groups": [g.name for g in self.groups if not self.group_ok(g)],
@@ -230,6 +236,20 @@ class ParityReport:
         }
 
 
+def decisive_rows(reference: np.ndarray, atol: float = ATOL, rtol: float = RTOL) -> np.ndarray:
+    """(N,) bool: rows whose top class no candidate within tolerance can change. An element
+    passes within max(atol, rtol * |reference|) of the reference, so the top class is safe only
+    where it beats every other class by more than both their tolerances together."""
+    ref = np.asarray(reference, np.float64)
+    rows = np.arange(len(ref))
+    with np.errstate(invalid="ignore", over="ignore"):
+        slack = np.maximum(atol, rtol * np.abs(ref))
+        top = ref.argmax(1)
+        margin = (ref[rows, top] - slack[rows, top])[:, None] - (ref + slack)
+        margin[rows, top] = np.inf
+        return (margin > 0).all(1)  # NaN anywhere in a row: not decisive
+
+
 def _accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
     if labels is None:
         return None
@@ -271,6 +291,8 @@ def _compare(
     ok = (abs_diff <= atol) | (rel_diff <= rtol)
     beyond_rtol = abs_diff[rel_diff > rtol]
     beyond_atol = rel_diff[abs_diff > atol]
+    keep = decisive_rows(ref, atol, rtol)
+    same = ref.argmax(1) == cand.argmax(1)
     return GroupResult(
         name=name,
         n=len(ref),
@@ -287,10 +309,12 @@ def _compare(
         min_atol=float(beyond_rtol.max()) if beyond_rtol.size else 0.0,
         min_rtol=float(beyond_atol.max()) if beyond_atol.size else 0.0,
         failing_elements=int((~ok).sum()),
-        argmax_agreement=float((ref.argmax(1) == cand.argmax(1)).mean() * 100),
+        argmax_agreement=float(same.mean() * 100),
         reference_accuracy=_accuracy(ref, labels),
         candidate_accuracy=_accuracy(cand, labels),
         passed=bool(ok.all()),
+        decisive_agreement=float(same[keep].mean() * 100) if keep.any() else 100.0,
+        near_ties=int((~keep).sum()),
     )
 
 

@@ -99,7 +99,7 @@ def test_export_all_runs_parity_and_records_it(trained, mnist_dir, tmp_path):
                              "mnist_cnn.ort"}  # fmt: skip
     for entry in manifest.values():
         assert entry["parity"]["passed"] is True
-        assert entry["parity"]["argmax_agreement"] == 100.0
+        assert entry["parity"]["decisive_agreement"] == 100.0
     assert json.loads(report.read_text())["passed"] is True
     # `all` includes the web page exactly when onnxruntime-web is installed locally (make test
     # installs it), built from the ONNX just exported

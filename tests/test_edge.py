@@ -70,7 +70,7 @@ def test_parity_between_artifacts_without_torch(folder, mnist_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads((tmp_path / "p.json").read_text())
     assert report["passed"] and report["reference"] == str(layout.onnx)
-    assert report["artifacts"][0]["groups"][0]["argmax_agreement"] == 100.0
+    assert report["artifacts"][0]["groups"][0]["decisive_agreement"] == 100.0
 
 
 def test_bench_without_torch_takes_what_exists(folder, mnist_dir, tmp_path):
