@@ -55,6 +55,35 @@ def test_same_seed_same_weights_other_seed_other_weights(mnist_dir, tmp_path):
     assert not torch.equal(weights(a)["fc.weight"], weights(c)["fc.weight"])
 
 
+def _epoch_orders(mnist_dir, out, monkeypatch, **kw) -> list[list[float]]:
+    """Train and record, per epoch, which images the steps saw and in what order (an image is
+    known by the sum of its normalised pixels)."""
+    from mnist_edge import train as train_module
+
+    seen, real = [], train_module._step
+
+    def step(model, opt, scaler, xb, yb, device, use_amp):
+        seen.extend(xb.double().sum(dim=(1, 2, 3)).tolist())
+        return real(model, opt, scaler, xb, yb, device, use_amp)
+
+    monkeypatch.setattr(train_module, "_step", step)
+    cfg = small(mnist_dir, out, **kw)
+    train(cfg)
+    per_epoch = len(seen) // cfg.epochs
+    return [seen[i * per_epoch : (i + 1) * per_epoch] for i in range(cfg.epochs)]
+
+
+def test_every_epoch_sees_every_image_once_in_a_new_order(mnist_dir, tmp_path, monkeypatch):
+    """A shuffle seeded by the seed alone (the same order every epoch) fails here; the resume
+    tests cannot see it, since both of their runs would share it."""
+    orders = _epoch_orders(mnist_dir, tmp_path / "a", monkeypatch, epochs=3, augment=False)
+    assert len(orders[0]) == 256
+    assert sorted(orders[0]) == sorted(orders[1]) == sorted(orders[2])  # each image once
+    assert orders[0] != orders[1] and orders[1] != orders[2] and orders[0] != orders[2]
+    again = _epoch_orders(mnist_dir, tmp_path / "b", monkeypatch, epochs=3, augment=False)
+    assert again == orders  # and the orders follow the seed
+
+
 class Interrupt(Exception):
     pass
 
