@@ -219,7 +219,8 @@ def can_mount(tmp_path_factory) -> str | None:
     probe = tmp_path_factory.mktemp("mount-probe")
     r = _mount_tmpfs(probe, "64k")
     if r.returncode != 0:
-        return f"no right to mount here ({r.stderr.strip() or r.returncode})"
+        said = r.stderr.strip().splitlines() or [f"exit {r.returncode}"]
+        return f"no right to mount here ({said[0]})"
     subprocess.run(["umount", str(probe)], check=True)
     return None
 
