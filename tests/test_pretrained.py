@@ -1,25 +1,48 @@
-"""The pretrained model shipped inside the package: intact, accurate, and used by default."""
+"""The pretrained model shipped inside the package: intact, free of build-machine paths,
+accurate on any CPU, its INT8 copy exact, and used by default."""
 
 import json
 
 import numpy as np
+import onnx
 import pytest
-from conftest import REAL, cli
+from conftest import ABSOLUTE_PATH, REAL, REPO, binomial_floor, cli, decisive
 
 from mnist_edge.data import load_split
 from mnist_edge.files import sha256
+from mnist_edge.machine import isa_class
+from mnist_edge.parity import ATOL, RTOL
 from mnist_edge.runtime import PACKAGED, Predictor, pretrained_path
 
 MANIFEST = json.loads((PACKAGED / "manifest.json").read_text())
+NAMES = ["mnist_cnn.onnx", "mnist_cnn.int8.onnx"]
 
 
-@pytest.mark.parametrize("name", ["mnist_cnn.onnx", "mnist_cnn.int8.onnx"])
+@pytest.mark.parametrize("name", NAMES)
 def test_packaged_files_match_their_manifest(name):
     entry = MANIFEST["files"][name]
     path = PACKAGED / name
     assert sha256(path) == entry["sha256"] and path.stat().st_size == entry["bytes"]
     assert entry["parity"]["passed"] is True and entry["good"] is True
     assert path.stat().st_size < 4_000_000  # a few MB at most in the wheel
+    assert set(entry["measured_on"]) >= {"isa_class", "cpu_flags"}
+
+
+@pytest.mark.parametrize("name", [*NAMES, "manifest.json"])
+def test_nothing_packaged_names_the_machine_that_made_it(name):
+    data = (PACKAGED / name).read_bytes()
+    assert not ABSOLUTE_PATH.findall(data), ABSOLUTE_PATH.findall(data)[:3]
+    assert str(REPO).encode() not in data
+
+
+def test_the_layers_can_still_be_paired():
+    """Stripping the stack traces keeps the module scopes `parity --layers` pairs layers by."""
+    from mnist_edge.runners import scoped_nodes
+
+    for name in NAMES:
+        assert {"conv1", "conv2", "conv3", "fc"} <= set(
+            scoped_nodes(onnx.load(str(PACKAGED / name)))
+        )
 
 
 def test_made_by_the_default_recipe_for_ten_epochs():
@@ -27,22 +50,66 @@ def test_made_by_the_default_recipe_for_ten_epochs():
     assert (recipe["lr_schedule"], recipe["augment"]) == ("cosine", True)
     assert MANIFEST["training"]["epochs"] == recipe["epochs"] == 10
     assert MANIFEST["files"]["mnist_cnn.onnx"]["test_accuracy"] >= 99.4
+    int8 = MANIFEST["files"]["mnist_cnn.int8.onnx"]["int8_gate"]["settings"]
+    assert int8["reduce_range"] is True  # the setting that gives the same answers on every CPU
 
 
 @pytest.mark.parametrize("int8", [False, True])
 def test_pretrained_accuracy(mnist_dir, int8):
-    """>= 99.4% on the official test set (99.2% for INT8); on the synthetic stand-in the model
-    still reads most font-drawn digits."""
+    """On real MNIST: the recorded accuracy exactly on a CPU of the class it was measured on;
+    elsewhere within what the rule lets move (fp32: the near-ties of the parity rule; INT8: the
+    0.1 points of 99.9% agreement between CPUs). On the synthetic stand-in the model reads the
+    font-drawn digits far better than chance."""
     predictor = Predictor.pretrained(int8=int8)
     assert predictor.path == pretrained_path(int8=int8) and predictor.contract_from_model
     test = load_split("test", mnist_dir)
-    accuracy = float((predictor.predict(test.images).labels == test.labels).mean() * 100)
-    if REAL:
-        assert accuracy >= (99.2 if int8 else 99.4)
-        recorded = MANIFEST["files"]["mnist_cnn.int8.onnx" if int8 else "mnist_cnn.onnx"]
-        assert accuracy == pytest.approx(recorded["test_accuracy"], abs=1e-9)
+    out = predictor.run(predictor.preprocess(test.images))
+    correct = int((out.argmax(1) == test.labels).sum())
+    accuracy = correct / len(test.labels) * 100
+    if not REAL:
+        chance_ceiling = len(test.labels) - binomial_floor(len(test.labels), 0.9)
+        assert correct > chance_ceiling, accuracy
+        return
+    entry = MANIFEST["files"][NAMES[int8]]
+    assert accuracy >= (99.2 if int8 else 99.4)
+    if entry["measured_on"]["isa_class"] == isa_class():
+        assert accuracy == pytest.approx(entry["test_accuracy"], abs=1e-9)
+    elif int8:
+        assert abs(accuracy - entry["test_accuracy"]) <= 0.1 + 1e-9
     else:
-        assert accuracy >= 60
+        near_ties = int((~decisive(out, ATOL, RTOL)).sum())
+        assert abs(accuracy - entry["test_accuracy"]) <= near_ties / len(test.labels) * 100 + 1e-9
+
+
+def output_step(model: onnx.ModelProto) -> float:
+    """The quantization step of an INT8 model's logits (the scale of the DequantizeLinear that
+    feeds LogSoftmax)."""
+    from onnx import numpy_helper
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    dq = producer[next(n for n in model.graph.node if n.op_type == "LogSoftmax").input[0]]
+    assert dq.op_type == "DequantizeLinear"
+    init = {i.name: i for i in model.graph.initializer}
+    return float(numpy_helper.to_array(init[dq.input[1]]))
+
+
+def test_int8_computes_what_the_onnx_reference_computes(mnist_dir):
+    """The packaged INT8 model against onnx.reference (the QDQ semantics in exact numpy): every
+    logit within one step of the output's quantization (the reference rounds a float sum, ONNX
+    Runtime an integer one, so a value on a rounding edge may land one step away), the same
+    answer wherever the margin exceeds that. Without 7-bit weights, ONNX Runtime's u8s8 kernel
+    on x86 without VNNI saturates, and logits move by up to 8.9 (a test fault)."""
+    from onnx.reference import ReferenceEvaluator
+
+    model = onnx.load(str(pretrained_path(int8=True)))
+    step = output_step(model)
+    predictor = Predictor.pretrained(int8=True)
+    x = predictor.preprocess(load_split("test", mnist_dir, 300).images)
+    want = ReferenceEvaluator(model).run(None, {"input": x})[0]
+    got = predictor.run(x)
+    assert np.abs(got - want).max() <= step * 1.001, np.abs(got - want).max()
+    keep = decisive(want, atol=step * 1.001, rtol=0)
+    assert (got.argmax(1) == want.argmax(1))[keep].all()
 
 
 def test_predict_without_model_uses_exports_else_the_packaged_one(exported, tmp_path, monkeypatch):
