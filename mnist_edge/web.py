@@ -375,10 +375,17 @@ def has_playwright() -> bool:
 class PageRun:
     page: Any  # playwright's Page
     ready: bool
-    messages: list[tuple[str, str]]  # (console type or "pageerror", text)
+    messages: list[tuple[str, str]]  # (console type or "pageerror", text), growing
+    loaded_with: int = 0  # how many messages there were when the page had loaded
 
     def errors(self) -> list[str]:
+        """Every error the page logged so far."""
         return [text for kind, text in self.messages if kind in ("error", "pageerror")]
+
+    def load_errors(self) -> list[str]:
+        """The errors logged while the page loaded (not those of what was done with it)."""
+        return [text for kind, text in self.messages[: self.loaded_with]
+                if kind in ("error", "pageerror")]  # fmt: skip
 
 
 @contextmanager
@@ -415,6 +422,7 @@ def open_page(url: str, browser: Any = None, timeout_s: float = 60) -> Iterator[
         page.on("pageerror", lambda e: messages.append(("pageerror", str(e))))
         page.goto(url)
         page.wait_for_function("window.mnistEdge && window.mnistEdge.ready")
-        yield PageRun(page, bool(page.evaluate("window.mnistEdge.ready")), messages)
+        ready = bool(page.evaluate("window.mnistEdge.ready"))
+        yield PageRun(page, ready, messages, loaded_with=len(messages))
     finally:
         page.close()
