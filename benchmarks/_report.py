@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from mnist_edge.files import utc_now
-from mnist_edge.machine import environment
+from mnist_edge.edge.files import utc_now
+from mnist_edge.edge.machine import environment
 
 
 def write_report(path: str | Path, body: dict[str, Any]) -> Path:

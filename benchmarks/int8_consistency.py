@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 from _report import print_table, write_report
 
-from mnist_edge import machine, web
-from mnist_edge.data import batches, load_split
-from mnist_edge.emulate import qemu, run_emulated, run_model
-from mnist_edge.files import sha256
-from mnist_edge.runtime import load_session, pretrained_path, session_options
+from mnist_edge.edge import machine, web
+from mnist_edge.edge.data import batches, load_split
+from mnist_edge.edge.emulate import qemu, run_emulated, run_model
+from mnist_edge.edge.files import sha256
+from mnist_edge.edge.runtime import load_session, pretrained_path, session_options
 
 
 def exact_x86(model: Path, x: np.ndarray) -> np.ndarray:

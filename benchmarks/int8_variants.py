@@ -20,11 +20,11 @@ import onnxruntime as ort
 from _report import print_table, write_report
 from onnx import TensorProto, helper, numpy_helper
 
-from mnist_edge.bench import interleaved
-from mnist_edge.data import batches, load_split
+from mnist_edge.edge.bench import interleaved
+from mnist_edge.edge.data import batches, load_split
+from mnist_edge.edge.runners import load_runner, outputs
+from mnist_edge.edge.runtime import session_options
 from mnist_edge.quantize import QuantConfig, calibration_images, quantize_model
-from mnist_edge.runners import load_runner, outputs
-from mnist_edge.runtime import session_options
 
 VARIANTS = {  # changes against QuantConfig's defaults (per-channel u8s8, 7-bit weights, MinMax)
     "qdq per-channel u8s8 reduce_range (default)": {},

@@ -19,9 +19,9 @@ import numpy as np
 from _report import write_report
 from PIL import Image
 
-from mnist_edge.data import load_split
-from mnist_edge.predict import write_rows
-from mnist_edge.runtime import Predictor, expand_inputs
+from mnist_edge.edge.data import load_split
+from mnist_edge.edge.predict import write_rows
+from mnist_edge.edge.runtime import Predictor, expand_inputs
 
 
 def main() -> None:

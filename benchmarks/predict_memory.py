@@ -19,9 +19,9 @@ from _report import write_report
 CHILD = """
 import json, sys, time
 import numpy as np
-from mnist_edge.data import load_split
-from mnist_edge.machine import peak_rss_mb
-from mnist_edge.runtime import Predictor
+from mnist_edge.edge.data import load_split
+from mnist_edge.edge.machine import peak_rss_mb
+from mnist_edge.edge.runtime import Predictor
 model = sys.argv[1]
 threads, max_batch, repeats = (int(v) for v in sys.argv[2:5])
 images = load_split("test").images

@@ -4,7 +4,7 @@ Takes the checkpoint of `python benchmarks/train_full.py` (10 epochs, the defaul
 exports ONNX, quantizes it to INT8 with the gate, checks both against the PyTorch model on the
 whole test set (parity), evaluates both in ONNX Runtime, and writes them with a manifest
 (sha256, accuracy, parity verdicts, recipe, versions, the CPU each figure was measured on) into
-mnist_edge/models/. Results also go to benchmarks/results/pretrained.json.
+mnist_edge/edge/models/. Results also go to benchmarks/results/pretrained.json.
 
     python benchmarks/pretrained.py --checkpoint exports/train_full/mnist_cnn.pt
 
@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 from _report import write_report
 
-from mnist_edge.evaluate import evaluate
-from mnist_edge.files import sha256, utc_now, write_json
-from mnist_edge.layout import Layout
-from mnist_edge.machine import measured_on, versions
+from mnist_edge.edge.evaluate import evaluate
+from mnist_edge.edge.files import sha256, utc_now, write_json
+from mnist_edge.edge.layout import Layout
+from mnist_edge.edge.machine import measured_on, versions
+from mnist_edge.edge.runtime import PACKAGED
 from mnist_edge.quantize import QuantConfig
-from mnist_edge.runtime import PACKAGED
 from mnist_edge.workflow import VerifyConfig, export_and_verify, quantize_and_verify
 
 
@@ -73,9 +73,9 @@ def from_checkpoint(checkpoint: str, stage: Layout) -> tuple[Any, dict[str, Any]
 def from_packaged(stage: Layout) -> tuple[Any, dict[str, Any]]:
     import onnx
 
-    from mnist_edge.data import load_split
-    from mnist_edge.files import save_onnx
-    from mnist_edge.runners import load_runner, outputs
+    from mnist_edge.edge.data import load_split
+    from mnist_edge.edge.files import save_onnx
+    from mnist_edge.edge.runners import load_runner, outputs
 
     old = json.loads((PACKAGED / "manifest.json").read_text())
     save_onnx(onnx.load(str(PACKAGED / "mnist_cnn.onnx")), stage.onnx)

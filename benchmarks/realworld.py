@@ -32,9 +32,9 @@ import numpy as np
 from _report import print_table, write_report
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
-from mnist_edge.data import load_split
-from mnist_edge.images import prepare_image
-from mnist_edge.runtime import Predictor
+from mnist_edge.edge.data import load_split
+from mnist_edge.edge.images import prepare_image
+from mnist_edge.edge.runtime import Predictor
 
 SKIP_FONT_WORDS = ("symbol", "math", "music", "emoji", "dingbat", "cmex", "cmsy", "cmmi",
                    "stixsiz", "stixnonuni", "wingding", "ornament", "braille")  # fmt: skip

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from _report import write_report
 
-from mnist_edge.data import load_split
+from mnist_edge.edge.data import load_split
 from mnist_edge.model import MnistCNN
 from mnist_edge.train import TrainConfig, to_tensor, train
 

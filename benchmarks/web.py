@@ -23,9 +23,9 @@ import numpy as np
 from _report import print_table, write_report
 from realworld import make_images
 
-from mnist_edge import web
-from mnist_edge.images import prepare_image
-from mnist_edge.runtime import Predictor, load_session, pretrained_path, raw_session
+from mnist_edge.edge import web
+from mnist_edge.edge.images import prepare_image
+from mnist_edge.edge.runtime import Predictor, load_session, pretrained_path, raw_session
 
 # a "3" drawn with two strokes, for the screenshot (coordinates on the 280x280 pad)
 THREE = [[(85, 70), (120, 45), (170, 50), (195, 85), (180, 120), (140, 138)],

@@ -14,9 +14,10 @@ from typing import Any, ClassVar
 
 import torch
 
-from . import __version__, layout, spec
-from .errors import CheckpointError, reading
-from .files import atomic_write, sha256
+from . import __version__
+from .edge import layout, spec
+from .edge.errors import CheckpointError, reading
+from .edge.files import atomic_write, sha256
 from .model import MnistCNN
 
 FORMAT = "mnist-edge-checkpoint"

@@ -15,11 +15,13 @@ from typing import Annotated, Any
 import typer
 
 from . import render
-from .layout import Layout
+from .edge import policy
+from .edge.layout import Layout
 from .options import (  # declarations and error handling shared by the commands
     EXIT_ERROR,
     EXIT_FAILED,
     Atol,
+    Backend,
     CalibrationSize,
     CheckpointOpt,
     DataDir,
@@ -30,6 +32,7 @@ from .options import (  # declarations and error handling shared by the commands
     OneLineErrors,
     OrtWeb,
     OutputDir,
+    Precision,
     Rtol,
     TestLimit,
     Threads,
@@ -57,7 +60,7 @@ Opt = typer.Option
 
 def finish(run: Any, json_path: Path | None) -> None:
     """Write --json, then exit 1 with the problems of a workflow run, if any."""
-    from .files import write_json
+    from .edge.files import write_json
 
     if json_path:
         write_json(json_path, run.to_dict())
@@ -117,14 +120,17 @@ def evaluate_cmd(
     data_dir: DataDir = None,
     test_limit: TestLimit = None,
     threads: Threads = None,
+    backend: Backend = None,
+    precision: Precision = None,
     json_path: JsonOut = None,
 ) -> None:
     """Test loss, accuracy, per-class accuracy and confusion matrix of a checkpoint or artifact."""
-    from .evaluate import evaluate
-    from .files import write_json
+    from .edge.evaluate import evaluate
+    from .edge.files import write_json
 
     source = model or checkpoint
-    r = evaluate(source, data_dir=opt_str(data_dir), test_limit=test_limit, threads=threads)
+    r = evaluate(source, data_dir=opt_str(data_dir), test_limit=test_limit, threads=threads,
+                 backend=backend, precision=precision)  # fmt: skip
     render.evaluation(r)
     if json_path:
         write_json(json_path, r.to_dict())
@@ -141,19 +147,19 @@ def export_cmd(
     no_parity: NoParity = False,
     data_dir: DataDir = None,
     test_limit: TestLimit = None,
-    atol: Atol = 1e-4,
-    rtol: Rtol = 1e-3,
+    atol: Atol = policy.ATOL,
+    rtol: Rtol = policy.RTOL,
     json_path: JsonOut = None,
     quantize: Annotated[str | None, Opt("--quantize", help="Also write INT8: int8.")] = None,
     calibration_size: CalibrationSize = 512,
-    max_accuracy_drop: MaxDrop = 0.2,
-    min_agreement: MinAgreement = 99.0,
+    max_accuracy_drop: MaxDrop = policy.INT8_MAX_ACCURACY_DROP,
+    min_agreement: MinAgreement = policy.INT8_MIN_AGREEMENT,
     ort_web: OrtWeb = None,
     web_dir: Annotated[Path | None, Opt("--web-dir", help="Default: OUTPUT_DIR/web.")] = None,
 ) -> None:
     """Export the checkpoint, then check the exports against PyTorch (parity); `web` writes a
     static page on onnxruntime-web for the ONNX model (the packaged one if none is exported)."""
-    from . import web
+    from .edge import web
 
     if not (names := csv_values(format, "--format", str)):
         raise fail(f"--format takes onnx, torchscript, pt2, ort, web or all, got {format!r}")
@@ -194,8 +200,8 @@ def quantize_cmd(
     ] = None,
     checkpoint: CheckpointOpt = DEFAULT.checkpoint,
     calibration_size: CalibrationSize = 512,
-    max_accuracy_drop: MaxDrop = 0.2,
-    min_agreement: MinAgreement = 99.0,
+    max_accuracy_drop: MaxDrop = policy.INT8_MAX_ACCURACY_DROP,
+    min_agreement: MinAgreement = policy.INT8_MIN_AGREEMENT,
     quant_format: Annotated[str, Opt("--quant-format", help="qdq or qoperator.")] = "qdq",
     per_channel: Annotated[bool, Opt("--per-channel/--per-tensor", help="Weight scales.")] = True,
     reduce_range: Annotated[
@@ -224,7 +230,8 @@ def quantize_cmd(
         reduce_range=reduce_range, activation_type=activation_type, weight_type=weight_type,
         calibration_method=calibration_method, data_dir=opt_str(data_dir), test_limit=test_limit,
     )  # fmt: skip
-    check = None if no_parity else verify_config(checkpoint, data_dir, test_limit, 1e-4, 1e-3)
+    check = None if no_parity else verify_config(checkpoint, data_dir, test_limit, policy.ATOL,
+                                                 policy.RTOL)  # fmt: skip
     with console.status("quantizing to INT8 and evaluating fp32 and int8 on the test set"):
         run = quantize_and_verify(cfg, checkpoint=checkpoint, check=check,
                                   auto_exclude=auto_exclude)  # fmt: skip
@@ -245,9 +252,11 @@ def parity_cmd(
     ] = DEFAULT.root,
     data_dir: DataDir = None,
     test_limit: TestLimit = None,
-    atol: Atol = 1e-4,
-    rtol: Rtol = 1e-3,
+    atol: Atol = policy.ATOL,
+    rtol: Rtol = policy.RTOL,
     threads: Threads = None,
+    backend: Backend = None,
+    precision: Precision = None,
     json_path: JsonOut = None,
     layers: Annotated[
         bool, Opt("--layers", help="Compare every layer; name the first off.")
@@ -257,7 +266,8 @@ def parity_cmd(
     """Compare exported models with the PyTorch model (or --reference); exit 1 on a mismatch."""
     from .workflow import parity
 
-    check = verify_config(reference or checkpoint, data_dir, test_limit, atol, rtol, threads)
+    check = verify_config(reference or checkpoint, data_dir, test_limit, atol, rtol, threads,
+                          backend, precision)  # fmt: skip
     if layers:
         from .workflow import layerwise
 
@@ -281,15 +291,19 @@ def predict_cmd(
         Path | None, Opt("--output", help="Write results to a .csv or .jsonl file.")
     ] = None,
     threads: Threads = None,
+    backend: Backend = None,
+    precision: Precision = None,
+    profile: Annotated[Path | None, Opt("--profile", help="A deploy.json from tune.")] = None,
 ) -> None:
     """Classify digit images: a line per file (label, confidence); unreadable files get their own
     error line and make the exit code 1 (2 when no file could be read)."""
-    from .predict import predict_paths
+    from .edge.predict import predict_paths
 
     if output is not None and output.suffix not in (".csv", ".jsonl"):
         raise fail(f"--output must end in .csv or .jsonl, got {output}")
     summary = predict_paths(images, model=model, top=top, threads=threads, output=output,
-                            as_json=as_json, console=console)  # fmt: skip
+                            as_json=as_json, console=console, backend=backend,
+                            precision=precision, profile=profile)  # fmt: skip
     if summary.failed:
         raise typer.Exit(EXIT_ERROR if summary.failed == summary.total else EXIT_FAILED)
 
@@ -320,8 +334,8 @@ def bench_cmd(
     """Latency and throughput of every available backend side by side, plus scenarios."""
     import os
 
-    from . import bench
-    from .files import write_json
+    from .edge import bench
+    from .edge.files import write_json
 
     baseline = bench.load_baseline(compare) if compare else None
     bench.check_max_regression(max_regression)
@@ -357,6 +371,42 @@ def bench_cmd(
         console.print(f"no regression beyond {max_regression:g}% against {compare}")
 
 
+@app.command("tune")
+@handle_errors
+def tune_cmd(
+    model: Annotated[Path, Opt("--model", help="fp32 ONNX; INT8/ORT files beside it join.")] = (
+        DEFAULT.onnx
+    ),
+    threads: Annotated[str | None, Opt("--threads", help="e.g. 1,2 (default: 1 and all)")] = None,
+    backends: Annotated[str | None, Opt("--backends", help="Default: every installed.")] = None,
+    objective: Annotated[str, Opt("--objective", help="latency or throughput.")] = "latency",
+    test_limit: Annotated[int, Opt("--test-limit", help="Test digits to gate on.")] = 2000,
+    max_accuracy_drop: MaxDrop = policy.DEPLOY_MAX_ACCURACY_DROP,
+    min_agreement: MinAgreement = policy.DEPLOY_MIN_AGREEMENT,
+    duration: Annotated[float, Opt("--duration", help="Seconds per measurement.")] = 1.0,
+    profile: Annotated[Path | None, Opt("--profile", help="Default: deploy.json beside it.")] = (
+        None
+    ),
+    data_dir: DataDir = None,
+    json_path: JsonOut = None,
+) -> None:
+    """Find the fastest backend, precision and thread count on this CPU that keeps the model's
+    answers; write it as a deployment profile (deploy.json)."""
+    from .edge.tune import TuneConfig, tune
+
+    cfg = TuneConfig(
+        model=str(model), threads=csv_values(threads, "--threads") if threads else (),
+        backends=csv_values(backends, "--backends", str) if backends else (),
+        objective=objective, test_limit=test_limit, max_accuracy_drop=max_accuracy_drop,
+        min_argmax_agreement=min_agreement, duration=duration, profile=opt_str(profile),
+        data_dir=opt_str(data_dir),
+    )  # fmt: skip
+    with console.status("trying every backend, precision and thread count"):
+        report = tune(cfg)
+    render.tune(report)
+    finish(report, json_path)
+
+
 @app.command("serve")
 @handle_errors
 def serve_cmd(
@@ -366,7 +416,7 @@ def serve_cmd(
     verbose: Annotated[bool, Opt("--verbose", help="Log every request.")] = False,
 ) -> None:
     """Serve a web export, cross-origin isolated (threads on), until Ctrl-C."""
-    from .web import serve
+    from .edge.web import serve
 
     serve(folder, host, port, quiet=not verbose, on_start=render.serving)
     console.print("stopped")

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .errors import ConfigError
+from .edge.errors import ConfigError
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 TIMEOUT = timedelta(seconds=int(os.environ.get("MNIST_EDGE_DIST_TIMEOUT", "300")))

@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from . import spec
-from .errors import ArtifactError
+from .edge import policy, spec
+from .edge.errors import ArtifactError
 
 
 @dataclass(frozen=True)
@@ -115,10 +115,9 @@ def diagnose(
     first `test_limit` test images."""
     import onnx
 
-    from .data import load_split
-    from .layers import compare_layers
-    from .parity import VerifyConfig
-    from .runners import layer_tensors, scoped_nodes
+    from .edge.data import load_split
+    from .edge.parity import VerifyConfig
+    from .layers import compare_layers, layer_tensors, scoped_nodes
 
     f_model, q_model = onnx.load(str(fp32)), onnx.load(str(int8))
     f_inits, q_inits = _initializers(f_model), _initializers(q_model)
@@ -147,7 +146,7 @@ def diagnose(
 
 def _input_sqnr(model, inits: dict[str, np.ndarray], images: np.ndarray) -> float:
     """SQNR of the model input after its QuantizeLinear/DequantizeLinear (inf if not quantized)."""
-    from .data import batches
+    from .edge.data import batches
 
     name = model.graph.input[0].name
     q = next((n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == name),
@@ -157,14 +156,14 @@ def _input_sqnr(model, inits: dict[str, np.ndarray], images: np.ndarray) -> floa
     scale = float(inits[q.input[1]])
     zp = inits[q.input[2]] if len(q.input) > 2 else np.uint8(0)
     lo, hi = np.iinfo(zp.dtype).min, np.iinfo(zp.dtype).max
-    x = np.concatenate(list(batches(images, 1000))).astype(np.float64)
+    x = np.concatenate(list(batches(images, policy.BATCH))).astype(np.float64)
     fake = (np.clip(np.round(x / scale) + float(zp), lo, hi) - float(zp)) * scale
     return _sqnr(x, fake)
 
 
 def _latency_ms(path: Path | str, images: np.ndarray) -> float:
-    from .data import batches
-    from .runners import load_runner
+    from .edge.data import batches
+    from .edge.runners import load_runner
 
     runner = load_runner(path, threads=1)
     one = next(batches(images[:1], 1))
@@ -187,7 +186,7 @@ def _step(gate: Any, excluded: list[LayerHealth], images: np.ndarray) -> Step:
 def quantize_with_doctor(cfg: Any, *, auto_exclude: bool = False, images: int = 1000) -> tuple:
     """(final gate, Diagnosis with the steps tried): quantize, diagnose, and when the gate
     fails and auto_exclude is on, keep the worst layers in fp32 one by one until it passes."""
-    from .data import load_split
+    from .edge.data import load_split
     from .quantize import quantize
 
     limit = min(images, cfg.test_limit or images)

@@ -15,14 +15,15 @@ from typing import Any
 
 import torch
 
-from . import __version__, manifest, spec
+from . import __version__
 from .checkpoint import Checkpoint
 from .checkpoint import load as load_checkpoint
-from .errors import ArtifactError, ConfigError, MnistEdgeError, interrupted, reason
-from .files import atomic_write, save_onnx
-from .layout import Layout
-from .manifest import Artifact
-from .runners import EXTRA_FILE
+from .edge import manifest, spec
+from .edge.errors import ArtifactError, ConfigError, MnistEdgeError, interrupted, reason
+from .edge.files import atomic_write, save_onnx
+from .edge.layout import Layout
+from .edge.manifest import Artifact
+from .edge.runners import EXTRA_FILE
 
 FORMATS = ("onnx", "torchscript", "pt2", "ort")  # "ort" is converted from the ONNX file
 EXAMPLE_BATCH = 4  # an example batch of 1 would silently fix the batch dimension at 1

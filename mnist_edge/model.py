@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import spec
+from .edge import spec
 
 KERNEL = spec.KERNEL
 CHANNELS = spec.CONV_CHANNELS

@@ -13,7 +13,7 @@ import typer
 from typer.core import TyperGroup
 
 from . import render
-from .errors import interrupted, translate
+from .edge.errors import interrupted, translate
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_ERROR, EXIT_FAILED, EXIT_INTERRUPTED = 2, 1, 130
@@ -34,6 +34,12 @@ Atol = Annotated[float, Opt("--atol", help="Absolute tolerance per element.")]
 Rtol = Annotated[float, Opt("--rtol", help="Relative tolerance per element.")]
 NoParity = Annotated[bool, Opt("--no-parity", help="Skip the parity check.")]
 CalibrationSize = Annotated[int, Opt("--calibration-size", help="Training images to calibrate.")]
+Backend = Annotated[
+    str | None, Opt("--backend", help="onnxruntime, openvino or torch (default: the file's own).")
+]
+Precision = Annotated[
+    str | None, Opt("--precision", help="fp32, bf16 or int8 (default: the file's).")
+]
 MaxDrop = Annotated[float, Opt("--max-accuracy-drop", help="INT8 rule: points of accuracy.")]
 MinAgreement = Annotated[
     float, Opt("--min-agreement", help="INT8 rule: % of answers equal to fp32's.")
@@ -103,15 +109,17 @@ def csv_values(text: str, flag: str, kind: type = int) -> tuple:
 
 
 def verify_config(reference: Path | None, data_dir: Path | None, test_limit: int | None,
-                  atol: float, rtol: float, threads: int | None = None) -> Any:  # fmt: skip
+                  atol: float, rtol: float, threads: int | None = None,
+                  backend: str | None = None, precision: str | None = None) -> Any:  # fmt: skip
     from .workflow import VerifyConfig
 
-    return VerifyConfig(opt_str(reference), opt_str(data_dir), test_limit, atol, rtol, threads)
+    return VerifyConfig(opt_str(reference), opt_str(data_dir), test_limit, atol, rtol, threads,
+                        backend, precision)  # fmt: skip
 
 
 def quant_config(model: Path, output: Path | None, **kw: Any) -> Any:
     """QuantConfig for --model/--output (default: mnist_cnn.int8.onnx beside the model)."""
-    from .layout import Layout
+    from .edge.layout import Layout
     from .quantize import QuantConfig
 
     out = output or Layout.beside(model).int8

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import spec
-from .errors import ArtifactError, ConfigError, OutputError, reason
-from .files import atomic_write, save_onnx
-from .layout import FILENAMES, ORT_CONFIG, Layout
-from .parity import TaskRule
+from .edge import policy, spec
+from .edge.errors import ArtifactError, ConfigError, OutputError, reason
+from .edge.files import atomic_write, save_onnx
+from .edge.layout import FILENAMES, ORT_CONFIG, Layout
+from .edge.parity import TaskRule
 
 INT8_NAME = FILENAMES["onnx-int8"]
 ORT_NAME = FILENAMES["ort"]
@@ -49,8 +49,8 @@ class QuantConfig:
     activation_type: str = "uint8"
     weight_type: str = "int8"
     calibration_method: str = "minmax"
-    max_accuracy_drop: float = 0.2  # percentage points on the test set (the gate and parity)
-    min_argmax_agreement: float = 99.0  # percent of test images answered as fp32 does
+    max_accuracy_drop: float = policy.INT8_MAX_ACCURACY_DROP  # points (the gate and parity)
+    min_argmax_agreement: float = policy.INT8_MIN_AGREEMENT  # percent answered as fp32 does
     data_dir: str | None = None
     test_limit: int | None = None  # None: the whole test set
     nodes_to_exclude: tuple[str, ...] = ()  # nodes kept in fp32 (the doctor's --auto-exclude)
@@ -95,7 +95,7 @@ class QuantResult:
     test_images: int
     max_accuracy_drop: float
     settings: dict[str, object]
-    min_argmax_agreement: float = 99.0
+    min_argmax_agreement: float = policy.INT8_MIN_AGREEMENT
 
     @property
     def accuracy_drop(self) -> float:
@@ -141,7 +141,7 @@ class _Feed:
 
 def calibration_images(cfg: QuantConfig) -> np.ndarray:
     """A seeded, class-mixed sample of training images, uint8 (N, 28, 28)."""
-    from .data import load_split
+    from .edge.data import load_split
 
     train = load_split("train", cfg.data_dir)
     if cfg.calibration_size > len(train):
@@ -169,7 +169,7 @@ def quantize_model(cfg: QuantConfig, calibration: np.ndarray) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .data import batches
+    from .edge.data import batches
 
     src = Path(cfg.model)
     if not src.is_file():
@@ -184,7 +184,7 @@ def quantize_model(cfg: QuantConfig, calibration: np.ndarray) -> Path:
         quantize_static(
             str(pre),
             str(out),
-            _Feed(spec.INPUT_NAME, batches(calibration, 64)),
+            _Feed(spec.INPUT_NAME, batches(calibration, policy.BATCH)),
             quant_format=QuantFormat.QDQ if cfg.quant_format == "qdq" else QuantFormat.QOperator,
             per_channel=cfg.per_channel,
             reduce_range=cfg.reduce_range,
@@ -210,8 +210,8 @@ def quantize_model(cfg: QuantConfig, calibration: np.ndarray) -> Path:
 def quantize(cfg: QuantConfig, calibration: np.ndarray | None = None) -> QuantResult:
     """Quantize, then gate: fp32 and int8 in ONNX Runtime on the test set, judged by cfg.rule.
     `calibration`: uint8 (N, 28, 28) images to calibrate on (default: calibration_images)."""
-    from .data import load_split
-    from .runners import load_runner, outputs
+    from .edge.data import load_split
+    from .edge.runners import load_runner, outputs
 
     test = load_split("test", cfg.data_dir, cfg.test_limit)  # fail early on missing data
     fp32 = load_runner(cfg.model, fmt="onnx")

@@ -17,11 +17,11 @@ from rich.markup import escape
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from .bench import BenchReport
-    from .evaluate import EvalResult
-    from .parity import ParityReport
+    from .edge.bench import BenchReport
+    from .edge.evaluate import EvalResult
+    from .edge.parity import ParityReport
+    from .edge.web import WebExport, WebServer
     from .quantize import QuantResult
-    from .web import WebExport, WebServer
     from .workflow import ExportRun
 
 # Wide tables stay readable in logs and CI (no terminal: rich would assume 80 columns).
@@ -176,6 +176,36 @@ def bench(report: BenchReport) -> None:
         )
     for s in report.scenarios:
         console.print(f"scenario {s['scenario']}: {s['summary']}")
+
+
+def tune(report: Any) -> None:
+    """The ranked table of `mnist-edge tune`, what was not tried and why, and the pick."""
+    m = report.machine
+    console.print(f"{m['cpu']} ({m['isa_class']}: {' '.join(m['cpu_flags']) or 'no flags'}); "
+                  f"gate: {report.test_images} test digits, accuracy drop <= "
+                  f"{report.rule.max_accuracy_drop:g} points, agreement >= "
+                  f"{report.rule.min_argmax_agreement:g}%")  # fmt: skip
+    columns = ("#", "case", "precision", "thr", "p50 ms", "p90 ms", "img/s", "RSS MB", "acc %",
+               "agree %", "max |d|", "gate")  # fmt: skip
+    table = _table(f"ranked by {report.objective}", columns, left=("case", "precision", "gate"))
+    for i, t in enumerate(report.ranked(), 1):
+        if t.error:
+            table.add_row(str(i), t.case.name, t.case.precision, str(t.threads), *["-"] * 7,
+                          f"error: {escape(t.error)}")  # fmt: skip
+            continue
+        table.add_row(
+            str(i), t.case.name, t.case.precision, str(t.threads), f"{t.p50_ms:.3f}",
+            f"{t.p90_ms:.3f}", f"{t.images_per_s:.0f}", _fmt(t.peak_rss_mb, ".0f"),
+            f"{t.accuracy:.2f}", f"{t.argmax_agreement:.2f}", f"{t.max_abs_diff:.2g}",
+            "pass" if t.passed else "[red]FAIL[/red]",
+        )  # fmt: skip
+    console.print(table)
+    for name, why in report.skipped.items():
+        console.print(f"not tried: {name}: {why}")
+    if (best := report.best) is not None:
+        console.print(f"best: {best.case.name} ({best.case.precision}), {best.threads} thread(s), "
+                      f"{best.p50_ms:.3f} ms p50, {best.images_per_s:.0f} images/s -> "
+                      f"{report.profile}")  # fmt: skip
 
 
 def regressions(found: list[Any]) -> None:

@@ -21,10 +21,10 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt_io
 from . import distributed as dist
-from . import spec
-from .data import Split, load_split
-from .errors import ConfigError, OutputError
-from .machine import check_threads
+from .edge import policy, spec
+from .edge.data import Split, load_split
+from .edge.errors import ConfigError, OutputError
+from .edge.machine import check_threads
 from .model import MnistCNN
 
 SCHEDULES = ("constant", "cosine")
@@ -148,7 +148,7 @@ def random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> t
 
 @torch.inference_mode()
 def predict_logprobs(
-    model: torch.nn.Module, x: torch.Tensor, batch_size: int = 1000
+    model: torch.nn.Module, x: torch.Tensor, batch_size: int = policy.BATCH
 ) -> torch.Tensor:
     """Model outputs for all of `x`, in batches."""
     model.eval()
@@ -163,11 +163,13 @@ def score(logp: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
 
 
 def _check_writable(folder: Path) -> None:
+    import tempfile
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        probe = folder / ".mnist-edge-write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
+        # a probe of its own per process: ranks of a torchrun job check the folder at once
+        with tempfile.NamedTemporaryFile(prefix=".mnist-edge-write-test-", dir=folder):
+            pass
     except OSError as exc:
         raise OutputError(
             f"cannot write to the output folder {folder}: {exc.strerror or exc}; "

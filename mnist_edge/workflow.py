@@ -12,10 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import manifest
-from .layout import format_of
-from .manifest import Artifact
-from .parity import ParityReport, VerifyConfig, check_against
+from .edge import manifest
+from .edge.layout import format_of
+from .edge.manifest import Artifact
+from .edge.parity import ParityReport, VerifyConfig, check_against
 
 if TYPE_CHECKING:
     from .export import ExportConfig
@@ -61,7 +61,7 @@ class ExportRun:
 
 def verify(targets: list[Path], cfg: VerifyConfig) -> ParityReport:
     """Parity of `targets` against cfg.reference; verdicts recorded in the targets' manifests
-    when the reference is a checkpoint."""
+    when the reference is a checkpoint (and no other backend or precision was asked for)."""
     if cfg.reference is None:
         raise ValueError("verify needs a reference")
     report = check_against(
@@ -72,8 +72,11 @@ def verify(targets: list[Path], cfg: VerifyConfig) -> ParityReport:
         atol=cfg.atol,
         rtol=cfg.rtol,
         threads=cfg.threads,
+        backend=cfg.backend,
+        precision=cfg.precision,
     )
-    if format_of(cfg.reference) == "checkpoint":
+    # a verdict is the file's own when its format's backend ran it at its own precision
+    if format_of(cfg.reference) == "checkpoint" and cfg.backend is cfg.precision is None:
         folders = {Path(p).parent for p in targets}
         for folder in folders:
             if manifest.read(folder)["artifacts"]:

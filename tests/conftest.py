@@ -179,8 +179,8 @@ def assert_clean_error(result, fragment: str, code: int = 2) -> None:
 
 # --- the rules tests judge by -------------------------------------------------------------------
 def decisive(reference, atol: float | None = None, rtol: float | None = None):
-    """Rows whose top class the parity rule protects (mnist_edge.parity.decisive_rows)."""
-    from mnist_edge import parity
+    """Rows whose top class the parity rule protects (mnist_edge.edge.parity.decisive_rows)."""
+    from mnist_edge.edge import parity
 
     return parity.decisive_rows(
         reference, parity.ATOL if atol is None else atol, parity.RTOL if rtol is None else rtol

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from conftest import assert_clean_error, cli
 
-from mnist_edge import bench
-from mnist_edge.errors import ConfigError
+from mnist_edge.edge import bench
+from mnist_edge.edge.errors import ConfigError
 
 CASE_KEYS = {"backend", "batch_size", "threads", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
              "min_ms", "iterations", "throughput", "load_ms", "first_inference_ms",
@@ -17,7 +17,7 @@ def test_flops_match_the_model_definition():
     """spec's count against the multiply-adds of the layers torch actually builds."""
     import torch
 
-    from mnist_edge import spec
+    from mnist_edge.edge import spec
     from mnist_edge.model import MnistCNN
 
     macs = []
@@ -55,14 +55,25 @@ def test_roofline_model_is_a_plain_matmul():
     assert bench.matmul_gflops(1, sizes=(128, 256), seconds=0.05) > 0.1
 
 
+def openvino_cases() -> tuple[str, ...]:
+    """The OpenVINO cases for an fp32 ONNX file alone, where OpenVINO is installed."""
+    from mnist_edge.edge.runners import BACKENDS
+
+    ov = BACKENDS["openvino"]
+    if not ov.installed():
+        return ()
+    return ("openvino", "openvino-bf16") if "bf16" in ov.precisions("onnx") else ("openvino",)
+
+
 def test_default_backends_follow_the_files(exported, trained, tmp_path):
     model = exported / "mnist_cnn.onnx"
+    torch_cases = ("pytorch", "torchscript", "pt2")
     assert bench.default_backends(model, trained) == (
-        "pytorch", "torchscript", "pt2", "onnxruntime", "onnxruntime-ort")  # fmt: skip
+        "onnxruntime", "onnxruntime-ort", *openvino_cases(), *torch_cases)  # fmt: skip
     assert "pytorch" not in bench.default_backends(model, tmp_path / "absent.pt")
     alone = tmp_path / "mnist_cnn.onnx"
     alone.write_bytes(model.read_bytes())
-    assert bench.default_backends(alone, None) == ("onnxruntime",)
+    assert bench.default_backends(alone, None) == ("onnxruntime", *openvino_cases())
     assert bench.default_backends(tmp_path / "nothing.onnx", None) == ()
 
 
@@ -113,7 +124,8 @@ def test_bench_writes_every_field(bench_json):
     path, output = bench_json
     report = json.loads(path.read_text())
     # every file but the INT8 model exists beside the model, and so does the checkpoint
-    backends = ("pytorch", "torchscript", "pt2", "onnxruntime", "onnxruntime-ort")
+    backends = ("pytorch", "torchscript", "pt2", "onnxruntime", "onnxruntime-ort",
+                *openvino_cases())  # fmt: skip
     assert {(c["backend"], c["batch_size"]) for c in report["cases"]} == {
         (b, n) for b in backends for n in (1, 3)
     }
@@ -169,7 +181,7 @@ def test_compare_with_a_bad_baseline_is_a_clean_error(tmp_path):
 def test_a_baseline_from_another_kind_of_cpu_is_refused(bench_json, tmp_path):
     """Timings compare only on the same ISA class: a baseline recorded with other CPU flags is
     a clean error, not a verdict."""
-    from mnist_edge.machine import cpu_flags
+    from mnist_edge.edge.machine import cpu_flags
 
     path, _ = bench_json
     report = json.loads(path.read_text())

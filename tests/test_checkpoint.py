@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mnist_edge import checkpoint as ckpt_io
-from mnist_edge.errors import CheckpointError
+from mnist_edge.edge.errors import CheckpointError
 
 
 def test_checkpoint_describes_itself(trained):

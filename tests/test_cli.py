@@ -8,7 +8,8 @@ from conftest import cli as run
 from mnist_edge import checkpoint as ckpt_io
 from mnist_edge.cli import app
 
-COMMANDS = {"train", "evaluate", "export", "quantize", "parity", "predict", "bench", "serve"}
+COMMANDS = {"train", "evaluate", "export", "quantize", "parity", "predict", "bench", "tune",
+            "serve"}  # fmt: skip
 
 
 def test_help_lists_every_command():
@@ -103,8 +104,8 @@ def test_export_all_runs_parity_and_records_it(trained, mnist_dir, tmp_path):
     assert json.loads(report.read_text())["passed"] is True
     # `all` includes the web page exactly when onnxruntime-web is installed locally (make test
     # installs it), built from the ONNX just exported
-    from mnist_edge import web
-    from mnist_edge.files import sha256
+    from mnist_edge.edge import web
+    from mnist_edge.edge.files import sha256
 
     page = tmp_path / "web" / "model.json"
     assert page.is_file() == (web.find_ort_web() is not None), result.output
@@ -154,7 +155,7 @@ def test_export_bad_inputs_are_clean_errors(trained, tmp_path):
 def test_predict_prints_one_line_per_file(exported, mnist_dir, tmp_path):
     from PIL import Image
 
-    from mnist_edge.data import load_split
+    from mnist_edge.edge.data import load_split
 
     digits = load_split("test", mnist_dir, 2)
     files = []

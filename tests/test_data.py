@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from conftest import REAL, TEST_N, TRAIN_N, make_synthetic_mnist
 
-from mnist_edge import data
-from mnist_edge.errors import DataError
+from mnist_edge.edge import data
+from mnist_edge.edge.errors import DataError
 
 
 @pytest.fixture
@@ -141,7 +141,7 @@ def test_reading_needs_neither_torch_nor_torchvision(two_dirs):
     a, _ = two_dirs
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
-        "from mnist_edge import data\n"
+        "from mnist_edge.edge import data\n"
         f"s = data.load_split('test', {str(a)!r}); print(len(s), s.images.dtype)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

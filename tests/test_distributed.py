@@ -12,8 +12,8 @@ import torch
 
 from mnist_edge import checkpoint as ckpt_io
 from mnist_edge import distributed as dist
-from mnist_edge.errors import ConfigError
-from mnist_edge.evaluate import evaluate
+from mnist_edge.edge.errors import ConfigError
+from mnist_edge.edge.evaluate import evaluate
 from mnist_edge.export import ExportConfig, export
 from mnist_edge.train import TrainConfig
 

@@ -10,8 +10,8 @@ from onnx import numpy_helper
 
 from mnist_edge import doctor
 from mnist_edge import quantize as q
-from mnist_edge.manifest import artifacts as manifest_artifacts
-from mnist_edge.runners import scoped_nodes
+from mnist_edge.edge.manifest import artifacts as manifest_artifacts
+from mnist_edge.layers import scoped_nodes
 
 
 def break_scale(path, layer: str, factor: float = -1.0) -> None:

@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from mnist_edge.layout import Layout
+from mnist_edge.edge.layout import Layout
 
-# What the edge install (`pip install mnist-edge`) lacks: the train extra's packages.
+# What the edge install (`pip install mnist-edge`) lacks: the train and openvino extras' packages.
 BLOCK = (
     "import sys\n"
-    "for name in ('torch', 'torchvision', 'onnx', 'onnxscript'):\n"
+    "for name in ('torch', 'torchvision', 'onnx', 'onnxscript', 'openvino'):\n"
     "    sys.modules[name] = None\n"
 )
 
@@ -87,7 +87,7 @@ def test_bench_without_torch_takes_what_exists(folder, mnist_dir, tmp_path):
 def test_predict_files_and_a_folder_without_torch(folder, mnist_dir, tmp_path):
     from PIL import Image
 
-    from mnist_edge.data import load_split
+    from mnist_edge.edge.data import load_split
 
     images = tmp_path / "images"
     images.mkdir()

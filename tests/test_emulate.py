@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import assert_same_answers
 
-from mnist_edge import emulate, parity
-from mnist_edge.data import load_split
-from mnist_edge.errors import ConfigError
-from mnist_edge.machine import isa_class
-from mnist_edge.runtime import Predictor, pretrained_path
+from mnist_edge.edge import emulate, parity
+from mnist_edge.edge.data import load_split
+from mnist_edge.edge.errors import ConfigError
+from mnist_edge.edge.machine import isa_class
+from mnist_edge.edge.runtime import Predictor, pretrained_path
 
 
 def _need_qemu() -> None:

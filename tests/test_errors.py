@@ -7,7 +7,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from mnist_edge.errors import (
+from mnist_edge.edge.errors import (
     ArtifactError,
     CheckpointError,
     DataError,

@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 from conftest import decisive
 
-from mnist_edge import evaluate as ev
-from mnist_edge.data import load_split
-from mnist_edge.layout import Layout
-from mnist_edge.parity import ATOL, RTOL
+from mnist_edge.edge import evaluate as ev
+from mnist_edge.edge.data import load_split
+from mnist_edge.edge.layout import Layout
+from mnist_edge.edge.parity import ATOL, RTOL
 
 
 def test_score_counts_and_losses():
@@ -41,7 +41,7 @@ def _moved(a, b) -> int:
 
 
 def test_checkpoint_and_its_exports_evaluate_alike(trained, exported, mnist_dir):
-    from mnist_edge.runners import load_runner, outputs
+    from mnist_edge.edge.runners import load_runner, outputs
 
     results = {
         fmt: ev.evaluate(src, data_dir=str(mnist_dir), test_limit=500)
@@ -58,7 +58,7 @@ def test_checkpoint_and_its_exports_evaluate_alike(trained, exported, mnist_dir)
 
 
 def test_batch_size_does_not_change_the_numbers(exported, mnist_dir):
-    from mnist_edge.runners import load_runner, outputs
+    from mnist_edge.edge.runners import load_runner, outputs
 
     a = ev.evaluate(Layout(exported).onnx, data_dir=str(mnist_dir), test_limit=300, batch_size=7)
     b = ev.evaluate(Layout(exported).onnx, data_dir=str(mnist_dir), test_limit=300, batch_size=300)

@@ -7,13 +7,13 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from mnist_edge import spec
 from mnist_edge.checkpoint import load as load_checkpoint
-from mnist_edge.errors import CheckpointError, ConfigError, OutputError
+from mnist_edge.edge import spec
+from mnist_edge.edge.errors import CheckpointError, ConfigError, OutputError
+from mnist_edge.edge.files import sha256
+from mnist_edge.edge.layout import FILENAMES
+from mnist_edge.edge.manifest import artifacts as manifest_artifacts
 from mnist_edge.export import FORMATS, ExportConfig, export
-from mnist_edge.files import sha256
-from mnist_edge.layout import FILENAMES
-from mnist_edge.manifest import artifacts as manifest_artifacts
 
 
 def test_onnx_is_valid_self_contained_and_named(exported):
@@ -122,7 +122,7 @@ def test_no_artifact_names_the_build_machine(exported, name):
 
 
 def test_stripping_keeps_the_layer_scopes(exported):
-    from mnist_edge.runners import scoped_nodes
+    from mnist_edge.layers import scoped_nodes
 
     model = onnx.load(str(exported / "mnist_cnn.onnx"))
     keys = {p.key for n in model.graph.node for p in n.metadata_props}

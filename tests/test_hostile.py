@@ -303,7 +303,7 @@ def test_unwritable_outputs(request, trained, exported, mnist_dir, tmp_path, whe
 def test_unusual_image_modes_are_read(exported, mnist_dir, tmp_path, mode):
     from PIL import Image
 
-    from mnist_edge.data import load_split
+    from mnist_edge.edge.data import load_split
 
     digit = 255 - load_split("test", mnist_dir, 1).images[0]  # dark ink on white
     im = Image.fromarray(digit).resize((56, 56))
@@ -371,7 +371,7 @@ def test_ctrl_c_exits_130_and_leaves_only_complete_files(
 
 
 def _load_whole(p: Path) -> None:
-    from mnist_edge.layout import format_of
+    from mnist_edge.edge.layout import format_of
 
     if p.suffix == ".json":
         json.loads(p.read_text())
@@ -383,7 +383,7 @@ def _load_whole(p: Path) -> None:
 
             load(p)
         else:
-            from mnist_edge.runners import load_runner
+            from mnist_edge.edge.runners import load_runner
 
             load_runner(p)(np.zeros((1, 1, 28, 28), np.float32))
     else:  # the web page's files, written into a folder renamed in whole

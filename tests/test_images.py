@@ -10,10 +10,10 @@ import pytest
 from conftest import P_AGREE, binomial_floor
 from PIL import Image, ImageFilter
 
-from mnist_edge import images
-from mnist_edge.data import load_split
-from mnist_edge.errors import InputError
-from mnist_edge.runtime import Predictor
+from mnist_edge.edge import images
+from mnist_edge.edge.data import load_split
+from mnist_edge.edge.errors import InputError
+from mnist_edge.edge.runtime import Predictor
 
 
 @pytest.fixture(scope="module")

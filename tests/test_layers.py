@@ -7,10 +7,11 @@ from conftest import assert_clean_error, cli
 from onnx import numpy_helper
 
 from mnist_edge import layers
-from mnist_edge.errors import ArtifactError
-from mnist_edge.layout import Layout
-from mnist_edge.parity import VerifyConfig
-from mnist_edge.runners import TAP_LAYERS, load_runner, load_tap
+from mnist_edge.edge.errors import ArtifactError
+from mnist_edge.edge.layout import Layout
+from mnist_edge.edge.parity import VerifyConfig
+from mnist_edge.edge.runners import load_runner
+from mnist_edge.layers import TAP_LAYERS, load_tap
 
 N = 300
 

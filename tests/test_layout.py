@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from mnist_edge.errors import ArtifactError
-from mnist_edge.layout import FILENAMES, Layout, format_of
+from mnist_edge.edge.errors import ArtifactError
+from mnist_edge.edge.layout import FILENAMES, Layout, format_of
 
 
 def test_every_format_has_one_name_and_round_trips():

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from mnist_edge import manifest
-from mnist_edge.errors import ArtifactError
+from mnist_edge.edge import manifest
+from mnist_edge.edge.errors import ArtifactError
 
 
 @pytest.mark.parametrize(

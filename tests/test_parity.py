@@ -5,10 +5,10 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from mnist_edge import parity
-from mnist_edge.errors import ArtifactError, ConfigError
-from mnist_edge.layout import Layout
-from mnist_edge.runners import load_runner
+from mnist_edge.edge import parity, policy
+from mnist_edge.edge.errors import ArtifactError, ConfigError
+from mnist_edge.edge.layout import Layout
+from mnist_edge.edge.runners import load_runner
 
 
 def test_identical_outputs_pass_with_zero_differences():
@@ -74,8 +74,8 @@ def test_groups_cover_test_set_batch_sizes_and_edges():
     assert groups[0].n == 300
     assert {len(b) for b in groups[1].batches} == {1}
     assert [len(b) for b in groups[3].batches] == [7] * 18 + [2]
-    first = next(groups[0].batches)
-    assert first.dtype == np.float32 and first.shape == (300, 1, 28, 28)
+    first = next(groups[0].batches)  # the test set goes in the one inference batch size
+    assert first.dtype == np.float32 and first.shape == (policy.BATCH, 1, 28, 28)
 
 
 @pytest.fixture(scope="module")

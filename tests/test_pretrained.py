@@ -8,11 +8,11 @@ import onnx
 import pytest
 from conftest import ABSOLUTE_PATH, REAL, REPO, binomial_floor, cli, decisive
 
-from mnist_edge.data import load_split
-from mnist_edge.files import sha256
-from mnist_edge.machine import isa_class
-from mnist_edge.parity import ATOL, RTOL
-from mnist_edge.runtime import PACKAGED, Predictor, pretrained_path
+from mnist_edge.edge.data import load_split
+from mnist_edge.edge.files import sha256
+from mnist_edge.edge.machine import isa_class
+from mnist_edge.edge.parity import ATOL, RTOL
+from mnist_edge.edge.runtime import PACKAGED, Predictor, pretrained_path
 
 MANIFEST = json.loads((PACKAGED / "manifest.json").read_text())
 NAMES = ["mnist_cnn.onnx", "mnist_cnn.int8.onnx"]
@@ -37,7 +37,7 @@ def test_nothing_packaged_names_the_machine_that_made_it(name):
 
 def test_the_layers_can_still_be_paired():
     """Stripping the stack traces keeps the module scopes `parity --layers` pairs layers by."""
-    from mnist_edge.runners import scoped_nodes
+    from mnist_edge.layers import scoped_nodes
 
     for name in NAMES:
         assert {"conv1", "conv2", "conv3", "fc"} <= set(
@@ -120,12 +120,12 @@ def test_predict_without_model_uses_exports_else_the_packaged_one(exported, tmp_
     monkeypatch.chdir(tmp_path)  # no exports/ here
     r = cli("predict", image)
     assert r.exit_code == 0, r.output
-    assert f"model: {PACKAGED / 'mnist_cnn.onnx'} (packaged)" in r.stderr
+    assert f"model: {PACKAGED / 'mnist_cnn.onnx'} (packaged, onnxruntime)" in r.stderr
     (tmp_path / "exports").mkdir()
     (tmp_path / "exports" / "mnist_cnn.onnx").write_bytes(
         (exported / "mnist_cnn.onnx").read_bytes()
     )
     r = cli("predict", image)
-    assert r.exit_code == 0 and "model: exports/mnist_cnn.onnx (exported)" in r.stderr
+    assert r.exit_code == 0 and "model: exports/mnist_cnn.onnx (exported, onnxruntime)" in r.stderr
     r = cli("predict", image, "--model", exported / "mnist_cnn.onnx")
     assert r.exit_code == 0 and "model:" not in r.stderr  # named explicitly: nothing to say

@@ -7,10 +7,10 @@ import pytest
 from conftest import assert_same_answers, cli
 
 from mnist_edge import quantize as q
-from mnist_edge.data import load_split
-from mnist_edge.errors import ConfigError
-from mnist_edge.manifest import artifacts as manifest_artifacts
-from mnist_edge.runtime import Predictor, pretrained_path
+from mnist_edge.edge.data import load_split
+from mnist_edge.edge.errors import ConfigError
+from mnist_edge.edge.manifest import artifacts as manifest_artifacts
+from mnist_edge.edge.runtime import Predictor, pretrained_path
 
 # Labels are judged on the packaged model (ten epochs), by the default INT8 rule: a one-epoch
 # model is unsure of itself, so whether its INT8 copy keeps its answers says little.
@@ -155,7 +155,7 @@ def test_gate_and_parity_apply_one_rule(degraded, qcfg, mnist_dir, margin, passe
     """A drop beyond the default but within the chosen limit passes both the gate and parity;
     the same drop beyond a tighter limit fails both (one rule, read from the INT8 model's
     metadata). Parity's reference is the fp32 model the INT8 one came from."""
-    from mnist_edge.parity import check_against
+    from mnist_edge.edge.parity import check_against
 
     drop, agreement = degraded.accuracy_drop, degraded.argmax_agreement
     cfg = replace(qcfg, output=degraded.path, max_accuracy_drop=drop + margin,

@@ -8,11 +8,11 @@ import pytest
 from conftest import P_AGREE, assert_same_answers, binomial_floor
 from PIL import Image
 
-from mnist_edge import parity
-from mnist_edge.data import batches, load_split
-from mnist_edge.errors import ArtifactError, InputError
-from mnist_edge.runners import load_runner
-from mnist_edge.runtime import Predictor, prepare_image
+from mnist_edge.edge import parity
+from mnist_edge.edge.data import batches, load_split
+from mnist_edge.edge.errors import ArtifactError, InputError
+from mnist_edge.edge.runners import load_runner
+from mnist_edge.edge.runtime import Predictor, prepare_image
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +176,7 @@ def test_predictor_works_where_torch_cannot_be_imported(exported):
     code = (
         "import sys; sys.modules['torch'] = None; sys.modules['torchvision'] = None\n"
         "import numpy as np\n"
-        "from mnist_edge.runtime import Predictor\n"
+        "from mnist_edge.edge.runtime import Predictor\n"
         "assert 'PIL' not in sys.modules, 'Pillow must be imported lazily'\n"
         f"p = Predictor({str(exported / 'mnist_cnn.onnx')!r})\n"
         "print(p.predict(np.zeros((2, 28, 28), np.uint8)).labels.shape)\n"

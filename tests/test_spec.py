@@ -1,6 +1,6 @@
 import numpy as np
 
-from mnist_edge import spec
+from mnist_edge.edge import spec
 
 
 def test_contract_round_trips_through_metadata():

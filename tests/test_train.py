@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from mnist_edge import checkpoint as ckpt_io
-from mnist_edge.errors import ConfigError, DataError, OutputError
-from mnist_edge.evaluate import evaluate
+from mnist_edge.edge.errors import ConfigError, DataError, OutputError
+from mnist_edge.edge.evaluate import evaluate
 from mnist_edge.train import RECIPES, TrainConfig, random_shift, train
 
 

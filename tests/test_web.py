@@ -23,10 +23,10 @@ import pytest
 from conftest import assert_clean_error, assert_same_answers, cli
 from PIL import Image, ImageFilter
 
-from mnist_edge import parity, spec, web
-from mnist_edge.data import load_split
-from mnist_edge.images import prepare_image
-from mnist_edge.runtime import Predictor, load_session, pretrained_path
+from mnist_edge.edge import parity, spec, web
+from mnist_edge.edge.data import load_split
+from mnist_edge.edge.images import prepare_image
+from mnist_edge.edge.runtime import Predictor, load_session, pretrained_path
 
 ORT_WEB = web.find_ort_web()
 CHROMIUM = web.find_chromium()
@@ -97,7 +97,7 @@ def _get(url: str, path: str, method: str = "GET") -> http.client.HTTPResponse:
 def test_web_export_is_self_contained_and_reads_the_models_metadata(site):
     config = json.loads((site / "model.json").read_text())
     fp32 = config["models"]["fp32"]
-    from mnist_edge.runtime import model_metadata
+    from mnist_edge.edge.runtime import model_metadata
 
     meta = model_metadata(load_session(pretrained_path()))
     assert fp32["mean"] == float(meta["mnist_edge.mean"]) and fp32["std"] == float(

@@ -4,7 +4,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from mnist_edge import manifest
+from mnist_edge.edge import manifest
 from mnist_edge.export import ExportConfig
 from mnist_edge.workflow import VerifyConfig, export_and_verify, parity
 

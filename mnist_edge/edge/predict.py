@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .errors import ConfigError
 from .files import atomic_write
 from .layout import Layout
 from .runtime import FileResult, Predictor, expand_inputs, pretrained_path
@@ -72,15 +73,26 @@ def predict_paths(
     output: Path | None = None,
     as_json: bool = False,
     console: Any = None,
+    backend: str | None = None,
+    precision: str | None = None,
+    profile: Path | None = None,
 ) -> PredictSummary:
-    """Classify every image the items name; print a line (or JSON) per file; write --output."""
-    from . import render
+    """Classify every image the items name; print a line (or JSON) per file; write --output.
+    With a deployment profile (mnist-edge tune), its model, backend, precision and threads."""
+    from .. import render
 
     console = console or render.console
-    path, source = resolve_model(model)
-    predictor = Predictor(path, threads=threads)
+    if profile is not None:
+        if model is not None or backend is not None or precision is not None:
+            raise ConfigError("--profile names the model, backend and precision: drop --model, "
+                              "--backend and --precision")  # fmt: skip
+        predictor = Predictor.from_profile(profile, **({"threads": threads} if threads else {}))
+        path, source = predictor.path, f"profile {profile}"
+    else:
+        path, source = resolve_model(model)
+        predictor = Predictor(path, threads=threads, backend=backend, precision=precision)
     if model is None:
-        render.err_console.print(f"model: {path} ({source})")
+        render.err_console.print(f"model: {path} ({source}, {predictor.runner.name})")
     paths = expand_inputs(items)
     rows: list[FileResult] = []
     with render.file_progress(len(paths)) as advance:

@@ -1,6 +1,6 @@
 """The browser target: a static web export on onnxruntime-web, and a server for it (no torch).
 
-`export_web` writes a self-contained folder: the page (mnist_edge/webapp/), the ONNX model (and
+`export_web` writes a self-contained folder: the page (mnist_edge/edge/webapp/), the ONNX model (and
 its INT8 version when there is one), `model.json` with the model's own metadata (normalisation,
 labels, accuracy, source checkpoint) and the WebAssembly build of a pinned onnxruntime-web, taken
 from an installed npm package. Without one, the page loads that same version from a public CDN.

@@ -4,7 +4,7 @@ emulated processor, to see what a device of that kind answers (torch-free).
 `qemu-x86_64-static -cpu Haswell` is an x86-64 with AVX2 and FMA but no AVX-512 and no VNNI:
 where ONNX Runtime's u8 x s8 kernel saturates. Debian's qemu-user-static provides it.
 
-    python -m mnist_edge.emulate MODEL INPUTS.npy OUTPUTS.npy   (what runs under emulation)
+    python -m mnist_edge.edge.emulate MODEL INPUTS.npy OUTPUTS.npy   (what runs under emulation)
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def run_emulated(
         x, y = Path(tmp) / "x.npy", Path(tmp) / "y.npy"
         np.save(x, np.ascontiguousarray(inputs, np.float32))
         env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        cmd = [binary, "-cpu", cpu, sys.executable, "-m", "mnist_edge.emulate", str(model),
+        cmd = [binary, "-cpu", cpu, sys.executable, "-m", "mnist_edge.edge.emulate", str(model),
                str(x), str(y)]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
         if proc.returncode != 0:

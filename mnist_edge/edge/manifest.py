@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from .. import __version__
 from .errors import ArtifactError, reading
 from .files import sha256, utc_now, write_json
 from .layout import Layout
@@ -100,6 +100,17 @@ def register(
     data["artifacts"][art.file] = asdict(art)
     _write(output_dir, data)
     return art
+
+
+def register_profile(output_dir: Path | str, path: Path, profile: dict[str, Any]) -> None:
+    """List a deployment profile (mnist-edge tune) in the manifest, beside the artifacts."""
+    data = read(output_dir)
+    data.setdefault("profiles", {})[path.name] = {
+        "file": path.name, "sha256": sha256(path), "created": utc_now(),
+        **{k: profile[k] for k in ("model", "backend", "format", "precision", "threads")},
+        "isa_class": profile["machine"]["isa_class"], "cpu_flags": profile["machine"]["cpu_flags"],
+    }  # fmt: skip
+    _write(output_dir, data)
 
 
 def record_parity(output_dir: Path | str, verdicts: dict[str, dict[str, Any]]) -> None:

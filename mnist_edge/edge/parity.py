@@ -15,14 +15,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from . import spec
+from . import policy, spec
 from .errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:
     from .runners import Runner
 
-ATOL = 1e-4  # log-probabilities are O(1..30); fp32 re-association of 62k-term sums moves ~1e-5
-RTOL = 1e-3  # lets large-magnitude outputs (far out-of-range inputs) differ in the 4th digit
+ATOL, RTOL = policy.ATOL, policy.RTOL  # the elementwise rule (why these values: policy.py)
 EPS = 1e-12  # keeps the relative difference finite where the reference is 0
 TASK_JUDGED = ("onnx-int8",)
 TASK_GROUP = "test set"  # the group a task-judged artifact is judged on
@@ -38,6 +37,8 @@ class VerifyConfig:
     atol: float = ATOL
     rtol: float = RTOL
     threads: int | None = None
+    backend: str | None = None  # run the artifacts on this backend (default: their format's)
+    precision: str | None = None  # at this precision (default: their format's)
 
     def __post_init__(self) -> None:
         for name in ("atol", "rtol"):
@@ -51,11 +52,11 @@ class TaskRule:
     """The INT8 rule: judged on the task, not the tensors. The quantization gate and parity both
     use it; QuantConfig sets it and the INT8 model's metadata carries it to later checks."""
 
-    max_accuracy_drop: float = 0.2  # percentage points against the fp32 reference
-    min_argmax_agreement: float = 99.0  # percent of test images with the reference's answer
+    max_accuracy_drop: float = policy.INT8_MAX_ACCURACY_DROP  # points against the reference
+    min_argmax_agreement: float = policy.INT8_MIN_AGREEMENT  # percent with the reference's answer
     # log-probability differences are still reported, against these looser tolerances
-    atol: float = 0.5
-    rtol: float = 0.1
+    atol: float = policy.INT8_ATOL
+    rtol: float = policy.INT8_RTOL
 
     KEYS: ClassVar[tuple[str, ...]] = ("max_accuracy_drop", "min_argmax_agreement")
 
@@ -75,6 +76,11 @@ class TaskRule:
 
     def to_metadata(self) -> dict[str, str]:
         return {f"{spec.METADATA_PREFIX}int8.{k}": str(getattr(self, k)) for k in self.KEYS}
+
+    @classmethod
+    def deployment(cls) -> TaskRule:
+        """The rule a deployment path must keep (tune, bf16): policy.DEPLOY_*."""
+        return cls(policy.DEPLOY_MAX_ACCURACY_DROP, policy.DEPLOY_MIN_AGREEMENT)
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str]) -> TaskRule:
@@ -155,6 +161,8 @@ class ArtifactResult:
     format: str
     groups: list[GroupResult]
     judge: str = "tensor"  # "tensor": every element within tolerance; "task": see task_ok
+    backend: str = ""  # the engine that ran it
+    precision: str = "fp32"
     rule: TaskRule | None = None  # the task rule, when judge == "task"
 
     def task_ok(self, g: GroupResult) -> bool:
@@ -195,6 +203,8 @@ class ArtifactResult:
             "reference_accuracy": test.reference_accuracy,
             "failed_groups": [g.name for g in self.groups if not self.group_ok(g)],
             "judge": self.judge,
+            "backend": self.backend,
+            "precision": self.precision,
             **({"rule": asdict(self.rule)} if self.rule else {}),
         }
 
@@ -319,7 +329,7 @@ def _compare(
 
 
 def input_groups(
-    images: np.ndarray, labels: np.ndarray, *, batch_size: int = 500, seed: int = 0
+    images: np.ndarray, labels: np.ndarray, *, batch_size: int = policy.BATCH, seed: int = 0
 ) -> list[InputGroup]:
     """The test set in batches, the same images at batch sizes 1/2/7/64, and edge inputs."""
     groups = [InputGroup("test set", images, batch_size, labels)]
@@ -348,6 +358,16 @@ def run_groups(runner: Runner, groups: list[InputGroup]) -> list[np.ndarray]:
     return [np.concatenate([runner(b) for b in g.batches]) for g in groups]
 
 
+def task_rule(runner: Runner) -> TaskRule | None:
+    """How a run is judged: fp32 on the tensors (None), int8 by the rule its file carries, bf16
+    by the deployment rule (reduced precision changes the numbers, so the task is judged)."""
+    if runner.precision == "int8" or runner.format in TASK_JUDGED:
+        return TaskRule.from_metadata(runner.metadata)
+    if runner.precision == "bf16":
+        return TaskRule.deployment()
+    return None
+
+
 def check(
     reference: Runner,
     candidates: list[Runner],
@@ -361,12 +381,14 @@ def check(
     results = []
     for cand in candidates:
         cand_outputs = run_groups(cand, groups)
-        rule = TaskRule.from_metadata(cand.metadata) if cand.format in TASK_JUDGED else None
+        rule = task_rule(cand)
         tol = {"atol": rule.atol, "rtol": rule.rtol} if rule else {"atol": atol, "rtol": rtol}
         results.append(
             ArtifactResult(
                 path=str(cand.path),
                 format=cand.format,
+                backend=cand.backend,
+                precision=cand.precision,
                 groups=[
                     compare(g.name, r, c, labels=g.labels, **tol)
                     for g, r, c in zip(groups, ref_outputs, cand_outputs, strict=True)
@@ -387,16 +409,20 @@ def check_against(
     atol: float = ATOL,
     rtol: float = RTOL,
     threads: int | None = None,
+    backend: str | None = None,
+    precision: str | None = None,
 ) -> ParityReport:
     """Parity of artifacts against a reference (a checkpoint's PyTorch model, or another
-    artifact such as the fp32 ONNX) on the official test set and the edge inputs."""
+    artifact such as the fp32 ONNX) on the official test set and the edge inputs; the artifacts
+    run on `backend` at `precision` when given, the reference on its format's own backend."""
     from .data import load_split
     from .runners import load_runner
 
     if not artifacts:
         raise ArtifactError("no artifacts to check; export some with `mnist-edge export`")
     # Load everything the user named before the data: a bad file fails fast.
-    candidates = [load_runner(path, threads=threads) for path in artifacts]
+    candidates = [load_runner(path, threads=threads, backend=backend, precision=precision)
+                  for path in artifacts]  # fmt: skip
     ref = load_runner(reference, threads=threads)
     test = load_split("test", data_dir, test_limit)
     groups = input_groups(test.images, test.labels)

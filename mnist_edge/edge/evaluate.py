@@ -71,13 +71,16 @@ def evaluate(
     data_dir: str | None = None,
     test_limit: int | None = None,
     threads: int | None = None,
-    batch_size: int = 500,
+    batch_size: int | None = None,
+    backend: str | None = None,
+    precision: str | None = None,
 ) -> EvalResult:
-    """Evaluate a checkpoint or an exported artifact on the official test set."""
+    """Evaluate a checkpoint or an exported artifact on the official test set (on `backend` at
+    `precision` when given: the catalogue's defaults for its format otherwise)."""
     from .data import load_split
     from .runners import load_runner, outputs
 
-    runner = load_runner(source, fmt=fmt, threads=threads)  # a bad file fails before the data
+    runner = load_runner(source, fmt=fmt, threads=threads, backend=backend, precision=precision)
     test = load_split("test", data_dir, test_limit)
     out = outputs(runner, test.images, batch_size)
     return score(out, test.labels, str(source), runner.format)

@@ -1,6 +1,6 @@
 /* mnist-edge: a photo, scan or drawing of one digit -> the 28x28 MNIST digit the model sees.
  *
- * A step-for-step port of mnist_edge/images.py (prepare_image), down to Pillow's resampling
+ * A step-for-step port of mnist_edge/edge/images.py (prepare_image), down to Pillow's resampling
  * (fixed-point, 8-bit between passes), its rank filters (edges replicated) and numpy's rounding
  * (half to even) and percentiles (linear), so that the page and `mnist-edge predict` agree.
  * No dependencies; works in a page (globalThis.MnistPreprocess) and in node (module.exports).

@@ -5,8 +5,9 @@ number: the machine, thread settings and versions (machine.environment()), each 
 resident memory, and this machine's fp32 GEMM rate measured in the same run with ONNX Runtime
 itself (the best of 1024x1024 and 2048x2048 MatMuls), so that achieved GFLOP/s reads as a
 fraction of what this CPU does
-with the same runtime (the roofline), with or without torch installed. Models come from
-runners.load_runner; the backends measured by default are those whose files exist.
+with the same runtime (the roofline), with or without torch installed. Models come from the
+catalogue (runners): a case is a (backend, format, precision), and the cases measured by default
+are those whose files exist, whose backend is installed and whose precision this CPU offers.
 """
 
 from __future__ import annotations
@@ -25,13 +26,10 @@ import numpy as np
 from .errors import ArtifactError, ConfigError, InputError
 from .files import utc_now
 from .layout import Layout
-from .machine import check_threads, environment, has_module, isa_class, peak_rss_mb, reset_peak_rss
-from .runners import BACKENDS as RUNNER_BACKENDS
-from .runners import Runner, load_runner
+from .machine import check_threads, environment, isa_class, peak_rss_mb, reset_peak_rss
+from .runners import BACKENDS, Runner, cases, load_runner
 from .spec import FLOPS_PER_IMAGE
 
-BACKENDS = ("pytorch", "torchscript", "pt2", "onnxruntime", "onnxruntime-int8", "onnxruntime-ort")
-TORCH_BACKENDS = ("pytorch", "torchscript", "pt2")
 SCENARIOS = ("single-stream", "offline", "server", "idle")
 ROOFLINE_SIZES = (1024, 2048)  # square fp32 MatMuls timed for the CPU's GEMM rate (the best)
 # A one-node ONNX model, C = MatMul(A, B) with symbolic shapes (opset 13, IR 8): built with
@@ -44,26 +42,28 @@ MATMUL_ONNX = base64.b64decode(
 
 
 def default_backends(model: Path | str, checkpoint: Path | str | None) -> tuple[str, ...]:
-    """The backends whose files exist beside `model` (PyTorch eager only when torch is
-    installed and the checkpoint exists; TorchScript and pt2 only with torch too)."""
-    has_torch = has_module("torch")
+    """The cases whose file exists (beside `model`; PyTorch eager: the checkpoint), whose
+    backend is installed, at a precision this CPU offers."""
     chosen = []
-    for name in BACKENDS:
+    for name, (backend, fmt, precision) in cases().items():
         path = backend_path(name, model, checkpoint)
-        if name in TORCH_BACKENDS and not has_torch:
+        engine = BACKENDS[backend]
+        if path is None or not Path(path).is_file() or not engine.installed():
             continue
-        if path is not None and Path(path).is_file():
+        if precision in engine.precisions(fmt):
             chosen.append(name)
     return tuple(chosen)
 
 
 def backend_path(name: str, model: Path | str, checkpoint: Path | str | None) -> Path | None:
-    """The file a backend runs: --model for onnxruntime, its siblings for the others."""
-    if name == "onnxruntime":
+    """The file a case runs: --model for the fp32 ONNX, the checkpoint for PyTorch eager, the
+    model's siblings for the other formats."""
+    fmt = cases()[name][1]
+    if fmt == "onnx":
         return Path(model)
-    if name == "pytorch":
+    if fmt == "checkpoint":
         return None if checkpoint is None else Path(checkpoint)
-    return Layout.beside(model).artifact(RUNNER_BACKENDS[name])
+    return Layout.beside(model).artifact(fmt)
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,10 @@ class BenchConfig:
     offline_batch_sizes: tuple[int, ...] = (1, 8, 32, 64, 128, 256)
 
     def __post_init__(self) -> None:
-        unknown = [b for b in self.backends if b not in BACKENDS]
+        unknown = [b for b in self.backends if b not in cases()]
         if unknown or not self.backends:
             named = ", ".join(unknown) or "(none)"
-            raise ConfigError(f"unknown backend {named}; choose from {', '.join(BACKENDS)}")
+            raise ConfigError(f"unknown backend {named}; choose from {', '.join(cases())}")
         if not self.batch_sizes or min(self.batch_sizes) < 1:
             raise ConfigError(f"batch sizes must be >= 1, got {self.batch_sizes}")
         if not self.threads:
@@ -124,11 +124,11 @@ class BenchConfig:
         """The file `backend` runs; an error naming the export command when it is missing."""
         path = backend_path(backend, self.model, self.checkpoint)
         if path is None or not path.is_file():
+            fmt = cases()[backend][1]
             how = {
-                "pytorch": "train one with `mnist-edge train` or pass --checkpoint",
-                "onnxruntime-int8": "make it with `mnist-edge quantize`",
-                "onnxruntime-ort": "make it with `mnist-edge export --format ort`",
-            }.get(backend, f"make it with `mnist-edge export --format {RUNNER_BACKENDS[backend]}`")
+                "checkpoint": "train one with `mnist-edge train` or pass --checkpoint",
+                "onnx-int8": "make it with `mnist-edge quantize`",
+            }.get(fmt, f"make it with `mnist-edge export --format {fmt}`")
             raise ArtifactError(f"backend {backend} needs {path}, which is missing; {how}")
         return path
 
@@ -234,7 +234,9 @@ def measure_case(name: str, cfg: BenchConfig, batch: np.ndarray, threads: int, r
     """Cold start (load + first call) and steady-state timing of one case."""
     reset_peak_rss()
     t0 = time.perf_counter()
-    runner = load_runner(cfg.path(name), fmt=RUNNER_BACKENDS[name], threads=threads)
+    backend, fmt, precision = cases()[name]
+    runner = load_runner(cfg.path(name), fmt=fmt, backend=backend, precision=precision,
+                         threads=threads)  # fmt: skip
     t1 = time.perf_counter()
     runner(batch)
     t2 = time.perf_counter()
@@ -301,25 +303,25 @@ def bench(cfg: BenchConfig, on_case: Callable[[CaseResult], None] | None = None)
         cfg.path(name)  # a missing file fails before anything is measured
     pixels = load_split("test", cfg.data_dir, max(cfg.batch_sizes)).images  # (B, 28, 28) uint8
     rates = {t: matmul_gflops(t) for t in cfg.threads}
-    cases: list[CaseResult] = []
+    measured: list[CaseResult] = []
     for threads in cfg.threads:
         for b in cfg.batch_sizes:
             batch = next(batches(pixels[:b], b))  # the one data feed: (b, 1, 28, 28) float32
             for name in cfg.backends:
                 case = measure_case(name, cfg, batch, threads, rates[threads])
-                cases.append(case)
+                measured.append(case)
                 if on_case:
                     on_case(case)
-    eager = {(c.batch_size, c.threads): c.p50_ms for c in cases if c.backend == "pytorch"}
-    cases = [
-        _with_ratio(c, eager.get((c.batch_size, c.threads))) for c in cases
+    eager = {(c.batch_size, c.threads): c.p50_ms for c in measured if c.backend == "pytorch"}
+    measured = [
+        _with_ratio(c, eager.get((c.batch_size, c.threads))) for c in measured
     ]  # ratios need eager's numbers from the same run
     overhead = []
     if "onnxruntime" in cfg.backends:
         overhead = [predictor_overhead(cfg, pixels[:1], t) for t in cfg.threads]
     test = load_split("test", cfg.data_dir).images if cfg.scenarios else pixels
     return BenchReport(
-        cases=cases,
+        cases=measured,
         matmul_gflops=rates,
         overhead=overhead,
         scenarios=run_scenarios(cfg, test),
@@ -341,11 +343,11 @@ def _with_ratio(case: CaseResult, eager_p50: float | None) -> CaseResult:
 
 
 def _torch_threads() -> int | None:
-    if not has_module("torch"):
-        return None
-    import torch
+    """torch's thread count, when a torch backend ran (bench never imports torch itself)."""
+    import sys
 
-    return torch.get_num_threads()
+    torch = sys.modules.get("torch")
+    return None if torch is None else torch.get_num_threads()
 
 
 @dataclass(frozen=True)

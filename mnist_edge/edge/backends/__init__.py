@@ -1,0 +1,1 @@
+"""The backends of the catalogue (runners.BACKENDS): one module each."""

@@ -1,0 +1,35 @@
+"""Every threshold that decides a verdict, and the inference batch, in one place (numbers only).
+
+Each is recorded with the verdict it decided (parity reports carry their tolerances, INT8 models
+and deployment profiles their rule), so a later reader judges by the rule that was applied.
+"""
+
+from __future__ import annotations
+
+# Parity of fp32 artifacts, element by element (an element passes within atol OR rtol).
+# log-probabilities are O(1..30); ONNX Runtime and PyTorch sum the 61,952 products of the last
+# layer in another order, which moves fp32 results by ~3e-5 here: 1e-4 keeps ~3x headroom.
+ATOL = 1e-4
+# lets large-magnitude outputs (far out-of-range inputs) differ in the 4th significant digit
+RTOL = 1e-3
+
+# The INT8 rule (the quantization gate and parity of an INT8 file): the accuracy may drop at
+# most this many points, and at least this percent of test images keep the fp32 answer.
+INT8_MAX_ACCURACY_DROP = 0.2
+INT8_MIN_AGREEMENT = 99.0
+# log-probability differences of INT8 files are reported against these looser tolerances
+INT8_ATOL = 0.5
+INT8_RTOL = 0.1
+
+# The deployment rule: what `mnist-edge tune` asks of every (backend, precision, threads) before
+# it may be picked, and what parity asks of a bf16 run. Stricter than the INT8 gate: a path is
+# only "fastest correct" if it keeps the model's answers.
+DEPLOY_MAX_ACCURACY_DROP = 0.1
+DEPLOY_MIN_AGREEMENT = 99.8
+
+# Images per inference call wherever mnist-edge feeds a model a set of images (predict,
+# evaluate, parity, INT8 calibration, tune's gate). Peak memory grows with the batch (~1.4 MB
+# an image) while throughput stops improving past ~100 images: the 10,000 test images peaked at
+# 14.7 GB in one call and at 254 MB in chunks of 128, at the same images/s
+# (benchmarks/results/predict_memory.json).
+BATCH = 128

@@ -1,0 +1,216 @@
+"""The backend catalogue and load_runner(): the one place that builds a model to run.
+
+Three separate axes (STYLE.md): the file **format** (checkpoint, torchscript, pt2, onnx,
+onnx-int8, ort: layout.format_of tells it from the name), the **backend** that runs it (an
+engine: onnxruntime, openvino, torch) and the **precision** it computes in (fp32, bf16, int8).
+One runner interface for all: a Runner takes normalised float32 (N, 1, 28, 28) and gives float32
+(N, 10). Benchmarks, parity, evaluation, the Predictor and the tuner all go through here.
+
+Each backend is one module with two functions,
+
+    precisions(fmt) -> tuple[str, ...]     what it can run that format at, on this machine
+    load(path, fmt, precision, threads) -> Runner
+
+and one entry in BACKENDS naming the module (imported only when the backend is first used, so
+the torch backend costs the edge install nothing), the formats it opens, its named cases (what
+`bench --backends` and `tune` call each (format, precision)) and the pip extra it needs.
+`register()` adds one at run time (a plugin, or a test).
+"""
+
+from __future__ import annotations
+
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ArtifactError, ConfigError, MissingDependency, missing_dependency
+from .layout import format_of
+from .machine import check_threads, has_module
+
+PRECISIONS = ("fp32", "bf16", "int8")
+FORMATS = ("onnx", "onnx-int8", "ort", "checkpoint", "torchscript", "pt2")
+# the precision a format runs at unless asked otherwise: a quantized file computes in int8
+NATIVE_PRECISION = {"onnx-int8": "int8"}
+EXTRA_FILE = "mnist_edge.json"  # metadata inside TorchScript / .pt2 archives
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An engine that runs model files, as the catalogue knows it."""
+
+    name: str  # "onnxruntime", "openvino", "torch"
+    module: str  # the module with precisions() and load()
+    formats: tuple[str, ...]  # the file formats it opens
+    cases: dict[str, tuple[str, str]]  # case name (bench, tune) -> (format, precision)
+    requires: str  # the package whose presence means the backend is installed
+    extra: str | None = None  # the pip extra that installs it (None: the base install)
+
+    def installed(self) -> bool:
+        return has_module(self.requires)
+
+    def impl(self):
+        """The backend's module; a missing package is one line naming the extra."""
+        if not self.installed():
+            raise _missing(self)
+        try:
+            return importlib.import_module(self.module)
+        except ImportError as exc:
+            if exc.name and exc.name.split(".")[0] == self.requires:
+                raise _missing(self) from None
+            raise
+
+    def precisions(self, fmt: str) -> tuple[str, ...]:
+        return tuple(self.impl().precisions(fmt))
+
+
+def _missing(backend: Backend) -> MissingDependency:
+    if backend.extra == "train":
+        return missing_dependency(backend.requires, f"the {backend.name} backend")
+    return MissingDependency(
+        f"the {backend.name} backend needs the Python package {backend.requires!r}, which this "
+        f"install leaves out; install it with pip install 'mnist-edge[{backend.extra}]'"
+    )
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register(backend: Backend) -> Backend:
+    """Add (or replace) a backend: one entry, and every command can use it."""
+    for name in backend.cases:
+        owner = next((b.name for b in BACKENDS.values() if name in b.cases), backend.name)
+        if owner != backend.name:
+            raise ConfigError(f"case name {name!r} is taken by the {owner} backend")
+    BACKENDS[backend.name] = backend
+    return backend
+
+
+def unregister(name: str) -> None:
+    BACKENDS.pop(name, None)
+
+
+register(Backend(
+    "onnxruntime", "mnist_edge.edge.backends.onnxruntime", ("onnx", "onnx-int8", "ort"),
+    {"onnxruntime": ("onnx", "fp32"), "onnxruntime-int8": ("onnx-int8", "int8"),
+     "onnxruntime-ort": ("ort", "fp32")},
+    requires="onnxruntime",
+))  # fmt: skip
+register(Backend(
+    "openvino", "mnist_edge.edge.backends.openvino", ("onnx", "onnx-int8"),
+    {"openvino": ("onnx", "fp32"), "openvino-bf16": ("onnx", "bf16"),
+     "openvino-int8": ("onnx-int8", "int8")},
+    requires="openvino", extra="openvino",
+))  # fmt: skip
+register(Backend(
+    "torch", "mnist_edge.torch_backend", ("checkpoint", "torchscript", "pt2"),
+    {"pytorch": ("checkpoint", "fp32"), "torchscript": ("torchscript", "fp32"),
+     "pt2": ("pt2", "fp32")},
+    requires="torch", extra="train",
+))  # fmt: skip
+
+
+def cases() -> dict[str, tuple[str, str, str]]:
+    """Every named case: name -> (backend, format, precision), in registration order."""
+    return {n: (b.name, f, p) for b in BACKENDS.values() for n, (f, p) in b.cases.items()}
+
+
+def case_name(backend: str, fmt: str, precision: str) -> str:
+    """The case name of a (backend, format, precision), or "backend:format:precision"."""
+    for name, found in cases().items():
+        if found == (backend, fmt, precision):
+            return name
+    return f"{backend}:{fmt}:{precision}"
+
+
+def default_backend(fmt: str) -> Backend:
+    """The first registered backend that opens `fmt` (onnxruntime for ONNX Runtime formats)."""
+    for backend in BACKENDS.values():
+        if fmt in backend.formats:
+            return backend
+    raise ConfigError(f"no backend opens {fmt!r} files; formats: {', '.join(FORMATS)}")
+
+
+def backend_named(name: str) -> Backend:
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    return BACKENDS[name]
+
+
+@dataclass
+class Runner:
+    """One loaded model: numpy in, numpy out."""
+
+    path: Path
+    format: str  # one of FORMATS
+    fn: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    load_ms: float = 0.0  # time to load the file and build the session / module
+    metadata: dict[str, str] = field(default_factory=dict)  # the artifact's own metadata
+    threads: int | None = None
+    session: object | None = field(default=None, repr=False)  # the engine's own object
+    backend: str = ""
+    precision: str = "fp32"
+
+    @property
+    def name(self) -> str:
+        """Its case name (bench, tune): "onnxruntime", "openvino-bf16", ..."""
+        return case_name(self.backend, self.format, self.precision)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """(N, 10) outputs for a normalised float32 (N, 1, 28, 28) batch."""
+        return self.fn(batch)
+
+    __call__ = run
+
+
+def load_runner(
+    source: Path | str,
+    *,
+    fmt: str | None = None,
+    threads: int | None = None,
+    backend: str | None = None,
+    precision: str | None = None,
+) -> Runner:
+    """A Runner for a checkpoint or an exported artifact: the format from the file name unless
+    given, the backend the first that opens that format unless given, the precision the
+    format's own (int8 for a quantized file, else fp32) unless given."""
+    path = Path(source)
+    fmt = fmt or format_of(path)
+    if fmt not in FORMATS and not any(fmt in b.formats for b in BACKENDS.values()):
+        raise ConfigError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+    engine = backend_named(backend) if backend else default_backend(fmt)
+    if fmt not in engine.formats:
+        raise ConfigError(
+            f"the {engine.name} backend does not open {fmt} files; it opens "
+            f"{', '.join(engine.formats)}"
+        )
+    check_threads(threads)
+    precision = precision or NATIVE_PRECISION.get(fmt, "fp32")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if fmt != "checkpoint" and not path.is_file():
+        raise ArtifactError(f"no model at {path} ({fmt}); export one with `mnist-edge export`")
+    offered = engine.precisions(fmt)
+    if precision not in offered:
+        why = getattr(engine.impl(), "WHY_NOT", {}).get(precision, "")
+        raise ConfigError(
+            f"the {engine.name} backend runs {fmt} files at {', '.join(offered)} here, not "
+            f"{precision}" + (f": {why}" if why else "")
+        )
+    t0 = time.perf_counter()
+    runner = engine.impl().load(path, fmt, precision, threads)
+    runner.format, runner.threads, runner.backend, runner.precision = (
+        fmt, threads, engine.name, precision)  # fmt: skip
+    runner.load_ms = (time.perf_counter() - t0) * 1e3
+    return runner
+
+
+def outputs(runner: Runner, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
+    """(N, 10) outputs for uint8 (N, 28, 28) images, fed in batches through data.batches."""
+    from .data import batches
+    from .policy import BATCH
+
+    return np.concatenate([runner(b) for b in batches(images, batch_size or BATCH)])
