@@ -107,6 +107,53 @@ def probes(page, site: Path, calls: int) -> dict[str, dict]:
     return out
 
 
+# Every way the page can run the model, each on a fresh page load (threads, the proxy worker and
+# the bundle are fixed when onnxruntime-web starts): (name, query). Chromium runs with WebNN
+# switched on and WebGPU on SwiftShader, its software GPU.
+PATHS = [
+    ("wasm, 1 thread", "?threads=1"),
+    ("wasm, 2 threads", "?threads=2"),
+    ("wasm, 4 threads", "?threads=4"),
+    ("wasm, 2 threads, proxy worker", "?threads=2&proxy=1"),
+    ("wasm, 2 threads, WebNN/WebGPU bundle", "?threads=2&bundle=all"),
+    ("WebGPU (SwiftShader)", "?path=webgpu"),
+    ("WebNN (CPU)", "?path=webnn"),
+]
+
+
+def paths(url: str, models: dict[str, Path], calls: int) -> dict[str, dict]:
+    """Each path's page latency (fp32 and INT8), its main-thread stall, or why it does not run;
+    native ONNX Runtime on 1 thread measured between the paths, in the same run."""
+    out: dict[str, dict] = {}
+    native_runs = []
+    with web.chromium(args=(*web.SWIFTSHADER_WEBGPU_ARGS, *web.WEBNN_ARGS)) as browser:
+        for name, query in PATHS:
+            with web.open_page(url + query + "&sw=0", browser, timeout_s=300) as run:
+                if not run.ready:
+                    out[name] = {"runs": False, "why": run.page.inner_text("#status")}
+                    continue
+                n = calls if "WebGPU" not in name else max(10, calls // 25)  # software: slow
+                row: dict = {"runs": True, "threads": run.page.evaluate("window.mnistEdge.threads"),
+                             "backend": run.page.evaluate("window.mnistEdge.backend")}  # fmt: skip
+                for model in models:
+                    row[model] = stats(in_page(run.page, model, n))
+                row["longest_frame_gap_ms"] = run.page.evaluate(
+                    "(n) => window.mnistEdge.jank(n, 'fp32')", min(n, 100)
+                )
+                row["frame_gap_calls"] = min(n, 100)
+                row["notes"] = run.page.evaluate("window.mnistEdge.notes")  # fallbacks, if any
+                out[name] = row
+            native_runs.append(stats(native(models["fp32"], 1, calls)))
+    native_p50 = float(np.median([r["p50_ms"] for r in native_runs]))
+    for row in out.values():
+        if row.get("runs"):
+            row["fp32_vs_native_1thread"] = row["fp32"]["p50_ms"] / native_p50
+    dist = web.find_ort_web()[0]
+    relaxed = sorted(p.name for p in dist.iterdir() if "relaxed" in p.name)
+    return {"paths": out, "native_fp32_1thread_p50_ms": native_p50,
+            "relaxed_simd_builds_in_package": relaxed}  # fmt: skip
+
+
 def stats(times: list[float]) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(times, 50)), "p90_ms": float(np.percentile(times, 90)),
             "mean_ms": float(np.mean(times)), "calls": len(times)}  # fmt: skip
@@ -123,6 +170,23 @@ def draw(page, strokes) -> None:
             for t in np.linspace(0, 1, 8)[1:]:
                 page.mouse.move(a[0] + (b[0] - a[0]) * t, a[1] + (b[1] - a[1]) * t)
         page.mouse.up()
+
+
+PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True,
+         "device_scale_factor": 3}  # fmt: skip
+
+
+def touch_draw(page, strokes) -> None:
+    """Strokes drawn with a finger (touch events, as a phone sends them)."""
+    box = page.locator("#pad").bounding_box()
+    cdp = page.context.new_cdp_session(page)
+    for points in strokes:
+        xy = [(box["x"] + x * box["width"] / 280, box["y"] + y * box["height"] / 280)
+              for x, y in points]  # fmt: skip
+        for i, (x, y) in enumerate(xy):
+            kind = "touchStart" if i == 0 else "touchMove"
+            cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+        cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
 
 
 def preprocessing(page, site: Path, per_group: int) -> dict:
@@ -158,6 +222,7 @@ def main() -> None:
     p.add_argument("--per-group", type=int, default=100)
     p.add_argument("--out", default="benchmarks/results/web.json")
     p.add_argument("--screenshot", default="benchmarks/results/web_page.png")
+    p.add_argument("--phone-screenshot", default="benchmarks/results/web_phone.png")
     a = p.parse_args()
     if web.find_ort_web() is None:
         raise SystemExit("onnxruntime-web is not installed: run `make web-deps` first")
@@ -171,7 +236,7 @@ def main() -> None:
     with web.chromium() as browser:
         runs = {}
         for threads in ("default", "1"):
-            query = "" if threads == "default" else "?threads=1"
+            query = "?sw=0" if threads == "default" else "?threads=1&sw=0"
             with web.open_page(server.url + query, browser) as run:
                 assert run.ready, run.page.inner_text("#status")
                 n = run.page.evaluate("window.mnistEdge.threads")
@@ -191,6 +256,13 @@ def main() -> None:
                     drawn = run.page.evaluate("window.mnistEdge.last.label")
                     run.page.screenshot(path=a.screenshot, full_page=True)
                     agreement = preprocessing(run.page, site, a.per_group)
+    table = paths(server.url, models, a.calls)
+    with web.chromium() as browser:  # the page on a phone: 390x844, drawn with a finger
+        with web.open_page(server.url + "?sw=0", browser, **PHONE) as run:
+            touch_draw(run.page, THREE)
+            run.page.wait_for_function("window.mnistEdge.last?.label")
+            drawn_phone = run.page.evaluate("window.mnistEdge.last.label")
+            run.page.screenshot(path=a.phone_screenshot, full_page=True)
     server.stop()
     for key, value in latency.items():  # native: the median of its runs beside the page's
         if "runs" in value:
@@ -218,12 +290,24 @@ def main() -> None:
                   f"{r['exact_pct']:.1f}", f"{r['page_accuracy_pct']:.1f}"]
                  for g, r in agreement["groups"].items()])  # fmt: skip
     print(f"overall: {agreement['overall']}")
+    print(
+        f"native fp32 1 thread p50 {table['native_fp32_1thread_p50_ms']:.3f} ms; relaxed-SIMD "
+        f"builds in the package: {table['relaxed_simd_builds_in_package'] or 'none'}"
+    )
+    print_table(["path", "fp32 p50 ms", "INT8 p50 ms", "fp32 / native 1T", "longest frame gap ms"],
+                [[k, f"{r['fp32']['p50_ms']:.3f}", f"{r['int8']['p50_ms']:.3f}",
+                  f"{r['fp32_vs_native_1thread']:.2f}", f"{r['longest_frame_gap_ms']:.1f}"]
+                 if r["runs"] else [k, r["why"], "", "", ""]
+                 for k, r in table["paths"].items()])  # fmt: skip
+    print(f"phone (390x844, touch): drew '3', read as {drawn_phone!r}; {a.phone_screenshot}")
     write_report(a.out, {"calls": a.calls, "page_threads": runs, "latency": latency,
                          "ratio_page_fp32_to_native_1thread_p50": ratio,
                          "ratio_page_fp32_1thread_to_native_1thread_p50": ratio_1t,
                          "probes_1thread": where, "drawn_three_read_as": drawn,
                          "screenshot": a.screenshot,
-                         "preprocessing": agreement, "ort_web": web.ORT_WEB_VERSION})  # fmt: skip
+                         "preprocessing": agreement, "ort_web": web.ORT_WEB_VERSION,
+                         "paths": table, "phone": {"drawn_three_read_as": drawn_phone,
+                                                   "screenshot": a.phone_screenshot}})  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -74,15 +74,18 @@ def server(site):
 
 @pytest.fixture(scope="module")
 def browser():
+    """Chromium with WebNN switched on and WebGPU on SwiftShader (its software GPU), so that the
+    page finds and judges every path it knows."""
     _need("chromium", CHROMIUM)
     _need("playwright (the dev extra)", web.has_playwright())
-    with web.chromium() as b:
+    with web.chromium(args=(*web.SWIFTSHADER_WEBGPU_ARGS, *web.WEBNN_ARGS)) as b:
         yield b
 
 
 @pytest.fixture(scope="module")
 def page(server, browser):
-    with web.open_page(server.url, browser) as run:
+    """One page for the module, without its service worker (test_offline... has its own)."""
+    with web.open_page(server.url + "?sw=0", browser) as run:
         yield run
 
 
@@ -106,8 +109,8 @@ def test_web_export_is_self_contained_and_reads_the_models_metadata(site):
     assert fp32["test_accuracy"] == float(meta["mnist_edge.test_accuracy"])
     assert fp32["source_checkpoint_sha256"] == meta["mnist_edge.source_checkpoint_sha256"]
     assert config["models"]["int8"]["file"] == "mnist_cnn.int8.onnx"
-    html = (site / "index.html").read_text()
-    assert 'src="ort.wasm.min.js"' in html and "{{" not in html
+    assert config["ort"]["script"] == "ort.wasm.min.js" and config["ort"]["source"] == "local"
+    assert all("{{" not in (site / name).read_text() for name in web.APP_FILES)
     for name in (*web.ORT_WEB_FILES, *web.APP_FILES, "mnist_cnn.onnx", "mnist_cnn.int8.onnx"):
         assert (site / name).is_file(), name
     app = (site / "app.js").read_text()
@@ -121,9 +124,8 @@ def test_without_local_onnxruntime_web_the_page_uses_the_pinned_cdn(tmp_path, mo
     result = cli("export", "--format", "web", "--web-dir", tmp_path / "w")
     assert result.exit_code == 0, result.output
     assert "CDN" in result.stdout and web.ORT_WEB_VERSION in result.stdout
-    html = (tmp_path / "w" / "index.html").read_text()
-    assert f'src="{web.CDN}ort.wasm.min.js"' in html
-    assert json.loads((tmp_path / "w" / "model.json").read_text())["ort"]["wasm_paths"] == web.CDN
+    ort = json.loads((tmp_path / "w" / "model.json").read_text())["ort"]
+    assert ort["script"] == f"{web.CDN}ort.wasm.min.js" and ort["wasm_paths"] == web.CDN
     assert not (tmp_path / "w" / "ort-wasm-simd-threaded.wasm").exists()
 
 
@@ -156,7 +158,8 @@ def test_another_onnxruntime_web_version_is_used_and_said(tmp_path):
     assert result.local and result.ort_version == "1.29.9"
     assert any(f"the pinned one is {web.ORT_WEB_VERSION}" in note for note in result.notes)
     config = json.loads((tmp_path / "w" / "model.json").read_text())
-    assert config["ort"] == {"version": "1.29.9", "script": "ort.wasm.min.js", "wasm_paths": None}
+    assert config["ort"] == {"version": "1.29.9", "script": "ort.wasm.min.js", "all_script": None,
+                             "wasm_paths": None, "source": "local"}  # fmt: skip
 
 
 def test_a_wrong_ort_web_folder_is_a_clean_error(tmp_path):
@@ -458,3 +461,136 @@ def test_malformed_model_metadata_is_a_clean_error(tmp_path):
     r = cli("export", "--format", "web", "--output-dir", tmp_path, "--web-dir", tmp_path / "w")
     assert_clean_error(r, "metadata")
     assert not (tmp_path / "w").exists()
+
+
+# --- the ways the page runs the model, offline, on a phone ---------------------------------------
+def test_check_vectors_are_native_outputs(site):
+    """model.json carries inputs and native ONNX Runtime's outputs for both models: what the
+    page checks every path against before using it."""
+    check = json.loads((site / "model.json").read_text())["check"]
+    x = np.asarray(check["inputs"], np.float32).reshape(-1, 1, 28, 28)
+    for name, int8 in (("fp32", False), ("int8", True)):
+        session = load_session(pretrained_path(int8=int8), threads=1)
+        want = session.run(None, {session.get_inputs()[0].name: x})[0]
+        np.testing.assert_array_equal(np.asarray(check["outputs"][name], np.float32), want)
+    assert (check["atol"], check["rtol"]) == (parity.ATOL, parity.RTOL)
+
+
+def test_the_page_checks_its_path_and_says_which_it_uses(page):
+    paths = {p["path"]: p for p in page.page.evaluate("window.mnistEdge.paths")}
+    assert paths["wasm"]["ok"] and page.page.evaluate("window.mnistEdge.backend") == "wasm"
+    assert not paths["webnn"]["ok"] and paths["webnn"]["why"]  # this browser: no WebNN
+    assert page.page.inner_text("#runtime").startswith(
+        f"onnxruntime-web {web.ORT_WEB_VERSION}, wasm"
+    )
+
+
+def test_a_path_with_other_answers_is_refused(site, browser, tmp_path):
+    """The in-page check can fail: with model.json's expected outputs moved, wasm (the only
+    path here) is refused and the page says why."""
+    broken = tmp_path / "web"
+    shutil.copytree(site, broken, symlinks=True)
+    config = json.loads((broken / "model.json").read_text())
+    row = config["check"]["outputs"]["fp32"][1]
+    row[int(np.argmax(row))] += 0.01  # the top log-probability (~0): 100x its tolerance
+    (broken / "model.json").write_text(json.dumps(config))
+    srv = web.make_server(broken, port=0).start()
+    try:
+        with web.open_page(srv.url + "?sw=0", browser) as run:
+            assert run.ready is False
+            status = run.page.inner_text("#status")
+            assert "other answers than native ONNX Runtime" in status and "off by up to" in status
+    finally:
+        srv.stop()
+
+
+def test_webgpu_on_swiftshader_gives_the_native_answers(server, browser, mnist_dir):
+    """WebGPU through Chromium's software GPU: checked for correctness only (it is software)."""
+    with web.open_page(server.url + "?path=webgpu&sw=0", browser, timeout_s=180) as run:
+        assert run.ready, run.page.inner_text("#status")
+        assert run.page.evaluate("window.mnistEdge.backend") == "webgpu"
+        test = load_split("test", mnist_dir, 20)
+        x = spec.normalize(test.images)[:, None, :, :]
+        session = load_session(pretrained_path(), threads=1)
+        want = session.run(None, {session.get_inputs()[0].name: x})[0]
+        got = _page_log_probs(run, x, "fp32")
+    assert parity.compare("webgpu", want, got)
+    assert_same_answers(want, got)
+
+
+def test_webnn_unsupported_falls_back_to_wasm_and_says_why(server, browser):
+    """With WebNN switched on, Debian's chromium offers navigator.ml but cannot make a context;
+    a software WebGPU adapter is not used either: the page runs on wasm and says why."""
+    with web.open_page(server.url + "?sw=0", browser) as run:
+        assert run.ready, run.page.inner_text("#status")
+        paths = {p["path"]: p for p in run.page.evaluate("window.mnistEdge.paths")}
+        assert run.page.evaluate("window.mnistEdge.backend") == "wasm"
+        assert "not supported" in paths["webnn"]["why"] or paths["webnn"]["ok"]
+        assert "software adapter" in paths["webgpu"]["why"]
+        assert "webnn" in run.page.inner_text("#runtime")
+
+
+def test_offline_after_the_first_visit(server, browser):
+    """The service worker keeps the page, the models and the runtime: with the network gone,
+    a reload still draws and predicts."""
+    with web.open_page(server.url, browser) as run:
+        assert run.ready
+        run.page.evaluate("navigator.serviceWorker.ready.then(() => true)")
+        run.page.reload()  # now under the service worker
+        run.page.wait_for_function("navigator.serviceWorker.controller !== null")
+        run.page.wait_for_function("window.mnistEdge && window.mnistEdge.ready")
+        run.page.context.set_offline(True)
+        run.page.reload()
+        run.page.wait_for_function("window.mnistEdge && window.mnistEdge.ready")
+        assert run.page.evaluate("window.mnistEdge.ready"), run.page.inner_text("#status")
+        for points in DRAWINGS["7"]:
+            _stroke(run, points)
+        run.page.wait_for_function("window.mnistEdge.last && window.mnistEdge.last.label")
+        assert run.page.evaluate("window.mnistEdge.last.label") == "7"
+        run.page.evaluate("window.mnistEdge.select('int8')")
+        assert run.page.evaluate("window.mnistEdge.classifyPad().then((r) => r.label)") == "7"
+
+
+def test_without_local_onnxruntime_web_the_page_says_where_it_looked(
+    tmp_path, browser, monkeypatch
+):
+    monkeypatch.setattr(web, "ORT_WEB_SEARCH", ())
+    monkeypatch.delenv(web.ORT_WEB_ENV, raising=False)
+    web.export_web(web.WebConfig(str(pretrained_path()), str(tmp_path / "w")))
+    srv = web.make_server(tmp_path / "w", port=0).start()
+    try:
+        with web.open_page(srv.url + "?sw=0", browser) as run:
+            status = run.page.inner_text("#status")
+    finally:
+        srv.stop()
+    assert status.startswith("Error: onnxruntime-web did not load from https://cdn.jsdelivr.net/")
+    assert "make web-deps" in status and "--ort-web" in status
+
+
+def _touch_stroke(page, points) -> None:
+    """A finger drawing through `points` (coordinates on the 280x280 pad), as touch events."""
+    box = page.page.locator("#pad").bounding_box()
+    cdp = page.page.context.new_cdp_session(page.page)
+    xy = [(box["x"] + x * box["width"] / 280, box["y"] + y * box["height"] / 280)
+          for x, y in points]  # fmt: skip
+    kinds = ["touchStart"] + ["touchMove"] * (len(xy) - 1)
+    for kind, (x, y) in zip(kinds, xy, strict=True):
+        cdp.send("Input.dispatchTouchEvent", {"type": kind, "touchPoints": [{"x": x, "y": y}]})
+    cdp.send("Input.dispatchTouchEvent", {"type": "touchEnd", "touchPoints": []})
+
+
+PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobile": True,
+         "device_scale_factor": 3}  # fmt: skip
+
+
+def test_on_a_phone_touch_drawing_works_and_nothing_overflows(server, browser):
+    with web.open_page(server.url + "?sw=0", browser, **PHONE) as run:
+        assert run.ready
+        width = run.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, f"the page is {width} px wide on a 390 px screen"
+        pad = run.page.locator("#pad").bounding_box()
+        assert pad["x"] >= 0 and pad["x"] + pad["width"] <= 390
+        line = [(140, 40 + 10 * i) for i in range(21)]  # a "1"
+        _touch_stroke(run, line)
+        run.page.wait_for_function("window.mnistEdge.last && window.mnistEdge.last.label")
+        assert run.page.evaluate("window.mnistEdge.last.label") == "1"

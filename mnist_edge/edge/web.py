@@ -2,8 +2,11 @@
 
 `export_web` writes a self-contained folder: the page (mnist_edge/edge/webapp/), the ONNX model (and
 its INT8 version when there is one), `model.json` with the model's own metadata (normalisation,
-labels, accuracy, source checkpoint) and the WebAssembly build of a pinned onnxruntime-web, taken
-from an installed npm package. Without one, the page loads that same version from a public CDN.
+labels, accuracy, source checkpoint) and a few inputs with the outputs native ONNX Runtime gives
+for them (the page checks each way it can run the model against those before using it), a
+service worker that keeps the page working offline, and the WebAssembly build of a pinned
+onnxruntime-web taken from an installed npm package (with its WebNN/WebGPU bundle when the
+package has it). Without one, the page loads that same version from a public CDN.
 
 `make_server` serves such a folder the way onnxruntime-web needs: cross-origin isolated (COOP +
 COEP, so that WebAssembly threads work), `.wasm`/`.mjs` with their MIME types, 404 for anything
@@ -31,9 +34,17 @@ from .files import sha256
 
 ORT_WEB_VERSION = "1.30.0"  # the pinned onnxruntime-web (Makefile: `make web-deps`)
 ORT_WEB_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
+# the bundle with the WebNN and WebGPU execution providers (and the JSEP build of the wasm they
+# need): copied when the package has them, loaded by the page only where the browser offers
+# WebNN or a hardware WebGPU adapter (its wasm path is slower than the plain bundle's)
+ORT_WEB_ALL = (
+    "ort.all.min.js",
+    "ort-wasm-simd-threaded.jsep.mjs",
+    "ort-wasm-simd-threaded.jsep.wasm",
+)
 CDN = f"https://cdn.jsdelivr.net/npm/onnxruntime-web@{ORT_WEB_VERSION}/dist/"
 APP_DIR = Path(__file__).parent / "webapp"
-APP_FILES = ("index.html", "app.js", "preprocess.js", "style.css")
+APP_FILES = ("index.html", "app.js", "preprocess.js", "style.css", "sw.js")
 ORT_WEB_ENV = "MNIST_EDGE_ORT_WEB"
 # where `make web-deps` (npm install --prefix .web) and a plain `npm install` put the package
 ORT_WEB_SEARCH = (Path(".web/node_modules/onnxruntime-web"), Path("node_modules/onnxruntime-web"))
@@ -157,31 +168,42 @@ def export_web(cfg: WebConfig) -> WebExport:
                 f"onnxruntime-web {version} from {dist}; the pinned one is {ORT_WEB_VERSION}"
             )
     out = Path(cfg.output_dir)
+    has_all = found is not None and all((found[0] / f).is_file() for f in ORT_WEB_ALL)
+    where = "" if found else CDN
     config = {
         "models": {name: {"file": path.name, **cards[name]} for name, path in models.items()},
         "ort": {
             "version": version,
-            "script": ORT_WEB_FILES[0] if found else CDN + ORT_WEB_FILES[0],
+            "script": where + ORT_WEB_FILES[0],
+            "all_script": where + ORT_WEB_ALL[0] if has_all or not found else None,
             "wasm_paths": None if found else CDN,
+            "source": "local" if found else "cdn",
         },  # fmt: skip
+        "check": check_vectors(models),
     }
+    ort_files = [*ORT_WEB_FILES, *(ORT_WEB_ALL if has_all else ())] if found else []
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-web-", dir=out.parent))
     except OSError as exc:
         raise OutputError(f"cannot write to {out.parent}: {reason(exc)}") from exc
     try:
-        for name in APP_FILES:
-            text = (APP_DIR / name).read_text()
-            if name == "index.html":
-                text = text.replace("{{ORT_SCRIPT}}", config["ort"]["script"])
-            (tmp / name).write_text(text)
         for path in models.values():
             shutil.copyfile(path, tmp / path.name)
-        if found:
-            for name in ORT_WEB_FILES:
-                shutil.copyfile(found[0] / name, tmp / name)
+        for name in ort_files:
+            shutil.copyfile(found[0] / name, tmp / name)
         (tmp / "model.json").write_text(json.dumps(config, indent=2) + "\n")
+        # what the service worker keeps for offline use: the page, the models and the plain
+        # wasm runtime (the bundle the page loads by default); its cache is named by their hash
+        offline = ["./", *APP_FILES[:-1], "model.json", *(p.name for p in models.values()),
+                   *(ORT_WEB_FILES if found else ())]  # fmt: skip
+        for name in APP_FILES:
+            text = (APP_DIR / name).read_text()
+            if name == "sw.js":
+                text = text.replace("{{PRECACHE}}", json.dumps(offline)).replace(
+                    "{{CACHE}}", "mnist-edge-" + _digest(tmp, offline[1:])[:16]
+                )
+            (tmp / name).write_text(text)
         for p in tmp.iterdir():
             p.chmod(0o644)
         tmp.chmod(0o755)
@@ -194,6 +216,40 @@ def export_web(cfg: WebConfig) -> WebExport:
         raise
     files = sorted(p.name for p in out.iterdir())
     return WebExport(out, files, {k: v.name for k, v in models.items()}, version, ort_source, notes)
+
+
+def check_vectors(models: dict[str, Path]) -> dict[str, Any]:
+    """A few inputs and each model's outputs for them in native ONNX Runtime, for the page to
+    check a way of running the model against before it uses it (the parity rule: an element
+    passes within atol or rtol)."""
+    import numpy as np
+
+    from . import policy, spec
+    from .runtime import load_session
+
+    side = spec.IMAGE_SIZE
+    yy, xx = np.mgrid[:side, :side]
+    ring = (np.abs(np.hypot(yy - 13.5, (xx - 13.5) * 1.4) - 8) < 1.6) * 1.0  # a "0"
+    bar = ((np.abs(xx - 14) < 1.5) & (yy > 4) & (yy < 24)) * 1.0  # a "1"
+    noise = np.random.default_rng(0).uniform(0, 1, (side, side))
+    pixels = np.stack([np.zeros((side, side)), ring, bar, noise])  # 0..1, white ink on black
+    contract = spec.Contract()
+    x = ((pixels - contract.mean) / contract.std).astype(np.float32)[:, None]
+    outputs = {}
+    for name, path in models.items():
+        session = load_session(path, threads=1)
+        outputs[name] = session.run(None, {session.get_inputs()[0].name: x})[0].tolist()
+    return {"inputs": x.reshape(len(x), -1).tolist(), "outputs": outputs,
+            "atol": policy.ATOL, "rtol": policy.RTOL}  # fmt: skip
+
+
+def _digest(folder: Path, names: list[str]) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in names:
+        h.update(name.encode() + (folder / name).read_bytes())
+    return h.hexdigest()
 
 
 def _replace_folder(new: Path, out: Path) -> None:
@@ -388,8 +444,15 @@ class PageRun:
                 if kind in ("error", "pageerror")]  # fmt: skip
 
 
+# Chromium switches for the page's other paths: WebNN (the page probes navigator.ml) and WebGPU
+# on SwiftShader, Chromium's software GPU (correct, not fast: for checking the WebGPU path)
+WEBNN_ARGS = ("--enable-features=WebMachineLearningNeuralNetwork",)
+SWIFTSHADER_WEBGPU_ARGS = ("--enable-unsafe-webgpu", "--enable-unsafe-swiftshader",
+                           "--use-webgpu-adapter=swiftshader")  # fmt: skip
+
+
 @contextmanager
-def chromium(executable: str | None = None) -> Iterator[Any]:
+def chromium(executable: str | None = None, args: tuple[str, ...] = ()) -> Iterator[Any]:
     """A headless Chromium driven by Playwright (a local browser: never a download)."""
     try:
         from playwright.sync_api import sync_playwright
@@ -399,7 +462,8 @@ def chromium(executable: str | None = None) -> Iterator[Any]:
     if not exe:
         raise ConfigError(f"no Chromium found; install Debian's chromium or set ${CHROMIUM_ENV}")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        browser = p.chromium.launch(executable_path=exe,
+                                    args=["--no-sandbox", "--disable-gpu", *args])  # fmt: skip
         try:
             yield browser
         finally:
@@ -407,14 +471,17 @@ def chromium(executable: str | None = None) -> Iterator[Any]:
 
 
 @contextmanager
-def open_page(url: str, browser: Any = None, timeout_s: float = 60) -> Iterator[PageRun]:
-    """Open the page (in `browser`, else a Chromium of its own) and wait until it has loaded
-    its model or failed."""
+def open_page(
+    url: str, browser: Any = None, timeout_s: float = 60, **context: Any
+) -> Iterator[PageRun]:
+    """Open the page (in `browser`, else a Chromium of its own; in a fresh browser context with
+    Playwright's `context` options: viewport, has_touch, ...) and wait until it has loaded its
+    model or failed."""
     if browser is None:
-        with chromium() as own, open_page(url, own, timeout_s) as run:
+        with chromium() as own, open_page(url, own, timeout_s, **context) as run:
             yield run
         return
-    page = browser.new_page()
+    page = browser.new_context(**context).new_page()
     try:
         page.set_default_timeout(timeout_s * 1000)
         messages: list[tuple[str, str]] = []
@@ -425,4 +492,4 @@ def open_page(url: str, browser: Any = None, timeout_s: float = 60) -> Iterator[
         ready = bool(page.evaluate("window.mnistEdge.ready"))
         yield PageRun(page, ready, messages, loaded_with=len(messages))
     finally:
-        page.close()
+        page.context.close()

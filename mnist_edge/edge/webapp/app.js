@@ -7,10 +7,19 @@
   const $ = (id) => document.getElementById(id);
   const P = globalThis.MnistPreprocess;
   const MAX_PIXELS = 64000000; // as mnist-edge's max_image_pixels: refuse larger images
-  const api = { ready: null, error: null, config: null, threads: null, backend: "wasm", last: null };
+  const api = { ready: null, error: null, config: null, threads: null, backend: null, paths: [], notes: [], last: null };
   window.mnistEdge = api;
   const sessions = {};
+  const query = new URLSearchParams(location.search);
   let current = "fp32";
+  // The ways this page can run a model, in the order it falls back through them. The page checks
+  // each one the browser offers against outputs native ONNX Runtime gave (model.json's "check"),
+  // times the ones that pass and uses the fastest; wasm is always there.
+  const PATHS = {
+    webnn: { ep: { name: "webnn", deviceType: "cpu" }, label: "WebNN (CPU)" },
+    webgpu: { ep: "webgpu", label: "WebGPU" },
+    wasm: { ep: "wasm", label: "WebAssembly SIMD" },
+  };
 
   function fail(message) {
     api.error = message;
@@ -22,20 +31,54 @@
   window.addEventListener("error", (e) => fail(e.message || String(e)));
   window.addEventListener("unhandledrejection", (e) => fail(String((e.reason && e.reason.message) || e.reason)));
 
-  async function session(name) {
-    if (!sessions[name]) {
-      const file = api.config.models[name].file;
-      sessions[name] = ort.InferenceSession.create(file, { executionProviders: ["wasm"], graphOptimizationLevel: "all" });
+  /** A session for model `name` on `path`, refused when its answers differ from native ONNX
+   * Runtime's (model.json's check). */
+  async function openChecked(name, path) {
+    const file = api.config.models[name].file;
+    const s = await ort.InferenceSession.create(file, { executionProviders: [PATHS[path].ep], graphOptimizationLevel: "all" });
+    const off = await check(s, name);
+    if (off) throw new Error(`${PATHS[path].label} gives other answers than native ONNX Runtime for ${file}: ${off}`);
+    return s;
+  }
+
+  /** The session for model `name` on the path the page chose; a model that path cannot run
+   * correctly falls back to wasm (said in api.notes). */
+  function session(name, path) {
+    path = path || api.backend;
+    const key = `${path}:${name}`;
+    if (!sessions[key]) {
+      sessions[key] = openChecked(name, path);
+      if (path !== "wasm") sessions[key] = sessions[key].catch((e) => { api.notes.push(e.message); return session(name, "wasm"); });
     }
-    return sessions[name];
+    return sessions[key];
+  }
+
+  async function runOn(s, x, n) {
+    // the proxy worker takes the input's buffer (transferred, so detached here): give it a copy
+    const data = x instanceof Float32Array && !ort.env.wasm.proxy ? x : Float32Array.from(x);
+    const input = new ort.Tensor("float32", data, [n, 1, 28, 28]);
+    const out = await s.run({ [s.inputNames[0]]: input });
+    return out[s.outputNames[0]].data;
   }
 
   /** Log-probabilities for n inputs: x is (n, 1, 28, 28) float32, already normalised. */
   async function run(x, n, name) {
-    const s = await session(name || current);
-    const input = new ort.Tensor("float32", x instanceof Float32Array ? x : Float32Array.from(x), [n, 1, 28, 28]);
-    const out = await s.run({ [s.inputNames[0]]: input });
-    return out[s.outputNames[0]].data;
+    return runOn(await session(name || current), x, n);
+  }
+
+  /** null when the session reproduces model.json's outputs within the parity rule (an element
+   * passes within atol or rtol), else how far off it is. */
+  async function check(s, name) {
+    const c = api.config.check;
+    if (!c || !c.outputs[name]) return null;
+    const x = Float32Array.from(c.inputs.flat());
+    const got = await runOn(s, x, c.inputs.length), want = c.outputs[name].flat();
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) {
+      const d = Math.abs(got[i] - want[i]);
+      if (!(d <= c.atol || d <= c.rtol * Math.abs(want[i]))) worst = Math.max(worst, Number.isNaN(d) ? Infinity : d);
+    }
+    return worst ? `log-probabilities off by up to ${worst.toPrecision(3)} (atol ${c.atol}, rtol ${c.rtol})` : null;
   }
 
   function normalise(digit, name) {
@@ -167,6 +210,19 @@
   pad.addEventListener("dragleave", () => pad.classList.remove("drop"));
   pad.addEventListener("drop", (e) => { e.preventDefault(); pad.classList.remove("drop"); if (e.dataTransfer.files[0]) classifySource(e.dataTransfer.files[0]); });
 
+  /** The longest gap (ms) between animation frames while n batch-1 calls run: how long the
+   * page stops responding (with ?proxy=1 the calls run in a worker). */
+  async function jank(n, name) {
+    const gaps = [];
+    let last = performance.now(), going = true;
+    const tick = (t) => { gaps.push(t - last); last = t; if (going) requestAnimationFrame(tick); };
+    requestAnimationFrame(tick);
+    await bench(n, name, 0);
+    going = false;
+    gaps.push(performance.now() - last); // up to the end: no frame at all is one long gap
+    return Math.max(...gaps);
+  }
+
   /** batch-1 latencies (ms) of n model calls on one input, after `warmup` calls. */
   async function bench(n, name, warmup = 20) {
     const x = new Float32Array(784).fill(-0.4242);
@@ -183,28 +239,93 @@
       (m.source_checkpoint_sha256 ? `, from checkpoint ${m.source_checkpoint_sha256.slice(0, 12)}…` : "");
   }
 
+  /** Why each path besides wasm cannot be used here, or null when it can. */
+  async function probe() {
+    const why = {};
+    if (!("ml" in navigator)) why.webnn = "not offered by this browser";
+    else {
+      try { await navigator.ml.createContext({ deviceType: "cpu" }); why.webnn = null; } catch (e) { why.webnn = String(e.message || e).replace(/^.*?: /, ""); }
+    }
+    if (!navigator.gpu) why.webgpu = "not offered by this browser";
+    else {
+      try {
+        const a = await navigator.gpu.requestAdapter(), i = (a && a.info) || {};
+        const name = [i.vendor, i.architecture, i.description].filter(Boolean).join(" ");
+        why.webgpu = !a ? "no WebGPU adapter" : (i.isFallbackAdapter || /swiftshader|llvmpipe/i.test(name))
+          ? `software adapter (${name || "fallback"}), slower than WebAssembly` : null;
+      } catch (e) { why.webgpu = String(e.message || e); }
+    }
+    return why;
+  }
+
+  /** Load onnxruntime-web; a failure says where it tried and what to run. */
+  function loadRuntime(src, ort) {
+    return new Promise((resolve, reject) => {
+      const s = document.createElement("script");
+      s.src = src; s.crossOrigin = "anonymous";
+      s.onload = resolve;
+      s.onerror = () => reject(new Error(`onnxruntime-web did not load from ${new URL(src, location.href).href}` +
+        (ort.source === "cdn" ? " (is the network there?): put it in the folder with `make web-deps` then `mnist-edge export --format web`, or pass --ort-web DIR"
+          : ": export the page again (`make web-deps`, then `mnist-edge export --format web`)")));
+      document.head.appendChild(s);
+    });
+  }
+
+  /** p50 of a few batch-1 calls on a checked session (ms). */
+  async function quickTime(s, n = 10) {
+    const x = new Float32Array(784).fill(-0.4242), t = [];
+    for (let i = 0; i < 3; i++) await runOn(s, x, 1);
+    for (let i = 0; i < n; i++) { const t0 = performance.now(); await runOn(s, x, 1); t.push(performance.now() - t0); }
+    return t.sort((a, b) => a - b)[Math.floor(n / 2)];
+  }
+
   async function start() {
+    if ("serviceWorker" in navigator && query.get("sw") !== "0") navigator.serviceWorker.register("sw.js").catch(() => {});
     let config;
     try {
       const r = await fetch("model.json");
       if (!r.ok) throw new Error(`HTTP ${r.status}`);
       config = await r.json();
     } catch (e) { throw new Error("cannot read model.json: " + e.message); }
-    if (typeof ort === "undefined") throw new Error(`onnxruntime-web did not load from ${config.ort.script}`);
+    api.config = config;
+    const forced = query.get("path"); // ?path=wasm|webnn|webgpu: that path alone
+    if (forced && !PATHS[forced]) throw new Error(`unknown path ${forced}; use ${Object.keys(PATHS).join(", ")}`);
+    const why = await probe();
+    let tried = forced ? [forced] : ["webnn", "webgpu"].filter((p) => why[p] === null).concat("wasm");
+    const all = tried.some((p) => p !== "wasm") || query.get("bundle") === "all"; // ?bundle=all: measure its wasm
+    if (all && !config.ort.all_script) {
+      tried.filter((p) => p !== "wasm").forEach((p) => { why[p] = "this export has no ort.all.min.js (WebNN/WebGPU bundle)"; });
+      tried = ["wasm"];
+    }
+    await loadRuntime(all && config.ort.all_script ? config.ort.all_script : config.ort.script, config.ort);
     if (config.ort.wasm_paths) ort.env.wasm.wasmPaths = config.ort.wasm_paths;
     const cores = navigator.hardwareConcurrency || 1;
-    const asked = parseInt(new URLSearchParams(location.search).get("threads") || "", 10);
+    const asked = parseInt(query.get("threads") || "", 10);
     const wanted = asked > 0 ? asked : Math.min(4, cores); // ?threads=N sets the thread count
     ort.env.wasm.numThreads = self.crossOriginIsolated ? wanted : 1;
-    api.config = config;
-    try {
-      await session("fp32");
-    } catch (e) {
-      throw new Error(`ONNX Runtime Web could not start (${config.ort.script}): ${e.message || e}`);
+    ort.env.wasm.proxy = query.get("proxy") === "1"; // inference in a worker (0.5 ms more a call)
+    for (const p of tried) {
+      try {
+        const s = await openChecked("fp32", p);
+        sessions[`${p}:fp32`] = Promise.resolve(s);
+        api.paths.push({ path: p, ok: true, p50_ms: tried.length > 1 ? await quickTime(s) : null });
+      } catch (e) {
+        api.paths.push({ path: p, ok: false, why: String(e.message || e) });
+      }
     }
+    for (const p of Object.keys(PATHS)) if (!tried.includes(p) && why[p]) api.paths.push({ path: p, ok: false, why: why[p] });
+    const usable = api.paths.filter((r) => r.ok).sort((a, b) => (a.p50_ms || 0) - (b.p50_ms || 0));
+    if (!usable.length) {
+      throw new Error(`ONNX Runtime Web could not run the model (${config.ort.script}): ` +
+        api.paths.map((r) => `${r.path}: ${r.why}`).join("; "));
+    }
+    api.backend = usable[0].path;
     api.threads = ort.env.wasm.numThreads;
-    $("runtime").textContent = `onnxruntime-web ${config.ort.version}, ${api.backend}, ${api.threads} thread${api.threads === 1 ? "" : "s"}` +
-      (self.crossOriginIsolated ? "" : " (page not cross-origin isolated: one thread)");
+    const others = api.paths.filter((r) => r.path !== api.backend);
+    $("runtime").textContent = `onnxruntime-web ${config.ort.version}, ${api.backend}` +
+      (api.backend === "wasm" ? `, ${api.threads} thread${api.threads === 1 ? "" : "s"}` : "") +
+      (self.crossOriginIsolated ? "" : " (page not cross-origin isolated: one thread)") +
+      (others.length ? "; " + others.map((r) => r.ok ? `${r.path} ${r.p50_ms.toFixed(1)} ms` : `${r.path}: ${r.why}`).join("; ") : "");
     const select = $("model");
     select.innerHTML = Object.keys(config.models).map((k) => `<option value="${k}">${k}</option>`).join("");
     select.addEventListener("change", async () => { current = select.value; showModel(); await session(current); if (strokes) classifyPad(); });
@@ -212,7 +333,7 @@
     say("ready: draw a digit", "ready");
   }
 
-  Object.assign(api, { run, bench, classify, classifySource, classifyPad, prepareSource, normalise,
+  Object.assign(api, { run, bench, jank, classify, classifySource, classifyPad, prepareSource, normalise,
     clearPad, select: (name) => { current = name; showModel(); } });
   api.ready = start().then(() => true, (e) => { fail(e.message || String(e)); return false; });
 })();
