@@ -18,11 +18,11 @@ endif
 
 .PHONY: demo test lint install clean web-deps browser qemu
 
-# onnxruntime-web for `mnist-edge export --format web` (the version pinned in mnist_edge/web.py),
+# onnxruntime-web for `mnist-edge export --format web` (the version pinned in mnist_edge/edge/web.py),
 # from npm into .web/, where the exporter looks for it.
-ORT_WEB_VERSION := $(shell sed -n 's/^ORT_WEB_VERSION = "\(.*\)".*/\1/p' mnist_edge/web.py)
+ORT_WEB_VERSION := $(shell sed -n 's/^ORT_WEB_VERSION = "\(.*\)".*/\1/p' mnist_edge/edge/web.py)
 web-deps: .web/node_modules/onnxruntime-web/package.json
-.web/node_modules/onnxruntime-web/package.json: mnist_edge/web.py
+.web/node_modules/onnxruntime-web/package.json: mnist_edge/edge/web.py
 	npm install --silent --no-audit --no-fund --prefix .web onnxruntime-web@$(ORT_WEB_VERSION)
 	touch $@
 
