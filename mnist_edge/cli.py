@@ -156,6 +156,9 @@ def export_cmd(
     min_agreement: MinAgreement = policy.INT8_MIN_AGREEMENT,
     ort_web: OrtWeb = None,
     web_dir: Annotated[Path | None, Opt("--web-dir", help="Default: OUTPUT_DIR/web.")] = None,
+    ort_platform: Annotated[str, Opt("--ort-platform", help="amd64 or arm (the .ort's CPU).")] = (
+        "amd64"
+    ),
 ) -> None:
     """Export the checkpoint, then check the exports against PyTorch (parity); `web` writes a
     static page on onnxruntime-web for the ONNX model (the packaged one if none is exported)."""
@@ -169,7 +172,7 @@ def export_cmd(
         from .workflow import export_and_verify
 
         formats = FORMATS if names == ("all",) else names
-        cfg = ExportConfig(str(checkpoint), str(output_dir), formats, opset)
+        cfg = ExportConfig(str(checkpoint), str(output_dir), formats, opset, ort_platform)
         if quantize not in (None, "int8"):
             raise fail(f"--quantize takes int8, got {quantize!r}")
         if quantize and "onnx" not in cfg.formats:
@@ -294,6 +297,9 @@ def predict_cmd(
     backend: Backend = None,
     precision: Precision = None,
     profile: Annotated[Path | None, Opt("--profile", help="A deploy.json from tune.")] = None,
+    workers: Annotated[
+        int | None, Opt("--workers", min=1, help="Processes preparing images (default: cores).")
+    ] = None,
 ) -> None:
     """Classify digit images: a line per file (label, confidence); unreadable files get their own
     error line and make the exit code 1 (2 when no file could be read)."""
@@ -303,7 +309,7 @@ def predict_cmd(
         raise fail(f"--output must end in .csv or .jsonl, got {output}")
     summary = predict_paths(images, model=model, top=top, threads=threads, output=output,
                             as_json=as_json, console=console, backend=backend,
-                            precision=precision, profile=profile)  # fmt: skip
+                            precision=precision, profile=profile, workers=workers)  # fmt: skip
     if summary.failed:
         raise typer.Exit(EXIT_ERROR if summary.failed == summary.total else EXIT_FAILED)
 

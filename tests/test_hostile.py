@@ -323,7 +323,9 @@ def test_unusual_image_modes_are_read(exported, mnist_dir, tmp_path, mode):
     assert result.stdout.split()[1] == want
 
 
-def _run_and_interrupt(argv: list[str], after: float, cwd: Path) -> subprocess.CompletedProcess:
+def _run_and_interrupt(
+    argv: list[str], after: float, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Start `mnist-edge ARGV`, send SIGINT after `after` seconds. A background job of a
     non-interactive shell starts with SIGINT ignored; the child gets the default back first."""
     import signal
@@ -332,7 +334,7 @@ def _run_and_interrupt(argv: list[str], after: float, cwd: Path) -> subprocess.C
 
     proc = subprocess.Popen(
         [sys.executable, "-m", "mnist_edge", *argv], cwd=cwd, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
+        stderr=subprocess.PIPE, text=True, env=env,
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     time.sleep(after)
@@ -427,3 +429,44 @@ def test_a_write_cut_short_leaves_nothing(trained, exported, mnist_dir, tmp_path
     assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert "Traceback" not in r.stderr and "too large" in lines[0].lower(), lines[0]
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
+
+
+def test_ctrl_c_during_a_pooled_folder_run_leaves_no_output_and_no_worker(exported, tmp_path):
+    """predict on a folder with worker processes: Ctrl-C ends with one error line and exit 130,
+    no output file (or temp file), and every worker gone."""
+    from PIL import Image
+
+    images = tmp_path / "images"
+    images.mkdir()
+    digit = Image.fromarray(255 - np.eye(28, dtype=np.uint8) * 255).resize((120, 120))
+    for i in range(3000):
+        digit.save(images / f"{i:05d}.png")
+    out = tmp_path / "rows.csv"
+    mark = f"MNIST_EDGE_TEST_RUN={tmp_path.name}-{os.getpid()}"  # inherited by the workers
+    env = {**os.environ, mark.split("=")[0]: mark.split("=")[1]}
+    argv = ["predict", str(images), "--model", str(exported / "mnist_cnn.onnx"), "--output",
+            str(out), "--workers", "2"]  # fmt: skip
+    r = _run_and_interrupt(argv, 4.0, tmp_path, env)
+    assert r.returncode == 130, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines[-1] == "error: interrupted" and "Traceback" not in r.stderr
+    assert not out.exists() and not [p for p in tmp_path.iterdir() if p.name.startswith(".tmp")]
+    import time
+
+    for _ in range(50):  # the workers end with their parent (at most a chunk later)
+        if not _processes_with(mark):
+            break
+        time.sleep(0.1)
+    assert _processes_with(mark) == []
+
+
+def _processes_with(mark: str) -> list[str]:
+    """Processes whose environment holds `mark`."""
+    found = []
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if mark.encode() in environ.read_bytes():
+                found.append(environ.parent.name)
+        except OSError:
+            pass
+    return found

@@ -209,3 +209,39 @@ def test_strokes_in_range_are_left_alone(digits, monkeypatch):
     assert low <= images.stroke_width(with_step) <= high
     monkeypatch.setattr(images, "STROKE_RANGE", (0.0, 99.0))
     np.testing.assert_array_equal(images.prepare_image(picture), with_step)
+
+
+@pytest.fixture(scope="module")
+def folder(mnist_dir, tmp_path_factory):
+    """250 digit files (enough for the worker pool) with unreadable ones among them."""
+    root = tmp_path_factory.mktemp("folder")
+    for i, d in enumerate(load_split("test", mnist_dir, 247).images):
+        Image.fromarray(255 - d).save(root / f"{i:04d}.png")
+    (root / "0100b.png").write_text("not an image")
+    (root / "0200b.png").write_bytes(b"")
+    Image.new("L", (40, 40), 255).save(root / "0050b.png")  # blank paper
+    return root
+
+
+def test_worker_processes_give_the_answers_of_one_process(predictor, folder):
+    """Decoding and preparing on every core changes nothing but the speed: the same rows, in
+    the same order, errors included."""
+    from mnist_edge.edge.runtime import expand_inputs
+
+    paths = expand_inputs([folder])
+    assert len(paths) >= images.POOL_MIN_FILES
+    pooled = list(predictor.predict_files(paths, workers=2, top=2))
+    alone = list(predictor.predict_files(paths, workers=1, top=2))
+    assert pooled == alone and len(pooled) == 250
+    errors = [r for r in pooled if r.error]
+    assert [r.file.rsplit("/", 1)[1] for r in errors] == ["0050b.png", "0100b.png", "0200b.png"]
+    assert "blank" in errors[0].error and "not a readable image" in errors[1].error
+
+
+def test_the_median_is_numpys():
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 7, 100, 4096):
+        v = rng.normal(size=n).astype(np.float32)
+        assert images.median(v) == np.median(v) and images.median(v).dtype == np.float32
+        w = np.round(rng.normal(size=n) * 3)  # ties
+        assert images.median(w) == np.median(w)

@@ -36,6 +36,7 @@ step (each step measured on benchmarks/realworld.py; benchmarks/README.md has th
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -107,12 +108,22 @@ def load_gray(image: Path | str | Image.Image, max_pixels: int = MAX_IMAGE_PIXEL
     return np.asarray(image, dtype=np.float32)
 
 
+def median(v: np.ndarray) -> np.floating:
+    """np.median of a 1-D array, computed the same way (the two middle values' mean for an even
+    count) without np.median's per-call overhead, which dominated on small images."""
+    n = v.size
+    if n % 2:
+        return np.partition(v, n // 2)[n // 2]
+    part = np.partition(v, (n // 2 - 1, n // 2))
+    return np.mean(part[n // 2 - 1 : n // 2 + 1])
+
+
 def noise_level(g: np.ndarray) -> float:
     """Pixel noise in grey levels: robust spread of horizontal neighbour differences / sqrt 2."""
     if g.shape[1] < 2:
         return 0.0
     d = np.diff(g, axis=1).ravel()
-    return float(1.4826 * np.median(np.abs(d - np.median(d))) / np.sqrt(2))
+    return float(1.4826 * median(np.abs(d - median(d))) / np.sqrt(2))
 
 
 def background(g: np.ndarray, rounds: int = 4) -> tuple[np.ndarray, float]:
@@ -123,20 +134,28 @@ def background(g: np.ndarray, rounds: int = 4) -> tuple[np.ndarray, float]:
     h, w = g.shape
     step = max(1, int(np.sqrt(h * w / 4096)))  # fit on ~4,000 pixels
     sample = g[::step, ::step]
+    v = sample.ravel().astype(np.float64)
+    mid = median(v)
+    # The paper is one flat value, nothing lies below it and nothing within a grey level above
+    # it: every round would keep the same pixels and fit that value, so the fit is that value
+    # (a least-squares solver adds only rounding noise, which no later step can see), and the
+    # surface below is that value everywhere.
+    if v.min() == mid and not ((v > mid) & (v <= mid + 1.0)).any():
+        return np.full((h, w), np.float32(mid)), 0.0
     ys = (np.arange(0, h, step, dtype=np.float32) / h - 0.5)[:, None]
     xs = (np.arange(0, w, step, dtype=np.float32) / w - 0.5)[None, :]
     ones = np.ones_like(sample)
     terms = [ones, xs * ones, ys * ones, xs * xs * ones, xs * ys, ys * ys * ones]
     a = np.stack([t.ravel() for t in terms], 1).astype(np.float64)
-    v = sample.ravel().astype(np.float64)
-    keep = v <= np.median(v)
-    coef, sigma = np.array([np.median(v), 0, 0, 0, 0, 0], np.float64), 0.0
+    keep = v <= mid
+    coef, sigma = np.array([mid, 0, 0, 0, 0, 0], np.float64), 0.0
     for _ in range(rounds):
         if keep.sum() < 12:  # too few pixels for a surface: keep the last (flat at first)
             break
         coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
         r = v - a @ coef
-        sigma = float(1.4826 * np.median(np.abs(r[keep] - np.median(r[keep]))))
+        rk = r[keep]
+        sigma = float(1.4826 * median(np.abs(rk - median(rk))))
         keep = r < 2.5 * sigma + 1.0
     yy = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None]
     xx = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :]
@@ -151,18 +170,21 @@ def dark_ink(g: np.ndarray) -> bool:
     lighter (0.05th against 99.95th percentile of the residual: the ink may be a small part)."""
     h, w = g.shape
     if h < 3 or w < 3:
-        return bool(np.median(g) > 127)
-    yy, xx = np.mgrid[0:h, 0:w]
+        return bool(median(g.ravel()) > 127)
     edge = np.zeros((h, w), bool)
     edge[[0, -1], :] = edge[:, [0, -1]] = True
-    a = np.stack([np.ones(edge.sum()), xx[edge] / w, yy[edge] / h], 1)
     v = g[edge].astype(np.float64)
+    if v.min() == v.max():  # a border of one value (clean paper): the plane is that value
+        lo, hi = np.percentile(g - v[0], [0.05, 99.95])
+        return bool(-lo > hi)
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([np.ones(edge.sum()), xx[edge] / w, yy[edge] / h], 1)
     keep = np.ones(v.shape, bool)
-    coef = np.array([np.median(v), 0.0, 0.0])
+    coef = np.array([median(v), 0.0, 0.0])
     for _ in range(3):  # robust: drop border pixels far off the plane (ink touching the edge)
         coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
         r = v - a @ coef
-        keep = np.abs(r) <= 2.5 * 1.4826 * np.median(np.abs(r)) + 1.0
+        keep = np.abs(r) <= 2.5 * 1.4826 * median(np.abs(r)) + 1.0
         if keep.sum() < 3:
             break
     plane = coef[0] + coef[1] * (xx / w) + coef[2] * (yy / h)
@@ -285,3 +307,119 @@ def center_by_mass(digit: np.ndarray, side: int = spec.IMAGE_SIZE) -> np.ndarray
     canvas = np.zeros((side, side), np.float32)
     canvas[top : top + digit.shape[0], left : left + digit.shape[1]] = digit
     return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+# --- many files: decoding and preparing them on every core ---------------------------------------
+POOL_MIN_FILES = 200  # below this, starting worker processes costs more than it saves
+POOL_CHUNK = 32  # files a worker prepares per request
+IN_FLIGHT = 4  # requests a worker holds at once
+
+
+def prepare_files(paths: list[str], max_pixels: int = MAX_IMAGE_PIXELS) -> list[tuple]:
+    """[(28x28 uint8 or None, error or None)] for each file: what a worker answers."""
+    out = []
+    for path in paths:
+        try:
+            out.append((prepare_image(path, max_pixels=max_pixels), None))
+        except InputError as exc:
+            out.append((None, str(exc)))
+    return out
+
+
+def prepared_stream(
+    paths: list[Path], max_pixels: int = MAX_IMAGE_PIXELS, workers: int | None = None
+) -> Iterator[tuple[Path, np.ndarray | None, str | None]]:
+    """(path, prepared digit or None, error or None) for each path, in order. With `workers` >
+    1 (default: one per core) and at least POOL_MIN_FILES files, worker processes decode and
+    prepare them, at most IN_FLIGHT chunks each at a time (memory stays flat however many files
+    there are).
+
+    The workers are plain `python -m mnist_edge.edge.images` processes fed through pipes, not a
+    multiprocessing pool: a pool's "spawn" re-runs the caller's script in every worker (a script
+    without an `if __name__ == "__main__"` guard would start workers without end), and "fork"
+    copies a process whose inference engine runs threads, which can deadlock."""
+    import os
+
+    workers = (os.cpu_count() or 1) if workers is None else workers
+    if workers <= 1 or len(paths) < POOL_MIN_FILES:
+        for path in paths:
+            ((digit, error),) = prepare_files([path], max_pixels)
+            yield path, digit, error
+        return
+    chunks = [paths[i : i + POOL_CHUNK] for i in range(0, len(paths), POOL_CHUNK)]
+    with _Workers(min(workers, len(chunks)), max_pixels) as pool:
+        sent = 0
+        for done, chunk in enumerate(chunks):
+            while sent < len(chunks) and sent < done + IN_FLIGHT * pool.n:
+                pool.send(sent, [str(p) for p in chunks[sent]])
+                sent += 1
+            for path, (digit, error) in zip(chunk, pool.receive(done), strict=True):
+                yield path, digit, error
+
+
+class _Workers:
+    """N worker processes; chunk i goes to worker i % N, whose answers come back in order."""
+
+    def __init__(self, n: int, max_pixels: int) -> None:
+        import subprocess
+        import sys
+
+        self.n = n
+        cmd = [sys.executable, "-m", "mnist_edge.edge.images", str(max_pixels)]
+        self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                      for _ in range(n)]  # fmt: skip
+
+    def send(self, i: int, paths: list[str]) -> None:
+        import pickle
+
+        pipe = self.procs[i % self.n].stdin
+        pickle.dump(paths, pipe, protocol=pickle.HIGHEST_PROTOCOL)
+        pipe.flush()
+
+    def receive(self, i: int) -> list[tuple]:
+        import pickle
+
+        try:
+            return pickle.load(self.procs[i % self.n].stdout)  # our own worker's answer
+        except (EOFError, pickle.UnpicklingError) as exc:
+            code = self.procs[i % self.n].poll()
+            raise InputError(f"a worker preparing images stopped (exit {code})") from exc
+
+    def __enter__(self) -> _Workers:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for proc in self.procs:
+            try:
+                proc.stdin.close()  # a worker ends at the end of its input
+            except OSError:
+                pass
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=0 if exc[0] is not None else 10)
+            except Exception:  # interrupted, or still busy: stop it
+                proc.kill()
+                proc.wait()
+
+
+def _serve(max_pixels: int) -> None:
+    """A worker: read lists of paths (pickled) from stdin, answer prepare_files for each."""
+    import pickle
+    import signal
+    import sys
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    while True:
+        try:
+            paths = pickle.load(sys.stdin.buffer)
+        except EOFError:
+            return
+        pickle.dump(prepare_files(paths, max_pixels), sys.stdout.buffer,
+                    protocol=pickle.HIGHEST_PROTOCOL)  # fmt: skip
+        sys.stdout.buffer.flush()
+
+
+if __name__ == "__main__":
+    import sys
+
+    _serve(int(sys.argv[1]))

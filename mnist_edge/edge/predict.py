@@ -76,6 +76,7 @@ def predict_paths(
     backend: str | None = None,
     precision: str | None = None,
     profile: Path | None = None,
+    workers: int | None = None,
 ) -> PredictSummary:
     """Classify every image the items name; print a line (or JSON) per file; write --output.
     With a deployment profile (mnist-edge tune), its model, backend, precision and threads."""
@@ -96,7 +97,7 @@ def predict_paths(
     paths = expand_inputs(items)
     rows: list[FileResult] = []
     with render.file_progress(len(paths)) as advance:
-        for row in predictor.predict_files(paths, top=top):
+        for row in predictor.predict_files(paths, top=top, workers=workers):
             rows.append(row)
             advance()
             if row.error is not None:

@@ -12,7 +12,6 @@ what `mnist-edge tune` chose on this CPU.
 
 from __future__ import annotations
 
-import glob
 import os
 import warnings
 from collections.abc import Iterable, Iterator
@@ -271,10 +270,19 @@ class Predictor:
         return self.predict(np.stack([prepare_image(im, max_pixels=limit) for im in images]))
 
     def predict_files(
-        self, paths: Iterable[Path], *, top: int = 1, batch_size: int = policy.BATCH
+        self,
+        paths: Iterable[Path],
+        *,
+        top: int = 1,
+        batch_size: int = policy.BATCH,
+        workers: int | None = None,
     ) -> Iterator[FileResult]:
         """One FileResult per file, in order; a file that cannot be read gets its error, and the
-        stream goes on. Files are decoded `batch_size` at a time and run as one batch."""
+        stream goes on. Worker processes decode and prepare the files (`workers`, default one
+        per core, for a few hundred files or more); this process runs the model on them,
+        `batch_size` at a time."""
+        from .images import prepared_stream
+
         pending: list[tuple[Path, np.ndarray]] = []
 
         def flush() -> Iterator[FileResult]:
@@ -283,13 +291,12 @@ class Predictor:
                 yield FileResult(str(path), best[0][0], best[0][1], best)
             pending.clear()
 
-        for path in paths:
-            try:
-                pending.append((path, prepare_image(path, max_pixels=self.max_image_pixels)))
-            except InputError as exc:
+        for path, digit, error in prepared_stream(list(paths), self.max_image_pixels, workers):
+            if error is not None:
                 yield from flush() if pending else ()
-                yield FileResult(str(path), error=str(exc))
+                yield FileResult(str(path), error=error)
                 continue
+            pending.append((path, digit))
             if len(pending) >= batch_size:
                 yield from flush()
         if pending:
@@ -315,6 +322,8 @@ class FileResult:
 def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
     """Files, folders (their image files, recursively) and glob patterns -> a stable, sorted
     list of paths. A name that matches nothing is kept, so that it gets its own error row."""
+    import glob  # only for folders and patterns: not on the way to a first prediction
+
     out: list[Path] = []
     for item in items:
         path = Path(item)
