@@ -16,7 +16,7 @@ export MNIST_EDGE_DATA := $(abspath ../shared/data/mnist)
 endif
 endif
 
-.PHONY: demo test lint install clean web-deps browser qemu
+.PHONY: demo test lint install clean web-deps browser qemu check-arm
 
 # onnxruntime-web for `mnist-edge export --format web` (the version pinned in mnist_edge/edge/web.py),
 # from npm into .web/, where the exporter looks for it.
@@ -51,6 +51,14 @@ demo: install
 		--json $(OUT)/parity.json
 	$(BIN)/mnist-edge bench --model $(OUT)/mnist_cnn.onnx --checkpoint $(OUT)/mnist_cnn.pt \
 		--duration 1 --json $(OUT)/bench.json
+
+# mnist-edge on an emulated ARM CPU (qemu-aarch64-static): builds or reuses a Debian arm64 root
+# with the edge install under ~/.cache/mnist-edge/arm64, runs predict, evaluate and parity there
+# and compares with this machine (benchmarks/arm.py; ARM_ARGS="--quick" is what CI runs).
+ARM_ARGS ?=
+check-arm: install
+	PYTHON=$(PY) bash .ci/arm-root >/dev/null
+	$(PY) benchmarks/arm.py $(ARM_ARGS)
 
 lint: install
 	$(BIN)/ruff check mnist_edge tests benchmarks

@@ -26,6 +26,7 @@ from .edge.manifest import Artifact
 from .edge.runners import EXTRA_FILE
 
 FORMATS = ("onnx", "torchscript", "pt2", "ort")  # "ort" is converted from the ONNX file
+ORT_PLATFORMS = ("amd64", "arm")  # convert_onnx_models_to_ort --target_platform
 EXAMPLE_BATCH = 4  # an example batch of 1 would silently fix the batch dimension at 1
 
 
@@ -37,6 +38,7 @@ class ExportConfig:
     output_dir: str = "exports"  # artifacts and manifest.json go here
     formats: tuple[str, ...] = ("onnx",)  # any of FORMATS
     opset: int | None = None  # ONNX opset; None = torch.onnx's default
+    ort_platform: str = "amd64"  # the CPU the .ort file's fixed optimisations are made for
 
     def __post_init__(self) -> None:
         unknown = [f for f in self.formats if f not in FORMATS]
@@ -47,6 +49,9 @@ class ExportConfig:
             )
         if self.opset is not None and not 13 <= self.opset <= 25:
             raise ConfigError(f"opset {self.opset} is out of range; use 13..25 (default: torch's)")
+        if self.ort_platform not in ORT_PLATFORMS:
+            raise ConfigError(f"ORT platform must be one of {', '.join(ORT_PLATFORMS)}, got "
+                              f"{self.ort_platform!r}")  # fmt: skip
 
 
 def metadata(ckpt: Checkpoint, fmt: str, opset: int | None) -> dict[str, str]:
@@ -177,8 +182,9 @@ def export(cfg: ExportConfig) -> list[Artifact]:
             else:
                 from .quantize import convert_to_ort
 
-                _, config = convert_to_ort(layout.onnx, out)
-                opset, extra = artifacts[0].opset, {"required_operators_config": config.name}
+                _, config = convert_to_ort(layout.onnx, out, cfg.ort_platform)
+                opset, extra = artifacts[0].opset, {"required_operators_config": config.name,
+                                                    "platform": cfg.ort_platform}  # fmt: skip
         except MnistEdgeError:
             raise
         except Exception as exc:  # exporter failures come in many types; say which format broke

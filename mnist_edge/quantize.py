@@ -232,8 +232,11 @@ def quantize(cfg: QuantConfig, calibration: np.ndarray | None = None) -> QuantRe
     )
 
 
-def convert_to_ort(model: Path | str, output_dir: Path | str) -> tuple[Path, Path]:
-    """ONNX -> ORT format (+ its required-operators config) for minimal/mobile ORT builds."""
+def convert_to_ort(
+    model: Path | str, output_dir: Path | str, platform: str = "amd64"
+) -> tuple[Path, Path]:
+    """ONNX -> ORT format (+ its required-operators config) for minimal/mobile ORT builds, its
+    fixed optimisations made for `platform` ("amd64", or "arm" for ARM devices)."""
     model, output_dir = Path(model), Path(output_dir)
     if not model.is_file():
         raise ArtifactError(f"no model at {model}; export one with `mnist-edge export`")
@@ -242,7 +245,8 @@ def convert_to_ort(model: Path | str, output_dir: Path | str) -> tuple[Path, Pat
         staged.parent.mkdir()
         shutil.copyfile(model, staged)
         cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(staged),
-               "--output_dir", str(Path(tmp) / "out"), "--optimization_style", "Fixed"]  # fmt: skip
+               "--output_dir", str(Path(tmp) / "out"), "--optimization_style", "Fixed",
+               "--target_platform", platform]  # fmt: skip
         proc = subprocess.run(cmd, capture_output=True, text=True)
         produced = Path(tmp) / "out" / ORT_NAME
         if proc.returncode != 0 or not produced.is_file():

@@ -175,3 +175,21 @@ def test_one_checkpoint_exports_the_same_bytes_from_two_checkouts(trained, mnist
     runs = [ort.InferenceSession(str(made[n] / "mnist_cnn.ort")).run(None, {"input": x})[0]
             for n in made]  # fmt: skip
     np.testing.assert_array_equal(runs[0], runs[1])
+
+
+def test_the_ort_file_can_be_made_for_arm(trained, tmp_path):
+    """--ort-platform arm: the fixed optimisations for ARM devices (benchmarks/arm.py runs the
+    file on an emulated ARM CPU); recorded in the manifest; a platform ORT lacks is refused."""
+    from conftest import assert_clean_error, cli
+
+    r = cli("export", "--format", "ort", "--checkpoint", trained, "--output-dir", tmp_path,
+            "--ort-platform", "arm", "--no-parity")  # fmt: skip
+    assert r.exit_code == 0, r.output
+    (entry,) = [a for a in manifest_artifacts(tmp_path) if a.format == "ort"]
+    assert entry.extra["platform"] == "arm"
+    x = np.zeros((2, 1, 28, 28), np.float32)
+    assert ort.InferenceSession(str(tmp_path / "mnist_cnn.ort")).run(None, {"input": x})[
+        0
+    ].shape == (2, 10)
+    assert_clean_error(cli("export", "--format", "ort", "--checkpoint", trained, "--output-dir",
+                           tmp_path, "--ort-platform", "riscv"), "ORT platform")  # fmt: skip

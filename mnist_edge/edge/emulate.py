@@ -1,8 +1,11 @@
-"""Run a model on another CPU than this one: QEMU user mode runs this very Python under an
-emulated processor, to see what a device of that kind answers (torch-free).
+"""Run a model on another CPU than this one, with QEMU user mode (torch-free).
 
-`qemu-x86_64-static -cpu Haswell` is an x86-64 with AVX2 and FMA but no AVX-512 and no VNNI:
-where ONNX Runtime's u8 x s8 kernel saturates. Debian's qemu-user-static provides it.
+- x86-64: `qemu-x86_64-static -cpu Haswell` runs this very Python on an x86-64 with AVX2 and FMA
+  but no AVX-512 and no VNNI, where ONNX Runtime's u8 x s8 kernel saturates.
+- ARM: `qemu-aarch64-static -cpu neoverse-n1` runs a Debian arm64 root's Python with the edge
+  install's aarch64 wheels (`.ci/arm-root` builds both: `Arm.from_cache()` finds them).
+
+Debian's qemu-user-static provides the emulators.
 
     python -m mnist_edge.edge.emulate MODEL INPUTS.npy OUTPUTS.npy   (what runs under emulation)
 """
@@ -14,13 +17,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from .errors import ConfigError
 
-QEMU = {"x86_64": "qemu-x86_64-static"}
+QEMU = {"x86_64": "qemu-x86_64-static", "aarch64": "qemu-aarch64-static"}
+ARM_CPU = "neoverse-n1"  # Arm's server core (Graviton 2, Ampere Altra): NEON with dot product
 
 
 def qemu(arch: str = "x86_64") -> str | None:
@@ -38,24 +43,74 @@ def run_model(model: Path | str, inputs: np.ndarray) -> np.ndarray:
                            for i in range(0, len(inputs), 64)])  # fmt: skip
 
 
-def run_emulated(
-    model: Path | str, inputs: np.ndarray, cpu: str = "Haswell", timeout: float = 1800
-) -> np.ndarray:
-    """run_model(model, inputs) in a new Python under `qemu-x86_64-static -cpu CPU`."""
-    binary = qemu("x86_64")
+@dataclass(frozen=True)
+class Arm:
+    """A Debian arm64 root (its Python) and a folder of aarch64 packages, from .ci/arm-root."""
+
+    root: Path
+    site: Path
+
+    @classmethod
+    def from_cache(cls, cache: Path | str | None = None) -> Arm:
+        folder = Path(cache or os.environ.get("MNIST_EDGE_ARM_CACHE")
+                      or Path.home() / ".cache" / "mnist-edge" / "arm64")  # fmt: skip
+        arm = cls(folder / "root", folder / "site")
+        if not (arm.python.is_file() and (arm.site / "mnist_edge").is_dir()):
+            raise ConfigError(f"no arm64 root in {folder}: build it with `bash .ci/arm-root`")
+        return arm
+
+    @property
+    def python(self) -> Path:
+        return self.root / "usr" / "bin" / "python3.11"
+
+
+def command(argv: list[str], *, cpu: str = "Haswell", arm: Arm | None = None) -> list[str]:
+    """`python ARGV` under QEMU: this Python on an emulated x86-64 `cpu`, or `arm`'s Python on
+    an emulated ARM_CPU (then `cpu` is ignored)."""
+    arch = "aarch64" if arm else "x86_64"
+    binary = qemu(arch)
     if binary is None:
-        raise ConfigError("qemu-x86_64-static is not installed (apt-get install qemu-user-static)")
+        raise ConfigError(f"{QEMU[arch]} is not installed (apt-get install qemu-user-static)")
+    if arm:
+        return [binary, "-cpu", ARM_CPU, "-L", str(arm.root), str(arm.python), *argv]
+    return [binary, "-cpu", cpu, sys.executable, *argv]
+
+
+def environment(arm: Arm | None = None) -> dict[str, str]:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    if arm:
+        env["PYTHONPATH"] = str(arm.site)
+    return env
+
+
+def run(argv: list[str], *, cpu: str = "Haswell", arm: Arm | None = None,
+        timeout: float = 3600, **kw: object) -> subprocess.CompletedProcess:  # fmt: skip
+    """Run `python ARGV` under emulation; a failure raises with the last line it printed."""
+    proc = subprocess.run(
+        command(argv, cpu=cpu, arm=arm),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment(arm),
+        **kw,
+    )  # type: ignore[call-overload]
+    if proc.returncode != 0:
+        noise = "TCG doesn't support"  # QEMU's notes on CPU features it leaves out
+        said = [line for line in proc.stderr.splitlines() if noise not in line]
+        raise RuntimeError(f"emulated run failed ({proc.returncode}): {said[-1:] or ''}")
+    return proc
+
+
+def run_emulated(
+    model: Path | str, inputs: np.ndarray, cpu: str = "Haswell", timeout: float = 3600,
+    arm: Arm | None = None,
+) -> np.ndarray:  # fmt: skip
+    """run_model(model, inputs) in a new Python under QEMU (see command())."""
     with tempfile.TemporaryDirectory() as tmp:
         x, y = Path(tmp) / "x.npy", Path(tmp) / "y.npy"
         np.save(x, np.ascontiguousarray(inputs, np.float32))
-        env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-        cmd = [binary, "-cpu", cpu, sys.executable, "-m", "mnist_edge.edge.emulate", str(model),
-               str(x), str(y)]  # fmt: skip
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-        if proc.returncode != 0:
-            noise = "TCG doesn't support"  # QEMU's notes on CPU features it leaves out
-            said = [line for line in proc.stderr.splitlines() if noise not in line]
-            raise RuntimeError(f"emulated run failed ({proc.returncode}): {said[-1:] or ''}")
+        run(["-m", "mnist_edge.edge.emulate", str(model), str(x), str(y)], cpu=cpu, arm=arm,
+            timeout=timeout)  # fmt: skip
         return np.load(y)
 
 
