@@ -238,6 +238,33 @@ def test_worker_processes_give_the_answers_of_one_process(predictor, folder):
     assert "blank" in errors[0].error and "not a readable image" in errors[1].error
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_image_names_that_are_not_files_get_an_error_row(
+    predictor, digits, tmp_path, monkeypatch, workers
+):
+    """In a folder, a broken link, a FIFO and a link to a device named like images each get
+    their own error row, without being opened (a FIFO would block); a folder named x.png is
+    searched, not listed."""
+    import os
+
+    from mnist_edge.edge.runtime import expand_inputs
+
+    monkeypatch.setattr(images, "POOL_MIN_FILES", 1)
+    Image.fromarray(255 - digits.images[0]).save(tmp_path / "a.png")
+    (tmp_path / "broken.png").symlink_to(tmp_path / "nowhere.png")
+    os.mkfifo(tmp_path / "fifo.png")
+    (tmp_path / "zero.png").symlink_to("/dev/zero")
+    (tmp_path / "sub.png").mkdir()
+    Image.fromarray(255 - digits.images[1]).save(tmp_path / "sub.png" / "b.png")
+    rows = list(predictor.predict_files(expand_inputs([tmp_path]), workers=workers))
+    names = {r.file.rsplit("/", 1)[1]: r for r in rows}
+    assert sorted(names) == ["a.png", "b.png", "broken.png", "fifo.png", "zero.png"]
+    assert names["a.png"].error is None and names["b.png"].error is None
+    assert names["broken.png"].error.startswith("no image file at")
+    for bad in ("fifo.png", "zero.png"):
+        assert "(a device, FIFO or socket)" in names[bad].error
+
+
 def test_the_median_is_numpys():
     rng = np.random.default_rng(0)
     for n in (1, 2, 7, 100, 4096):

@@ -30,6 +30,23 @@ def report(folder, mnist_dir):
     return tune.tune(cfg)
 
 
+@pytest.fixture(scope="module")
+def profile_path(report, folder):
+    """The deploy.json that `report`'s run wrote beside the models."""
+    return folder / tune.PROFILE_NAME
+
+
+@pytest.fixture(scope="module")
+def digit_png(mnist_dir, tmp_path_factory):
+    from PIL import Image
+
+    from mnist_edge.edge.data import load_split
+
+    path = tmp_path_factory.mktemp("digit") / "d.png"
+    Image.fromarray(255 - load_split("test", mnist_dir, 1).images[0]).save(path)
+    return path
+
+
 def test_every_available_case_is_tried_at_every_thread_count(report):
     tried = {(t.case.name, t.threads) for t in report.trials}
     assert {("onnxruntime", 1), ("onnxruntime", 2), ("onnxruntime-int8", 1)} <= tried
@@ -51,42 +68,38 @@ def test_the_winner_passed_the_rule_and_is_the_fastest(report):
         assert t.peak_rss_mb > 0 and t.images_per_s > 0 and t.p50_ms <= t.p90_ms
 
 
-def test_the_profile_is_written_listed_and_used(report, folder, mnist_dir):
-    profile = json.loads((folder / tune.PROFILE_NAME).read_text())
+def test_the_profile_is_written_listed_and_used(report, folder, profile_path, digit_png):
+    profile = json.loads(profile_path.read_text())
     best = report.best
     assert (profile["backend"], profile["precision"], profile["threads"]) == (
         best.case.backend, best.case.precision, best.threads)  # fmt: skip
     assert profile["machine"]["cpu_flags"] is not None
     assert profile["model"] == best.case.path.split("/")[-1]  # beside the profile
     assert read_manifest(folder)["profiles"][tune.PROFILE_NAME]["backend"] == best.case.backend
-    p = Predictor.from_profile(folder / tune.PROFILE_NAME)
+    p = Predictor.from_profile(profile_path)
     assert (p.backend, p.precision, p.runner.threads) == (best.case.backend, best.case.precision,
                                                           best.threads)  # fmt: skip
-    from PIL import Image
-
-    from mnist_edge.edge.data import load_split
-
-    digit = load_split("test", mnist_dir, 1)
-    Image.fromarray(255 - digit.images[0]).save(folder / "d.png")
-    r = cli("predict", folder / "d.png", "--profile", folder / tune.PROFILE_NAME)
-    assert r.exit_code == 0 and f"profile {folder / tune.PROFILE_NAME}" in r.stderr, r.output
-    assert_clean_error(cli("predict", folder / "d.png", "--profile", folder / tune.PROFILE_NAME,
+    r = cli("predict", digit_png, "--profile", profile_path)
+    assert r.exit_code == 0 and f"profile {profile_path}" in r.stderr, r.output
+    assert_clean_error(cli("predict", digit_png, "--profile", profile_path,
                            "--backend", "onnxruntime"), "--profile names")  # fmt: skip
 
 
-def test_a_profile_from_a_cpu_with_other_flags_is_refused(folder, tmp_path):
-    profile = json.loads((folder / tune.PROFILE_NAME).read_text())
+def test_a_profile_from_a_cpu_with_other_flags_is_refused(
+    folder, profile_path, digit_png, tmp_path
+):
+    profile = json.loads(profile_path.read_text())
     profile["machine"]["cpu_flags"] = [*profile["machine"]["cpu_flags"], "amx_int8"]
     other = tmp_path / "deploy.json"
     shutil.copy(folder / profile["model"], tmp_path / profile["model"])
     other.write_text(json.dumps(profile))
     with pytest.raises(ConfigError, match="tuned on a CPU with other flags.*run `mnist-edge tune`"):
         Predictor.from_profile(other)
-    assert_clean_error(cli("predict", folder / "d.png", "--profile", other), "other flags")
+    assert_clean_error(cli("predict", digit_png, "--profile", other), "other flags")
 
 
-def test_a_profile_whose_model_changed_or_is_not_one_is_refused(folder, tmp_path):
-    profile = json.loads((folder / tune.PROFILE_NAME).read_text())
+def test_a_profile_whose_model_changed_or_is_not_one_is_refused(profile_path, tmp_path):
+    profile = json.loads(profile_path.read_text())
     (tmp_path / "deploy.json").write_text(json.dumps(profile))
     (tmp_path / profile["model"]).write_bytes(b"another model")
     with pytest.raises(ArtifactError, match="missing or changed since it was tuned"):
@@ -153,3 +166,12 @@ def test_cli_writes_json_and_exits_1_when_nothing_passes(folder, mnist_dir, tmp_
 def test_bad_settings(kw, message):
     with pytest.raises(ConfigError, match=message):
         tune.TuneConfig(**kw)
+
+
+def test_a_bad_model_is_named_before_the_data_is_looked_for(tmp_path, monkeypatch):
+    """A junk --model on a machine without MNIST: the error is about the model, not the data."""
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00not a model")
+    monkeypatch.delenv("MNIST_EDGE_DATA", raising=False)
+    r = cli("tune", "--model", junk, "--data-dir", tmp_path / "nowhere")
+    assert_clean_error(r, "junk.onnx is not a loadable ONNX model")

@@ -67,7 +67,10 @@ def open_image(path: Path, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     from PIL import Image
 
     if not path.is_file():
-        raise InputError(f"no image file at {path}" + (" (a folder)" if path.is_dir() else ""))
+        kind = ""
+        if path.exists():  # never opened: a FIFO would block, a device never end
+            kind = " (a folder)" if path.is_dir() else " (a device, FIFO or socket)"
+        raise InputError(f"no image file at {path}{kind}")
     with reading(path, "a readable image", InputError), warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our limit replaces it
         with Image.open(path) as im:

@@ -321,7 +321,9 @@ class FileResult:
 
 def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
     """Files, folders (their image files, recursively) and glob patterns -> a stable, sorted
-    list of paths. A name that matches nothing is kept, so that it gets its own error row."""
+    list of paths. A name that matches nothing is kept, so that it gets its own error row; so is
+    an image name in a folder that is not a readable file (a broken link, a FIFO, a device),
+    which is refused without being opened."""
     import glob  # only for folders and patterns: not on the way to a first prediction
 
     out: list[Path] = []
@@ -329,7 +331,7 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
         path = Path(item)
         if path.is_dir():
             found = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-            out += sorted(p for p in found if p.is_file())
+            out += sorted(p for p in found if not p.is_dir())
         elif not path.exists() and glob.has_magic(str(item)):
             out += sorted(
                 Path(p) for p in glob.glob(str(item), recursive=True) if Path(p).is_file()

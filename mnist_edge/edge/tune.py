@@ -191,8 +191,9 @@ def tune(cfg: TuneConfig) -> TuneReport:
     from .data import batches, load_split
 
     cases, skipped = candidates(cfg)
+    fp32 = load_runner(cfg.model, fmt="onnx", backend="onnxruntime")  # a bad file before the data
     test = load_split("test", cfg.data_dir, cfg.test_limit)
-    reference = _outputs(load_runner(cfg.model, fmt="onnx", backend="onnxruntime"), test.images)
+    reference = _outputs(fp32, test.images)
     one = next(batches(test.images[:1], 1))
     many = next(batches(np.resize(test.images, (cfg.offline_batch, 28, 28)), cfg.offline_batch))
     trials = []
