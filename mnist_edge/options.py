@@ -60,7 +60,7 @@ class OneLineErrors(TyperGroup):
                 render.error(" ".join(exc.format_message().split()))
             rv = exc.exit_code
         except typer.Abort:
-            render.error("interrupted")
+            render.interrupted()
             rv = EXIT_INTERRUPTED
         if not standalone_mode:
             return rv
@@ -83,10 +83,12 @@ def handle_errors(fn: F) -> F:
         except (typer.Exit, typer.Abort):
             raise
         except KeyboardInterrupt:
-            raise fail("interrupted", EXIT_INTERRUPTED) from None
+            render.interrupted()
+            raise typer.Exit(EXIT_INTERRUPTED) from None
         except Exception as exc:
             if interrupted(exc):
-                raise fail("interrupted", EXIT_INTERRUPTED) from None
+                render.interrupted()
+                raise typer.Exit(EXIT_INTERRUPTED) from None
             known = translate(exc)
             if known is None:
                 raise  # a bug: keep the traceback

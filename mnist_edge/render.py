@@ -34,6 +34,14 @@ def error(message: str) -> None:
     err_console.print(f"[red]error:[/red] {escape(message)}")
 
 
+def interrupted() -> None:
+    """`error: interrupted` on stderr, written past rich: a Ctrl-C that lands while rich renders
+    (a progress bar, a spinner) can leave its console buffering, and the process then ends
+    with os._exit, which would drop the buffer (seen: exit 130 with nothing on stderr)."""
+    sys.stderr.write("error: interrupted\n")
+    sys.stderr.flush()
+
+
 def _fmt(value: float | None, spec: str = ".2e") -> str:
     return "-" if value is None else format(value, spec)
 

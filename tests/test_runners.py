@@ -135,6 +135,7 @@ def test_a_registered_backend_shows_in_bench_evaluate_parity_and_tune(
             duration=0.05,
             backends=("mirror", "onnxruntime"),
             profile=str(tmp_path / "d.json"),
+            data_dir=str(mnist_dir),
         )
     )
     assert {t.case.name for t in tuned.trials} == {"mirror", "onnxruntime"}
