@@ -13,12 +13,12 @@ import sys
 
 # command -> compiled modules it imports (quantize checks parity against PyTorch). torch loads
 # ~1,100 more modules on first use (the optimizer's first step pulls in torch._dynamo, sympy and
-# triton; torch.distributed and torchvision come with them); some of that code swallows a
-# KeyboardInterrupt raised inside it, so a Ctrl-C there was lost (seen: train went on to the end,
-# exit 0). Imported here, with Ctrl-C held back, they cost no extra time: the command needs them.
-TORCH_LAZY = ("torch._dynamo", "torch.distributed", "torchvision")
+# triton, with torch.distributed); some of that code swallows a KeyboardInterrupt raised inside
+# it, so a Ctrl-C there was lost (seen: train went on to the end, exit 0). Imported here, with
+# Ctrl-C held back, they cost no extra time: each command listed loads them anyway.
+TORCH_LAZY = ("torch._dynamo", "torch.distributed")
 HEAVY = {
-    "train": ("torch", *TORCH_LAZY),
+    "train": ("torch", *TORCH_LAZY, "torchvision"),
     "export": ("torch", *TORCH_LAZY, "onnx"),
     "quantize": ("torch", "onnx", "onnxruntime.quantization"),
 }

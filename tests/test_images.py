@@ -263,6 +263,8 @@ def test_image_names_that_are_not_files_get_an_error_row(
     assert names["broken.png"].error.startswith("no image file at")
     for bad in ("fifo.png", "zero.png"):
         assert "(a device, FIFO or socket)" in names[bad].error
+    matched = [p.name for p in expand_inputs([str(tmp_path / "*.png")])]  # a pattern: the same
+    assert matched == ["a.png", "broken.png", "fifo.png", "zero.png"]
 
 
 def test_the_median_is_numpys():

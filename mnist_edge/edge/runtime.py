@@ -334,7 +334,7 @@ def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
             out += sorted(p for p in found if not p.is_dir())
         elif not path.exists() and glob.has_magic(str(item)):
             out += sorted(
-                Path(p) for p in glob.glob(str(item), recursive=True) if Path(p).is_file()
+                Path(p) for p in glob.glob(str(item), recursive=True) if not Path(p).is_dir()
             )
         else:
             out.append(path)
