@@ -31,9 +31,10 @@ from pathlib import Path
 
 import numpy as np
 from _report import print_table, write_report
+from devtools import emulate
 from PIL import Image
 
-from mnist_edge.edge import emulate, parity
+from mnist_edge.edge import parity
 from mnist_edge.edge.data import batches, load_split
 from mnist_edge.edge.runtime import pretrained_path
 

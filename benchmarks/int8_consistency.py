@@ -23,12 +23,14 @@ from pathlib import Path
 
 import numpy as np
 from _report import print_table, write_report
+from devtools import browser as driver
+from devtools.emulate import qemu, run_emulated, run_model
 
 from mnist_edge.edge import machine, web
+from mnist_edge.edge.backends.onnxruntime import load_session, session_options
 from mnist_edge.edge.data import batches, load_split
-from mnist_edge.edge.emulate import qemu, run_emulated, run_model
 from mnist_edge.edge.files import sha256
-from mnist_edge.edge.runtime import load_session, pretrained_path, session_options
+from mnist_edge.edge.runtime import pretrained_path
 
 
 def exact_x86(model: Path, x: np.ndarray) -> np.ndarray:
@@ -57,7 +59,7 @@ def browser(fp32: Path, int8: Path, x: np.ndarray) -> tuple[np.ndarray, str]:
             raise SystemExit("onnxruntime-web is not installed locally: run `make web-deps`")
         server = web.make_server(site, port=0).start()
         try:
-            with web.chromium() as b, web.open_page(server.url, b) as run:
+            with driver.chromium() as b, driver.open_page(server.url, b) as run:
                 out = []
                 for i in range(0, len(x), 250):
                     chunk = x[i : i + 250]

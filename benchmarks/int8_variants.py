@@ -20,10 +20,10 @@ import onnxruntime as ort
 from _report import print_table, write_report
 from onnx import TensorProto, helper, numpy_helper
 
-from mnist_edge.edge.bench import interleaved
+from mnist_edge.edge.backends.onnxruntime import session_options
 from mnist_edge.edge.data import batches, load_split
 from mnist_edge.edge.runners import load_runner, outputs
-from mnist_edge.edge.runtime import session_options
+from mnist_edge.edge.timing import interleaved
 from mnist_edge.quantize import QuantConfig, calibration_images, quantize_model
 
 VARIANTS = {  # changes against QuantConfig's defaults (per-channel u8s8, 7-bit weights, MinMax)
@@ -92,7 +92,7 @@ def main() -> None:
     fp32_pred = test_predictions(a.model, test.images)
     fp32_acc = float((fp32_pred == test.labels).mean() * 100)
     base = QuantConfig(model=a.model)
-    calib = calibration_images(base)
+    calib = calibration_images(base, load_split("train"))
     x1, x64 = next(batches(test.images[:1], 1)), next(batches(test.images[:64], 64))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -19,9 +19,9 @@ import torch
 from _report import print_table, write_report
 
 from mnist_edge.checkpoint import load_model
+from mnist_edge.edge.backends.onnxruntime import session_options
 from mnist_edge.edge.bench import FLOPS_PER_IMAGE, interleaved, matmul_gflops
 from mnist_edge.edge.data import batches, load_split
-from mnist_edge.edge.runtime import session_options
 
 ROUNDS = 3  # passes over all variants
 

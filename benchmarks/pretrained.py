@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from _report import write_report
 
+from mnist_edge.edge.data import load_split
 from mnist_edge.edge.evaluate import evaluate
 from mnist_edge.edge.files import sha256, utc_now, write_json
 from mnist_edge.edge.layout import Layout
@@ -73,7 +74,6 @@ def from_checkpoint(checkpoint: str, stage: Layout) -> tuple[Any, dict[str, Any]
 def from_packaged(stage: Layout) -> tuple[Any, dict[str, Any]]:
     import onnx
 
-    from mnist_edge.edge.data import load_split
     from mnist_edge.edge.files import save_onnx
     from mnist_edge.edge.runners import load_runner, outputs
 
@@ -114,7 +114,8 @@ def main() -> None:
                                                                                  stage)  # fmt: skip
         if run.problems():
             raise SystemExit("; ".join(run.problems()))
-        evals = {fmt: evaluate(stage.artifact(fmt)) for fmt in ("onnx", "onnx-int8")}
+        test = load_split("test")
+        evals = {fmt: evaluate(stage.artifact(fmt), test) for fmt in ("onnx", "onnx-int8")}
         verdicts = {Path(k).name: v for k, v in run.parity.verdicts().items()}
         files = {}
         for fmt in ("onnx", "onnx-int8"):

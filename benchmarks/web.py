@@ -21,11 +21,13 @@ from pathlib import Path
 
 import numpy as np
 from _report import print_table, write_report
+from devtools import browser as driver
 from realworld import make_images
 
 from mnist_edge.edge import web
+from mnist_edge.edge.backends.onnxruntime import load_session, raw_session
 from mnist_edge.edge.images import prepare_image
-from mnist_edge.edge.runtime import Predictor, load_session, pretrained_path, raw_session
+from mnist_edge.edge.runtime import Predictor, pretrained_path
 
 # a "3" drawn with two strokes, for the screenshot (coordinates on the 280x280 pad)
 THREE = [[(85, 70), (120, 45), (170, 50), (195, 85), (180, 120), (140, 138)],
@@ -126,9 +128,9 @@ def paths(url: str, models: dict[str, Path], calls: int) -> dict[str, dict]:
     native ONNX Runtime on 1 thread measured between the paths, in the same run."""
     out: dict[str, dict] = {}
     native_runs = []
-    with web.chromium(args=(*web.SWIFTSHADER_WEBGPU_ARGS, *web.WEBNN_ARGS)) as browser:
+    with driver.chromium(args=(*driver.SWIFTSHADER_WEBGPU_ARGS, *driver.WEBNN_ARGS)) as browser:
         for name, query in PATHS:
-            with web.open_page(url + query + "&sw=0", browser, timeout_s=300) as run:
+            with driver.open_page(url + query + "&sw=0", browser, timeout_s=300) as run:
                 if not run.ready:
                     out[name] = {"runs": False, "why": run.page.inner_text("#status")}
                     continue
@@ -233,11 +235,11 @@ def main() -> None:
     server = web.make_server(site, port=0).start()
     latency: dict[str, dict] = {}
     models = {"fp32": pretrained_path(), "int8": pretrained_path(int8=True)}
-    with web.chromium() as browser:
+    with driver.chromium() as browser:
         runs = {}
         for threads in ("default", "1"):
             query = "?sw=0" if threads == "default" else "?threads=1&sw=0"
-            with web.open_page(server.url + query, browser) as run:
+            with driver.open_page(server.url + query, browser) as run:
                 assert run.ready, run.page.inner_text("#status")
                 n = run.page.evaluate("window.mnistEdge.threads")
                 runs[threads] = n
@@ -257,8 +259,8 @@ def main() -> None:
                     run.page.screenshot(path=a.screenshot, full_page=True)
                     agreement = preprocessing(run.page, site, a.per_group)
     table = paths(server.url, models, a.calls)
-    with web.chromium() as browser:  # the page on a phone: 390x844, drawn with a finger
-        with web.open_page(server.url + "?sw=0", browser, **PHONE) as run:
+    with driver.chromium() as browser:  # the page on a phone: 390x844, drawn with a finger
+        with driver.open_page(server.url + "?sw=0", browser, **PHONE) as run:
             touch_draw(run.page, THREE)
             run.page.wait_for_function("window.mnistEdge.last?.label")
             drawn_phone = run.page.evaluate("window.mnistEdge.last.label")

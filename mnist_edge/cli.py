@@ -3,8 +3,10 @@ render its result (render.py) and map `problems()` to the exit code.
 
 Exit codes: 0 success; 1 a check that ran and failed (parity, the INT8 gate, a bench
 regression, an unreadable file among many in `predict`); 2 a user error; 130 Ctrl-C.
-Heavy modules (torch, onnx) are imported inside the commands that need them, so that
-`mnist-edge --help` is fast and the edge install (no torch) runs every inference command.
+Each command imports what it runs only when it runs (torch, onnx, numpy and onnxruntime
+included), so that `mnist-edge --help` is fast and the edge install (no torch) runs every
+inference command. Option defaults are the configs' own (edge/policy.py; tests/test_cli.py
+holds the two together). Data is loaded once per command and passed to each check as a value.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ from .options import (  # declarations and error handling shared by the commands
     TestLimit,
     Threads,
     csv_values,
+    data_for,
     fail,
+    finish,
     handle_errors,
     opt_str,
     quant_config,
@@ -54,19 +58,10 @@ app = typer.Typer(
 )
 console = render.console
 DEFAULT = Layout()
+CASES_HELP = ("Case names or patterns, e.g. onnxruntime,onnxruntime-int8 or 'openvino*' "
+              "(bench and tune alike)")  # fmt: skip
 
 Opt = typer.Option
-
-
-def finish(run: Any, json_path: Path | None) -> None:
-    """Write --json, then exit 1 with the problems of a workflow run, if any."""
-    from .edge.files import write_json
-
-    if json_path:
-        write_json(json_path, run.to_dict())
-        console.print(f"wrote {json_path}")
-    if problems := run.problems():
-        raise fail("; ".join(problems), EXIT_FAILED)
 
 
 @app.command("train")
@@ -103,11 +98,7 @@ def train_cmd(
     with render.training_progress(cfg.epochs) as (on_step, on_epoch):
         result = train(cfg, resume=resume, on_step=on_step, on_epoch=on_epoch)
     if result.is_main:  # other ranks of a torchrun job stay quiet
-        resumed = result.resumed_from_epoch
-        console.print(
-            f"checkpoint {result.checkpoint}  test accuracy {result.test_accuracy:.2f}%"
-            + (f"  (resumed after epoch {resumed})" if resumed else "")
-        )
+        render.trained(result)
 
 
 @app.command("evaluate")
@@ -126,15 +117,13 @@ def evaluate_cmd(
 ) -> None:
     """Test loss, accuracy, per-class accuracy and confusion matrix of a checkpoint or artifact."""
     from .edge.evaluate import evaluate
-    from .edge.files import write_json
+    from .edge.runners import load_runner
 
-    source = model or checkpoint
-    r = evaluate(source, data_dir=opt_str(data_dir), test_limit=test_limit, threads=threads,
-                 backend=backend, precision=precision)  # fmt: skip
-    render.evaluation(r)
-    if json_path:
-        write_json(json_path, r.to_dict())
-        console.print(f"wrote {json_path}")
+    runner = load_runner(model or checkpoint, threads=threads, backend=backend,
+                         precision=precision)  # fmt: skip
+    result = evaluate(runner, data_for(data_dir, test_limit).test)
+    render.evaluation(result)
+    finish(result, json_path)
 
 
 @app.command("export")
@@ -151,7 +140,7 @@ def export_cmd(
     rtol: Rtol = policy.RTOL,
     json_path: JsonOut = None,
     quantize: Annotated[str | None, Opt("--quantize", help="Also write INT8: int8.")] = None,
-    calibration_size: CalibrationSize = 512,
+    calibration_size: CalibrationSize = policy.CALIBRATION_SIZE,
     max_accuracy_drop: MaxDrop = policy.INT8_MAX_ACCURACY_DROP,
     min_agreement: MinAgreement = policy.INT8_MIN_AGREEMENT,
     ort_web: OrtWeb = None,
@@ -168,10 +157,11 @@ def export_cmd(
         raise fail(f"--format takes onnx, torchscript, pt2, ort, web or all, got {format!r}")
     with_web = "web" in names or (names == ("all",) and web.find_ort_web(ort_web) is not None)
     if names := tuple(n for n in names if n != "web"):
-        from .export import FORMATS, ExportConfig
+        from .edge.layout import EXPORTED
+        from .export import ExportConfig
         from .workflow import export_and_verify
 
-        formats = FORMATS if names == ("all",) else names
+        formats = EXPORTED if names == ("all",) else names
         cfg = ExportConfig(str(checkpoint), str(output_dir), formats, opset, ort_platform)
         if quantize not in (None, "int8"):
             raise fail(f"--quantize takes int8, got {quantize!r}")
@@ -180,11 +170,11 @@ def export_cmd(
         quant = None if not quantize else quant_config(
             Layout(output_dir).onnx, None, calibration_size=calibration_size,
             max_accuracy_drop=max_accuracy_drop, min_argmax_agreement=min_agreement,
-            data_dir=opt_str(data_dir),
         )  # fmt: skip
-        check = None if no_parity else verify_config(checkpoint, data_dir, test_limit, atol, rtol)
+        check = None if no_parity else verify_config(checkpoint, atol, rtol)
         with console.status("exporting" + (", quantizing" if quant else "") + ", checking parity"):
-            run = export_and_verify(cfg, quant=quant, check=check)
+            run = export_and_verify(cfg, quant=quant, check=check,
+                                    data=data_for(data_dir, test_limit))  # fmt: skip
         render.export_run(run)
         if no_parity:
             console.print("parity skipped (--no-parity); run `mnist-edge parity` to check")
@@ -202,7 +192,7 @@ def quantize_cmd(
         Path | None, Opt("--output", help="Default: mnist_cnn.int8.onnx beside --model.")
     ] = None,
     checkpoint: CheckpointOpt = DEFAULT.checkpoint,
-    calibration_size: CalibrationSize = 512,
+    calibration_size: CalibrationSize = policy.CALIBRATION_SIZE,
     max_accuracy_drop: MaxDrop = policy.INT8_MAX_ACCURACY_DROP,
     min_agreement: MinAgreement = policy.INT8_MIN_AGREEMENT,
     quant_format: Annotated[str, Opt("--quant-format", help="qdq or qoperator.")] = "qdq",
@@ -231,13 +221,13 @@ def quantize_cmd(
         model, output, calibration_size=calibration_size, max_accuracy_drop=max_accuracy_drop,
         min_argmax_agreement=min_agreement, quant_format=quant_format, per_channel=per_channel,
         reduce_range=reduce_range, activation_type=activation_type, weight_type=weight_type,
-        calibration_method=calibration_method, data_dir=opt_str(data_dir), test_limit=test_limit,
+        calibration_method=calibration_method,
     )  # fmt: skip
-    check = None if no_parity else verify_config(checkpoint, data_dir, test_limit, policy.ATOL,
-                                                 policy.RTOL)  # fmt: skip
+    check = None if no_parity else verify_config(checkpoint, policy.ATOL, policy.RTOL)
     with console.status("quantizing to INT8 and evaluating fp32 and int8 on the test set"):
         run = quantize_and_verify(cfg, checkpoint=checkpoint, check=check,
-                                  auto_exclude=auto_exclude)  # fmt: skip
+                                  auto_exclude=auto_exclude,
+                                  data=data_for(data_dir, test_limit))  # fmt: skip
     render.export_run(run, wrote=False)
     finish(run, json_path)
 
@@ -264,21 +254,21 @@ def parity_cmd(
     layers: Annotated[
         bool, Opt("--layers", help="Compare every layer; name the first off.")
     ] = False,
-    min_sqnr: Annotated[float, Opt("--min-sqnr", help="INT8 layers: least SQNR, dB.")] = 10.0,
+    min_sqnr: Annotated[
+        float, Opt("--min-sqnr", help="INT8 layers: least SQNR, dB.")
+    ] = policy.MIN_SQNR_DB,
 ) -> None:
     """Compare exported models with the PyTorch model (or --reference); exit 1 on a mismatch."""
-    from .workflow import parity
+    from .workflow import layerwise, parity
 
-    check = verify_config(reference or checkpoint, data_dir, test_limit, atol, rtol, threads,
-                          backend, precision)  # fmt: skip
+    check = verify_config(reference or checkpoint, atol, rtol, threads, backend, precision)
+    data = data_for(data_dir, test_limit)
     if layers:
-        from .workflow import layerwise
-
-        report = layerwise(artifacts, output_dir, check, min_sqnr_db=min_sqnr)
+        report = layerwise(artifacts, output_dir, check, min_sqnr_db=min_sqnr, data=data)
         render.layers(report)
         finish(report, json_path)
         return
-    run = parity(artifacts, output_dir, check)
+    run = parity(artifacts, output_dir, check, data)
     render.export_run(run, wrote=False)
     finish(run, json_path)
 
@@ -298,18 +288,24 @@ def predict_cmd(
     precision: Precision = None,
     profile: Annotated[Path | None, Opt("--profile", help="A deploy.json from tune.")] = None,
     workers: Annotated[
-        int | None, Opt("--workers", min=1, help="Processes preparing images (default: cores).")
-    ] = None,
+        int | None,
+        Opt(
+            "--workers",
+            min=0,
+            help="Processes preparing images (0: this one; "
+            "default: the cores the model's threads leave).",
+        ),
+    ] = None,  # fmt: skip
 ) -> None:
     """Classify digit images: a line per file (label, confidence); unreadable files get their own
     error line and make the exit code 1 (2 when no file could be read)."""
-    from .edge.predict import predict_paths
+    from .edge.predict import PredictConfig, predict_paths
 
-    if output is not None and output.suffix not in (".csv", ".jsonl"):
-        raise fail(f"--output must end in .csv or .jsonl, got {output}")
-    summary = predict_paths(images, model=model, top=top, threads=threads, output=output,
-                            as_json=as_json, console=console, backend=backend,
-                            precision=precision, profile=profile, workers=workers)  # fmt: skip
+    cfg = PredictConfig(opt_str(model), top, threads, workers, backend, precision,
+                        opt_str(profile), opt_str(output))  # fmt: skip
+    with render.predict_rows(as_json) as (on_start, on_row):
+        summary = predict_paths(images, cfg, on_start=on_start, on_row=on_row)
+    render.predicted(summary, as_json)
     if summary.failed:
         raise typer.Exit(EXIT_ERROR if summary.failed == summary.total else EXIT_FAILED)
 
@@ -317,7 +313,9 @@ def predict_cmd(
 @app.command("bench")
 @handle_errors
 def bench_cmd(
-    backends: Annotated[str | None, Opt("--backends", help="Default: what exists.")] = None,
+    backends: Annotated[
+        str | None, Opt("--backends", help=CASES_HELP + "; default: every case whose file exists.")
+    ] = None,  # fmt: skip
     batch_sizes: Annotated[str, Opt("--batch-sizes", help="e.g. 1,8,64")] = "1,8,64",
     threads: Annotated[str | None, Opt("--threads", help="e.g. 1,2 (default: 1 and all)")] = None,
     warmup: Annotated[int, Opt("--warmup", help="Untimed calls per case.")] = 10,
@@ -326,26 +324,29 @@ def bench_cmd(
     model: Annotated[Path, Opt("--model", help="ONNX model.")] = DEFAULT.onnx,
     checkpoint: CheckpointOpt = DEFAULT.checkpoint,
     data_dir: DataDir = None,
-    json_path: Annotated[Path | None, Opt("--json", help="Default: benchmarks/results/")] = None,
+    json_path: Annotated[Path | None, Opt("--json", help="Write the report here.")] = None,
     plot: Annotated[Path | None, Opt("--plot", help="Latency plot (PNG).")] = None,
     compare: Annotated[Path | None, Opt("--compare", help="Baseline bench JSON.")] = None,
-    max_regression: Annotated[float, Opt("--max-regression", help="Allowed %, worse.")] = 20.0,
+    max_regression: Annotated[
+        float, Opt("--max-regression", help="Allowed %, worse.")
+    ] = policy.MAX_REGRESSION_PCT,
     scenario: Annotated[str | None, Opt("--scenario", help="e.g. server,idle or all.")] = None,
     queries: Annotated[int, Opt("--queries", help="Single-stream/server queries.")] = 1024,
     qps: Annotated[float, Opt("--qps", help="Server: Poisson arrival rate.")] = 100.0,
     workers: Annotated[int | None, Opt("--workers", help="Server: worker threads.")] = None,
-    latency_bound_ms: Annotated[float, Opt("--latency-bound-ms", help="Server p99 bound.")] = 20.0,
+    latency_bound_ms: Annotated[
+        float, Opt("--latency-bound-ms", help="Server p99 bound.")
+    ] = policy.SERVER_LATENCY_BOUND_MS,
     idle_gap: Annotated[float, Opt("--idle-gap", help="Idle: seconds before each call.")] = 2.0,
 ) -> None:
     """Latency and throughput of every available backend side by side, plus scenarios."""
-    import os
-
     from .edge import bench
-    from .edge.files import write_json
+    from .edge.runners import select_cases
+    from .edge.threads import cores
 
     baseline = bench.load_baseline(compare) if compare else None
     bench.check_max_regression(max_regression)
-    chosen = (csv_values(backends, "--backends", str) if backends
+    chosen = (select_cases(csv_values(backends, "--backends", str)) if backends
               else bench.default_backends(model, checkpoint))  # fmt: skip
     if not chosen:
         raise fail(f"nothing to benchmark: no model at {model}; export one with "
@@ -353,28 +354,25 @@ def bench_cmd(
     scenarios = csv_values(scenario, "--scenario", str) if scenario else ()
     cfg = bench.BenchConfig(
         backends=chosen, batch_sizes=csv_values(batch_sizes, "--batch-sizes"),
-        threads=csv_values(threads, "--threads") if threads else (1, os.cpu_count() or 1),
+        threads=csv_values(threads, "--threads") if threads else (1, cores()),
         warmup=warmup, iterations=iterations, duration=duration, model=str(model),
-        checkpoint=str(checkpoint), data_dir=opt_str(data_dir),
+        checkpoint=str(checkpoint),
         scenarios=bench.SCENARIOS if scenarios == ("all",) else scenarios, queries=queries,
-        qps=qps, workers=workers or os.cpu_count() or 1, latency_bound_ms=latency_bound_ms,
+        qps=qps, workers=workers or cores(), latency_bound_ms=latency_bound_ms,
         idle_gap_s=idle_gap,
     )  # fmt: skip
-    report = bench.bench(cfg)
+    for name in cfg.backends:
+        cfg.path(name)  # a missing file is named before the data is looked for
+    report = bench.bench(cfg, data_for(data_dir, bench.images_needed(cfg)).test)
     render.bench(report)
-    path = json_path or bench.default_report_path()
-    write_json(path, report.to_dict())
-    console.print(f"wrote {path}")
     if plot:
         bench.plot(report, plot)
         console.print(f"wrote {plot}")
-    if baseline is not None:
-        found = bench.compare_to_baseline(report.to_dict(), baseline, max_regression)
-        render.regressions(found)
-        if found:
-            raise fail(f"{len(found)} regression(s) beyond {max_regression:g}% against {compare}",
-                       EXIT_FAILED)  # fmt: skip
-        console.print(f"no regression beyond {max_regression:g}% against {compare}")
+    verdict = None if baseline is None else bench.check_regressions(report, compare, baseline,
+                                                                    max_regression)  # fmt: skip
+    if verdict is not None:
+        render.regressions(verdict)
+    finish(report, json_path, verdict)
 
 
 @app.command("tune")
@@ -384,9 +382,13 @@ def tune_cmd(
         DEFAULT.onnx
     ),
     threads: Annotated[str | None, Opt("--threads", help="e.g. 1,2 (default: 1 and all)")] = None,
-    backends: Annotated[str | None, Opt("--backends", help="Default: every installed.")] = None,
+    backends: Annotated[
+        str | None, Opt("--backends", help=CASES_HELP + "; default: every installed case.")
+    ] = None,  # fmt: skip
     objective: Annotated[str, Opt("--objective", help="latency or throughput.")] = "latency",
-    test_limit: Annotated[int, Opt("--test-limit", help="Test digits to gate on.")] = 2000,
+    test_limit: Annotated[
+        int, Opt("--test-limit", help="Test digits to gate on.")
+    ] = policy.TUNE_TEST_LIMIT,
     max_accuracy_drop: MaxDrop = policy.DEPLOY_MAX_ACCURACY_DROP,
     min_agreement: MinAgreement = policy.DEPLOY_MIN_AGREEMENT,
     duration: Annotated[float, Opt("--duration", help="Seconds per measurement.")] = 1.0,
@@ -398,17 +400,18 @@ def tune_cmd(
 ) -> None:
     """Find the fastest backend, precision and thread count on this CPU that keeps the model's
     answers; write it as a deployment profile (deploy.json)."""
-    from .edge.tune import TuneConfig, tune
+    from .edge.tune import TuneConfig, open_reference, tune
 
     cfg = TuneConfig(
         model=str(model), threads=csv_values(threads, "--threads") if threads else (),
         backends=csv_values(backends, "--backends", str) if backends else (),
         objective=objective, test_limit=test_limit, max_accuracy_drop=max_accuracy_drop,
         min_argmax_agreement=min_agreement, duration=duration, profile=opt_str(profile),
-        data_dir=opt_str(data_dir),
     )  # fmt: skip
+    reference = open_reference(cfg)  # a bad file is named before the data is looked for
+    test = data_for(data_dir, cfg.test_limit).test
     with console.status("trying every backend, precision and thread count"):
-        report = tune(cfg)
+        report = tune(cfg, test, reference)
     render.tune(report)
     finish(report, json_path)
 
@@ -428,6 +431,6 @@ def serve_cmd(
     console.print("stopped")
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
+def main() -> Any:
+    """Console-script entry point: runs the command, returns its exit code."""
+    return app()

@@ -25,15 +25,21 @@ that order, re-running the gate each time, until the gate passes or every layer 
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import quantize as quantization
 from .edge import policy, spec
+from .edge.data import Split, batches
 from .edge.errors import ArtifactError
+from .edge.metrics import sqnr_db
+from .edge.parity import VerifyConfig
+from .edge.runners import load_runner
+from .edge.timing import time_calls
+from .layers import compare_layers, layer_tensors, scoped_nodes
 
 
 @dataclass(frozen=True)
@@ -75,8 +81,6 @@ class Diagnosis:
 
 
 def _sqnr(ref: np.ndarray, got: np.ndarray) -> float:
-    from .layers import sqnr_db
-
     return sqnr_db(float((ref**2).sum()), float(((ref.astype(np.float64) - got) ** 2).sum()))
 
 
@@ -106,18 +110,13 @@ def _dequantized(model, tensor: str, inits: dict[str, np.ndarray]) -> np.ndarray
 def diagnose(
     fp32: Path | str,
     int8: Path | str,
+    test: Split,
     *,
-    data_dir: str | None = None,
-    test_limit: int | None = 1000,
     threads: int | None = None,
 ) -> Diagnosis:
     """Per-layer weight and activation SQNR of an INT8 model against its fp32 source, on the
-    first `test_limit` test images."""
+    images of `test`."""
     import onnx
-
-    from .edge.data import load_split
-    from .edge.parity import VerifyConfig
-    from .layers import compare_layers, layer_tensors, scoped_nodes
 
     f_model, q_model = onnx.load(str(fp32)), onnx.load(str(int8))
     f_inits, q_inits = _initializers(f_model), _initializers(q_model)
@@ -125,10 +124,10 @@ def diagnose(
     if not scoped:
         _, why = layer_tensors(q_model)
         raise ArtifactError(f"{int8}: {next(iter(why.values()))}")
-    check = VerifyConfig(str(fp32), data_dir, test_limit, threads=threads)
-    (tapped,) = compare_layers(check, [int8]).artifacts
+    check = VerifyConfig(str(fp32), threads=threads)
+    (tapped,) = compare_layers(check, [int8], test).artifacts
     cross = {r.layer: r.sqnr_db for r in tapped.layers}
-    previous = _input_sqnr(q_model, q_inits, load_split("test", data_dir, test_limit).images)
+    previous = _input_sqnr(q_model, q_inits, test.images)
     health = []
     for layer in spec.LAYERS:
         if layer not in scoped:
@@ -146,8 +145,6 @@ def diagnose(
 
 def _input_sqnr(model, inits: dict[str, np.ndarray], images: np.ndarray) -> float:
     """SQNR of the model input after its QuantizeLinear/DequantizeLinear (inf if not quantized)."""
-    from .edge.data import batches
-
     name = model.graph.input[0].name
     q = next((n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] == name),
              None)  # fmt: skip
@@ -162,19 +159,9 @@ def _input_sqnr(model, inits: dict[str, np.ndarray], images: np.ndarray) -> floa
 
 
 def _latency_ms(path: Path | str, images: np.ndarray) -> float:
-    from .edge.data import batches
-    from .edge.runners import load_runner
-
+    """Batch-1 p50 (ms) of the model on one thread: 200 calls after 10 untimed."""
     runner = load_runner(path, threads=1)
-    one = next(batches(images[:1], 1))
-    for _ in range(10):
-        runner(one)
-    times = []
-    for _ in range(200):
-        t0 = time.perf_counter()
-        runner(one)
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times) * 1e3)
+    return time_calls(runner, next(batches(images[:1], 1)), rounds=200, warmup=10).p50_ms
 
 
 def _step(gate: Any, excluded: list[LayerHealth], images: np.ndarray) -> Step:
@@ -183,22 +170,23 @@ def _step(gate: Any, excluded: list[LayerHealth], images: np.ndarray) -> Step:
                 _latency_ms(gate.path, images), gate.passed)  # fmt: skip
 
 
-def quantize_with_doctor(cfg: Any, *, auto_exclude: bool = False, images: int = 1000) -> tuple:
-    """(final gate, Diagnosis with the steps tried): quantize, diagnose, and when the gate
-    fails and auto_exclude is on, keep the worst layers in fp32 one by one until it passes."""
-    from .edge.data import load_split
-    from .quantize import quantize
-
-    limit = min(images, cfg.test_limit or images)
-    test = load_split("test", cfg.data_dir, limit).images
-    gate = quantize(cfg)
-    diagnosis = diagnose(cfg.model, gate.path, data_dir=cfg.data_dir, test_limit=limit)
-    steps = [_step(gate, [], test)]
+def quantize_with_doctor(cfg: Any, test: Split, calibration: np.ndarray, *,
+                         auto_exclude: bool = False,
+                         images: int = policy.DOCTOR_IMAGES) -> tuple:  # fmt: skip
+    """(final gate, Diagnosis with the steps tried): quantize (gated on `test`, calibrated on
+    `calibration`), diagnose on its first `images` digits, and when the gate fails and
+    auto_exclude is on, keep the worst layers in fp32 one by one until it passes."""
+    sample = test.head(images)
+    gate = quantization.quantize(cfg, test, calibration)
+    diagnosis = diagnose(cfg.model, gate.path, sample)
+    steps = [_step(gate, [], sample.images)]
     excluded: list[LayerHealth] = []
     for suspect in diagnosis.suspects() if auto_exclude and not gate.passed else []:
         excluded.append(suspect)
-        gate = quantize(replace(cfg, nodes_to_exclude=tuple(h.node for h in excluded)))
-        steps.append(_step(gate, excluded, test))
+        gate = quantization.quantize(
+            replace(cfg, nodes_to_exclude=tuple(h.node for h in excluded)), test, calibration
+        )
+        steps.append(_step(gate, excluded, sample.images))
         if gate.passed:
             break
     return gate, replace(diagnosis, steps=steps)

@@ -18,14 +18,15 @@ import torch
 from . import __version__
 from .checkpoint import Checkpoint
 from .checkpoint import load as load_checkpoint
-from .edge import manifest, spec
+from .edge import layout, manifest, phases, spec
 from .edge.errors import ArtifactError, ConfigError, MnistEdgeError, interrupted, reason
 from .edge.files import atomic_write, save_onnx
 from .edge.layout import Layout
 from .edge.manifest import Artifact
 from .edge.runners import EXTRA_FILE
+from .quantize import convert_to_ort
 
-FORMATS = ("onnx", "torchscript", "pt2", "ort")  # "ort" is converted from the ONNX file
+FORMATS = layout.EXPORTED  # onnx, torchscript, pt2, ort ("ort" is converted from the ONNX file)
 ORT_PLATFORMS = ("amd64", "arm")  # convert_onnx_models_to_ort --target_platform
 EXAMPLE_BATCH = 4  # an example batch of 1 would silently fix the batch dimension at 1
 
@@ -163,13 +164,14 @@ def export(cfg: ExportConfig) -> list[Artifact]:
     ckpt = load_checkpoint(cfg.checkpoint)
     model = ckpt.build_model()
     out = Path(cfg.output_dir)
-    layout = Layout(out)
+    folder = Layout(out)
     wanted = [f for f in FORMATS if f in cfg.formats]
     if "ort" in wanted and "onnx" not in wanted:
         wanted.insert(0, "onnx")  # the ORT file is converted from the ONNX file
     artifacts = []
     for fmt in wanted:
-        dest = layout.artifact(fmt)
+        phases.mark(f"export {fmt}")
+        dest = folder.artifact(fmt)
         meta = metadata(ckpt, fmt, cfg.opset)
         opset, extra = None, None
         try:
@@ -180,9 +182,7 @@ def export(cfg: ExportConfig) -> list[Artifact]:
             elif fmt == "pt2":
                 export_pt2(model, meta, dest)
             else:
-                from .quantize import convert_to_ort
-
-                _, config = convert_to_ort(layout.onnx, out, cfg.ort_platform)
+                _, config = convert_to_ort(folder.onnx, out, cfg.ort_platform)
                 opset, extra = artifacts[0].opset, {"required_operators_config": config.name,
                                                     "platform": cfg.ort_platform}  # fmt: skip
         except MnistEdgeError:

@@ -22,55 +22,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .edge import policy, spec
+from .edge import layout, policy, spec
+from .edge.backends.onnxruntime import load_session, raw_session
+from .edge.data import Split, batches
 from .edge.errors import ArtifactError, ConfigError, missing_dependency, reading
 from .edge.layout import format_of
-from .edge.parity import TASK_JUDGED, VerifyConfig
+from .edge.metrics import DiffStats
+from .edge.parity import VerifyConfig
 
-MIN_SQNR_DB = 10.0  # INT8 layers sit at ~14-19 dB here; a broken one far below (README)
-SAMPLE = 200_000  # differences kept per layer for the p99 (a uniform subsample)
-
-
-@dataclass
-class _Stats:
-    """Streaming sums for one layer of one artifact."""
-
-    n: int = 0
-    elements: int = 0
-    max_abs: float = 0.0
-    min_atol: float = 0.0
-    failing: int = 0
-    signal: float = 0.0  # sum ref^2
-    noise: float = 0.0  # sum (ref - cand)^2
-    dot: float = 0.0  # sum ref * cand
-    cand_sq: float = 0.0
-    same_argmax: int = 0
-    sample: list = field(default_factory=list)
-
-    def p99(self) -> float:
-        return float(np.percentile(np.concatenate(self.sample), 99))
-
-    def add(self, ref: np.ndarray, cand: np.ndarray, atol: float, rtol: float, rng) -> None:
-        if ref.shape != cand.shape:
-            raise ArtifactError(f"layer shapes differ: {cand.shape} against {ref.shape}")
-        r, c = ref.astype(np.float64).ravel(), cand.astype(np.float64).ravel()
-        d = np.abs(c - r)
-        d[~np.isfinite(d) & ~(r == c)] = np.inf
-        d[r == c] = 0.0
-        self.n += len(ref)
-        self.elements += d.size
-        self.max_abs = max(self.max_abs, float(d.max()))
-        beyond = d[d > rtol * np.abs(r)]
-        self.min_atol = max(self.min_atol, float(beyond.max()) if beyond.size else 0.0)
-        self.failing += int(((d > atol) & (d > rtol * np.abs(r))).sum())
-        self.signal += float((r * r).sum())
-        self.noise += float(((c - r) ** 2).sum())
-        self.dot += float((r * c).sum())
-        self.cand_sq += float((c * c).sum())
-        if ref.ndim == 2:
-            self.same_argmax += int((ref.argmax(1) == cand.argmax(1)).sum())
-        keep = max(1, SAMPLE * len(ref) // 10_000)
-        self.sample.append(d if d.size <= keep else rng.choice(d, keep, replace=False))
+MIN_SQNR_DB = policy.MIN_SQNR_DB  # the INT8 layer rule (policy.py says why)
+SAMPLE_PER_ROW = 20  # differences kept per image and layer for the p99 (a uniform subsample)
 
 
 @dataclass(frozen=True)
@@ -143,58 +104,67 @@ class LayerReport:
         return d
 
 
-def sqnr_db(signal: float, noise: float) -> float:
-    """10 log10(signal power / error power); inf when there is no error."""
-    if noise == 0:
-        return float("inf")
-    return float(10 * np.log10(max(signal, 1e-30) / noise))
-
-
 def compare_layers(
     cfg: VerifyConfig,
     artifacts: list[Path | str],
+    test: Split,
     *,
     min_sqnr_db: float = MIN_SQNR_DB,
     batch_size: int = policy.BATCH,
 ) -> LayerReport:
-    """Every layer of every artifact against cfg.reference, on the official test set (or its
-    first cfg.test_limit images), with cfg's tolerances."""
-    from .edge.data import batches, load_split
+    """Every layer of every artifact against cfg.reference, on the images of `test`, with cfg's
+    tolerances."""
+    taps, ref = load_taps(cfg, artifacts, min_sqnr_db)
+    return compare_taps(cfg, ref, taps, test, min_sqnr_db=min_sqnr_db, batch_size=batch_size)
 
+
+def load_taps(cfg: VerifyConfig, artifacts: list[Path | str],
+              min_sqnr_db: float = MIN_SQNR_DB) -> tuple[list[LayerTap], LayerTap]:  # fmt: skip
+    """(the artifacts' taps, the reference's): every file loaded and checked before any data."""
     if not artifacts:
         raise ArtifactError("no artifacts to compare layer by layer")
     if cfg.reference is None:
         raise ArtifactError("layerwise parity needs a reference (a checkpoint or an ONNX file)")
     if not np.isfinite(min_sqnr_db):
         raise ConfigError(f"the minimum SQNR must be a finite number of dB, got {min_sqnr_db}")
-    atol, rtol = cfg.atol, cfg.rtol
     taps = [load_tap(a, threads=cfg.threads) for a in artifacts]
-    ref = load_tap(cfg.reference, threads=cfg.threads)
-    test = load_split("test", cfg.data_dir, cfg.test_limit)
-    stats = [{layer: _Stats() for layer in TAP_LAYERS} for _ in taps]
+    return taps, load_tap(cfg.reference, threads=cfg.threads)
+
+
+def compare_taps(cfg: VerifyConfig, ref: LayerTap, taps: list[LayerTap], test: Split, *,
+                 min_sqnr_db: float = MIN_SQNR_DB,
+                 batch_size: int = policy.BATCH) -> LayerReport:  # fmt: skip
+    """Every layer of every loaded tap against the reference's, batch by batch (metrics.DiffStats
+    per layer, the p99 from a uniform subsample)."""
+    atol, rtol = cfg.atol, cfg.rtol
     rng = np.random.default_rng(0)
+    stats = [{layer: DiffStats(atol, rtol, SAMPLE_PER_ROW, rng) for layer in TAP_LAYERS}
+             for _ in taps]  # fmt: skip
     for batch in batches(test.images, batch_size):
         want = ref(batch)
         for tap, per_layer in zip(taps, stats, strict=True):
             got = tap(batch)
             for layer, s in per_layer.items():
                 if layer in got and layer in want:
-                    s.add(want[layer], got[layer], atol, rtol, rng)
+                    try:
+                        s.add(want[layer], got[layer])
+                    except ArtifactError:
+                        raise ArtifactError(f"layer shapes differ: {got[layer].shape} against "
+                                            f"{want[layer].shape}") from None  # fmt: skip
     results = []
     for tap, per_layer in zip(taps, stats, strict=True):
-        judge = "sqnr" if tap.format in TASK_JUDGED else "tensor"
+        judge = "sqnr" if layout.get(tap.format).task_judged else "tensor"
         rows = []
         for layer, s in per_layer.items():
             if s.elements == 0:
                 continue
-            sqnr = sqnr_db(s.signal, s.noise)
-            ok = sqnr >= min_sqnr_db if judge == "sqnr" else s.failing == 0
+            ok = s.sqnr_db >= min_sqnr_db if judge == "sqnr" else s.passed
             rows.append(LayerResult(
                 layer=layer, tensor=tap.tensors.get(layer, ""), elements=s.elements,
-                max_abs_diff=s.max_abs, p99_abs_diff=s.p99(),
-                min_atol=s.min_atol, failing_elements=s.failing, sqnr_db=sqnr,
-                cosine=s.dot / max(np.sqrt(s.signal * s.cand_sq), 1e-30),
-                argmax_agreement=100 * s.same_argmax / s.n if layer in ("fc", "output") else None,
+                max_abs_diff=s.max_abs, p99_abs_diff=s.p99_abs(),
+                min_atol=s.min_atol, failing_elements=s.failing, sqnr_db=s.sqnr_db,
+                cosine=s.cosine,
+                argmax_agreement=s.argmax_agreement if layer in ("fc", "output") else None,
                 passed=bool(ok),
             ))  # fmt: skip
         unpaired = {**ref.unpaired, **tap.unpaired}
@@ -328,8 +298,6 @@ def _onnx_tap(path: Path, fmt: str, threads: int | None) -> LayerTap:
         import onnx
     except ImportError:
         raise missing_dependency("onnx", "capturing ONNX layer outputs") from None
-    from .edge.runtime import load_session, raw_session
-
     load_session(path, threads=threads)  # the artifact itself must be an MNIST classifier
     with reading(path, "a readable ONNX model", ArtifactError):
         model = onnx.load(str(path))

@@ -1,5 +1,6 @@
-"""What the commands in cli.py share: option declarations, exit codes, and the one-line error
-handling (library errors, translated foreign ones, usage errors and Ctrl-C)."""
+"""What the commands in cli.py share: option declarations, exit codes, the one-line error
+handling (library errors, translated foreign ones, usage errors and Ctrl-C), the --json and
+exit-code ending of a command, and the turning of option values into library arguments."""
 
 from __future__ import annotations
 
@@ -110,13 +111,32 @@ def csv_values(text: str, flag: str, kind: type = int) -> tuple:
         raise fail(f"{flag} takes comma-separated values, got {text!r}") from None
 
 
-def verify_config(reference: Path | None, data_dir: Path | None, test_limit: int | None,
-                  atol: float, rtol: float, threads: int | None = None,
+def verify_config(reference: Path | None, atol: float, rtol: float, threads: int | None = None,
                   backend: str | None = None, precision: str | None = None) -> Any:  # fmt: skip
-    from .workflow import VerifyConfig
+    from .edge.parity import VerifyConfig
 
-    return VerifyConfig(opt_str(reference), opt_str(data_dir), test_limit, atol, rtol, threads,
-                        backend, precision)  # fmt: skip
+    return VerifyConfig(opt_str(reference), atol, rtol, threads, backend, precision)
+
+
+def data_for(data_dir: Path | None, test_limit: int | None) -> Any:
+    """The command's MNIST: each split read once, when first needed (workflow.Data)."""
+    from .workflow import Data
+
+    return Data(opt_str(data_dir), test_limit)
+
+
+def finish(result: Any, json_path: Path | None, *verdicts: Any) -> None:
+    """Write --json, then exit 1 with the problems of the result and of any further verdicts
+    (a bench regression check), if any."""
+    from .edge.files import write_json
+
+    if json_path:
+        write_json(json_path, result.to_dict())
+        render.console.print(f"wrote {json_path}")
+    problems = [p for r in (result, *verdicts) if r is not None and hasattr(r, "problems")
+                for p in r.problems()]  # fmt: skip
+    if problems:
+        raise fail("; ".join(problems), EXIT_FAILED)
 
 
 def quant_config(model: Path, output: Path | None, **kw: Any) -> Any:

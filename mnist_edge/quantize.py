@@ -3,7 +3,8 @@
 Quantization uses onnxruntime.quantization: its pre-processing step (shape inference and graph
 optimisation), then static quantization calibrated on training images fed through the same feed
 as parity and bench (data.batches). The gate evaluates fp32 and int8 on the test set with ONNX
-Runtime; an int8 model that loses more than `max_accuracy_drop` points is not marked good.
+Runtime; an int8 model that loses more than `max_accuracy_drop` points is not marked good. The
+test split and the calibration images come in as values (a command loads each split once).
 """
 
 from __future__ import annotations
@@ -20,11 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .edge import policy, spec
+from .edge import layout, policy, spec
+from .edge.data import Split, batches
 from .edge.errors import ArtifactError, ConfigError, OutputError, reason
 from .edge.files import atomic_write, save_onnx
 from .edge.layout import FILENAMES, ORT_CONFIG, Layout
-from .edge.parity import TaskRule
+from .edge.metrics import TaskRule, accuracy
+from .edge.runners import load_runner, outputs
 
 INT8_NAME = FILENAMES["onnx-int8"]
 ORT_NAME = FILENAMES["ort"]
@@ -40,7 +43,7 @@ class QuantConfig:
 
     model: str = str(Layout().onnx)  # fp32 ONNX to quantize
     output: str = str(Layout().int8)
-    calibration_size: int = 512  # training images used for calibration
+    calibration_size: int = policy.CALIBRATION_SIZE  # training images used for calibration
     quant_format: str = "qdq"  # "qdq" (recommended by ORT) or "qoperator"
     per_channel: bool = True  # one scale per output channel of each weight
     # 7-bit weights: u8 x s7 pair sums fit int16, so x86 CPUs without VNNI (whose u8s8 kernel
@@ -51,8 +54,6 @@ class QuantConfig:
     calibration_method: str = "minmax"
     max_accuracy_drop: float = policy.INT8_MAX_ACCURACY_DROP  # points (the gate and parity)
     min_argmax_agreement: float = policy.INT8_MIN_AGREEMENT  # percent answered as fp32 does
-    data_dir: str | None = None
-    test_limit: int | None = None  # None: the whole test set
     nodes_to_exclude: tuple[str, ...] = ()  # nodes kept in fp32 (the doctor's --auto-exclude)
 
     def __post_init__(self) -> None:
@@ -139,11 +140,8 @@ class _Feed:
         return None if batch is None else {self.input_name: batch}
 
 
-def calibration_images(cfg: QuantConfig) -> np.ndarray:
-    """A seeded, class-mixed sample of training images, uint8 (N, 28, 28)."""
-    from .edge.data import load_split
-
-    train = load_split("train", cfg.data_dir)
+def calibration_images(cfg: QuantConfig, train: Split) -> np.ndarray:
+    """A seeded, class-mixed sample of the training images, uint8 (N, 28, 28)."""
     if cfg.calibration_size > len(train):
         raise ConfigError(
             f"calibration size {cfg.calibration_size} exceeds the {len(train)} training images"
@@ -169,11 +167,7 @@ def quantize_model(cfg: QuantConfig, calibration: np.ndarray) -> Path:
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    from .edge.data import batches
-
-    src = Path(cfg.model)
-    if not src.is_file():
-        raise ArtifactError(f"no model at {src}; export one with `mnist-edge export`")
+    src = layout.require(cfg.model, "onnx")
     qtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     method = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
               "percentile": CalibrationMethod.Percentile}  # fmt: skip
@@ -207,24 +201,20 @@ def quantize_model(cfg: QuantConfig, calibration: np.ndarray) -> Path:
     return Path(cfg.output)
 
 
-def quantize(cfg: QuantConfig, calibration: np.ndarray | None = None) -> QuantResult:
-    """Quantize, then gate: fp32 and int8 in ONNX Runtime on the test set, judged by cfg.rule.
-    `calibration`: uint8 (N, 28, 28) images to calibrate on (default: calibration_images)."""
-    from .edge.data import load_split
-    from .edge.runners import load_runner, outputs
-
-    test = load_split("test", cfg.data_dir, cfg.test_limit)  # fail early on missing data
+def quantize(cfg: QuantConfig, test: Split, calibration: np.ndarray) -> QuantResult:
+    """Quantize on `calibration` (uint8 (N, 28, 28) images: calibration_images), then gate:
+    fp32 and int8 in ONNX Runtime on `test`, judged by cfg.rule."""
     fp32 = load_runner(cfg.model, fmt="onnx")
-    out = quantize_model(cfg, calibration_images(cfg) if calibration is None else calibration)
+    out = quantize_model(cfg, calibration)
     fp32_pred = outputs(fp32, test.images).argmax(1)
     int8_pred = outputs(load_runner(out, fmt="onnx-int8"), test.images).argmax(1)
     return QuantResult(
         path=str(out),
         bytes=out.stat().st_size,
         fp32_bytes=Path(cfg.model).stat().st_size,
-        fp32_accuracy=float((fp32_pred == test.labels).mean() * 100),
-        int8_accuracy=float((int8_pred == test.labels).mean() * 100),
-        argmax_agreement=float((fp32_pred == int8_pred).mean() * 100),
+        fp32_accuracy=accuracy(fp32_pred, test.labels),
+        int8_accuracy=accuracy(int8_pred, test.labels),
+        argmax_agreement=accuracy(int8_pred, fp32_pred),
         test_images=len(test.labels),
         max_accuracy_drop=cfg.max_accuracy_drop,
         settings=cfg.settings(),
@@ -237,9 +227,7 @@ def convert_to_ort(
 ) -> tuple[Path, Path]:
     """ONNX -> ORT format (+ its required-operators config) for minimal/mobile ORT builds, its
     fixed optimisations made for `platform` ("amd64", or "arm" for ARM devices)."""
-    model, output_dir = Path(model), Path(output_dir)
-    if not model.is_file():
-        raise ArtifactError(f"no model at {model}; export one with `mnist-edge export`")
+    model, output_dir = layout.require(model, "onnx"), Path(output_dir)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "in" / (Path(ORT_NAME).stem + ".onnx")
         staged.parent.mkdir()
@@ -252,8 +240,8 @@ def convert_to_ort(
         if proc.returncode != 0 or not produced.is_file():
             tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
             raise ArtifactError(f"ORT conversion of {model} failed: {tail[0][:200]}")
-        layout = Layout(output_dir)
-        ort_path, config_path = layout.ort, layout.ort_config
+        folder = Layout(output_dir)
+        ort_path, config_path = folder.ort, folder.ort_config
         # the converter names the file it read, by its temporary path: name the file alone
         text = (Path(tmp) / "out" / ORT_CONFIG_NAME).read_text()
         text = text.replace(str(produced), ORT_NAME)

@@ -6,6 +6,8 @@ prints it; pass/fail and exit codes are decided by the results themselves (`prob
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,12 +36,26 @@ def error(message: str) -> None:
     err_console.print(f"[red]error:[/red] {escape(message)}")
 
 
+INTERRUPTED = "error: interrupted"
+# Set by the console script (python -m mnist_edge): the interrupt line then goes to file
+# descriptor 2 itself, past sys.stderr, which rich's live displays (a spinner, a progress bar)
+# replace with a buffer of their own while they run (seen: exit 130 with nothing on stderr).
+RAW_STDERR = False
+said_interrupted = False
+
+
 def interrupted() -> None:
-    """`error: interrupted` on stderr, written past rich: a Ctrl-C that lands while rich renders
-    (a progress bar, a spinner) can leave its console buffering, and the process then ends
-    with os._exit, which would drop the buffer (seen: exit 130 with nothing on stderr)."""
-    sys.stderr.write("error: interrupted\n")
-    sys.stderr.flush()
+    """`error: interrupted` on stderr, once, written past rich (see RAW_STDERR)."""
+    global said_interrupted
+    if said_interrupted:
+        return
+    line = INTERRUPTED + "\n"
+    if RAW_STDERR:
+        os.write(2, line.encode())
+    else:
+        sys.stderr.write(line)
+        sys.stderr.flush()
+    said_interrupted = True
 
 
 def _fmt(value: float | None, spec: str = ".2e") -> str:
@@ -84,6 +100,12 @@ def training_progress(epochs: int) -> Iterator[tuple[Any, Any]]:
             )
 
         yield on_step, on_epoch
+
+
+def trained(result: Any) -> None:
+    resumed = result.resumed_from_epoch
+    console.print(f"checkpoint {result.checkpoint}  test accuracy {result.test_accuracy:.2f}%"
+                  + (f"  (resumed after epoch {resumed})" if resumed else ""))  # fmt: skip
 
 
 def evaluation(r: EvalResult) -> None:
@@ -216,12 +238,16 @@ def tune(report: Any) -> None:
                       f"{report.profile}")  # fmt: skip
 
 
-def regressions(found: list[Any]) -> None:
-    for r in found:
+def regressions(check: Any) -> None:
+    """The cases of a bench report worse than its baseline (bench.RegressionCheck)."""
+    for r in check.found:
         err_console.print(
             f"[red]regression:[/red] {r.backend} batch {r.batch_size} threads {r.threads} "
             f"{r.metric} {r.baseline:.3f} -> {r.current:.3f} ({r.change_pct:+.1f}% worse)"
         )
+    if not check.found:
+        console.print(f"no regression beyond {check.max_regression_pct:g}% against "
+                      f"{check.baseline}")  # fmt: skip
 
 
 def prediction(row: Any) -> None:
@@ -233,16 +259,41 @@ def prediction(row: Any) -> None:
 
 
 @contextmanager
-def file_progress(total: int) -> Iterator[Any]:
-    """A progress bar on stderr for many files (only on a terminal); yields advance()."""
-    if total < 2 or not err_console.is_terminal:
-        yield lambda: None
-        return
-    from rich.progress import Progress
+def predict_rows(as_json: bool) -> Iterator[tuple[Any, Any]]:
+    """(on_start, on_row) for predict_paths: which model runs (on stderr, unless --model named
+    it), a line per file as it comes (errors on stderr), and a progress bar on stderr for many
+    files on a terminal."""
+    from contextlib import ExitStack
 
-    with Progress(console=err_console, transient=True) as progress:
-        task = progress.add_task("predicting", total=total)
-        yield lambda: progress.advance(task)
+    with ExitStack() as stack:
+        bar: list[Any] = []
+
+        def on_start(summary: Any) -> None:
+            if summary.source != "--model":
+                err_console.print(f"model: {summary.model} ({summary.source}, {summary.case})")
+            if summary.files >= 2 and err_console.is_terminal:
+                from rich.progress import Progress
+
+                progress = stack.enter_context(Progress(console=err_console, transient=True))
+                bar[:] = [progress, progress.add_task("predicting", total=summary.files)]
+
+        def on_row(row: Any) -> None:
+            if bar:
+                bar[0].advance(bar[1])
+            if row.error is not None:
+                error(row.error)
+            elif not as_json:
+                prediction(row)
+
+        yield on_start, on_row
+
+
+def predicted(summary: Any, as_json: bool) -> None:
+    """After the rows: the JSON of the answered files (--json), and where the rows went."""
+    if as_json:
+        console.print_json(json.dumps([r.to_dict() for r in summary.rows if r.error is None]))
+    if summary.output is not None:
+        err_console.print(f"wrote {summary.output} ({summary.total} rows)")
 
 
 def layers(report: Any) -> None:

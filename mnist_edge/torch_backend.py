@@ -11,8 +11,9 @@ import numpy as np
 import torch
 
 from .edge import spec
+from .edge.backends.base import Runner
 from .edge.errors import ArtifactError, reading
-from .edge.runners import EXTRA_FILE, Runner
+from .edge.runners import EXTRA_FILE
 
 WHY_NOT = {"bf16": "the torch backend runs fp32", "int8": "the torch backend runs fp32"}
 
@@ -21,7 +22,7 @@ def precisions(fmt: str) -> tuple[str, ...]:
     return ("fp32",)
 
 
-def load(path: Path, fmt: str, precision: str, threads: int | None) -> Runner:
+def load(path: Path, fmt: str, precision: str, threads: int | None, spin: bool = True) -> Runner:
     if threads:
         torch.set_num_threads(threads)
     if fmt == "checkpoint":

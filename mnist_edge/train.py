@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt_io
 from . import distributed as dist
-from .edge import policy, spec
+from .edge import phases, policy, spec
 from .edge.data import Split, load_split
 from .edge.errors import ConfigError, OutputError
 from .edge.machine import check_threads
@@ -257,6 +257,7 @@ def _run(
     test_split = load_split("test", cfg.data_dir, cfg.test_limit)
     x_train, y_train = (t.to(device) for t in to_tensor(train_split))
     x_test, y_test = (t.to(device) for t in to_tensor(test_split))
+    phases.mark("data")
 
     torch.manual_seed(cfg.seed)
     core = MnistCNN()
@@ -280,6 +281,7 @@ def _run(
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
         perm = torch.randperm(len(y_train), generator=gen)[:n][info.rank :: info.world_size]
         model.train()
+        phases.mark(f"epoch {epoch + 1}")
         total, t0 = 0.0, time.perf_counter()
         for step in range(steps):
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size].to(device)
@@ -321,6 +323,7 @@ def _run(
                     },
                 )
             )
+            phases.mark("checkpoint")
             if on_epoch:
                 on_epoch(metrics)
         dist.barrier(info)  # no rank runs ahead of the checkpoint

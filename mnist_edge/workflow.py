@@ -3,23 +3,52 @@
 The CLI is a thin layer over these: a Python caller gets the same checks, the same manifest
 entries and the same verdict (`ExportRun.problems()`) as `mnist-edge export`, `quantize` and
 `parity` do. Parity verdicts go into the manifest only when the reference is a training
-checkpoint (parity against another artifact proves agreement, not fidelity to PyTorch).
+checkpoint (parity against another artifact proves agreement, not fidelity to PyTorch). The
+MNIST splits come in as values: a command loads each once (`Data`) and every check it runs
+(the INT8 gate, its doctor, parity) judges on the same arrays.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .edge import manifest
+from .edge import manifest, phases
+from .edge.data import Split, load_split
 from .edge.layout import format_of
 from .edge.manifest import Artifact
-from .edge.parity import ParityReport, VerifyConfig, check_against
+from .edge.parity import ParityReport, VerifyConfig, check_loaded, load_all
 
 if TYPE_CHECKING:
     from .export import ExportConfig
     from .quantize import QuantConfig, QuantResult
+
+
+@dataclass
+class Data:
+    """The MNIST a command judges on, each split read from disk once, when first needed (a
+    command that checks nothing never looks for MNIST): the test split's first `test_limit`
+    images, and the whole training split (INT8 calibration)."""
+
+    data_dir: str | None = None
+    test_limit: int | None = None
+
+    @cached_property
+    def test(self) -> Split:
+        split = load_split("test", self.data_dir, self.test_limit)
+        phases.mark("data")
+        return split
+
+    @cached_property
+    def train(self) -> Split:
+        return load_split("train", self.data_dir)
+
+    def calibration(self, cfg: QuantConfig) -> Any:
+        from .quantize import calibration_images
+
+        return calibration_images(cfg, self.train)
 
 
 @dataclass
@@ -59,22 +88,18 @@ class ExportRun:
         return body
 
 
-def verify(targets: list[Path], cfg: VerifyConfig) -> ParityReport:
-    """Parity of `targets` against cfg.reference; verdicts recorded in the targets' manifests
+def verify(targets: list[Path], cfg: VerifyConfig, data: Data) -> ParityReport:
+    """Parity of `targets` against cfg.reference on data.test (the files are loaded first: a
+    bad one is named before MNIST is looked for); verdicts recorded in the targets' manifests
     when the reference is a checkpoint (and no other backend or precision was asked for)."""
     if cfg.reference is None:
         raise ValueError("verify needs a reference")
-    report = check_against(
-        cfg.reference,
-        list(targets),
-        data_dir=cfg.data_dir,
-        test_limit=cfg.test_limit,
-        atol=cfg.atol,
-        rtol=cfg.rtol,
-        threads=cfg.threads,
-        backend=cfg.backend,
-        precision=cfg.precision,
-    )
+    candidates, ref = load_all(cfg.reference, list(targets), threads=cfg.threads,
+                               backend=cfg.backend, precision=cfg.precision)  # fmt: skip
+    test = data.test
+    phases.mark("parity")
+    report = check_loaded(ref, candidates, test, atol=cfg.atol, rtol=cfg.rtol,
+                          reference_name=str(cfg.reference))  # fmt: skip
     # a verdict is the file's own when its format's backend ran it at its own precision
     if format_of(cfg.reference) == "checkpoint" and cfg.backend is cfg.precision is None:
         folders = {Path(p).parent for p in targets}
@@ -85,18 +110,21 @@ def verify(targets: list[Path], cfg: VerifyConfig) -> ParityReport:
 
 
 def _quantize_and_register(
-    qcfg: QuantConfig, checkpoint: str | Path, *, doctor: bool = False, auto_exclude: bool = False
-) -> tuple[Artifact, Any, Any]:
+    qcfg: QuantConfig, checkpoint: str | Path, data: Data, *, doctor: bool = False,
+    auto_exclude: bool = False,
+) -> tuple[Artifact, Any, Any]:  # fmt: skip
     """Quantize (with the doctor's diagnosis and auto-exclusion, when asked), register."""
-    from .quantize import quantize
+    from .quantize import quantize  # onnxruntime.quantization and onnx: heavy
 
     diagnosis = None
+    test, calibration = data.test, data.calibration(qcfg)
     if doctor or auto_exclude:
         from .doctor import quantize_with_doctor
 
-        gate, diagnosis = quantize_with_doctor(qcfg, auto_exclude=auto_exclude)
+        gate, diagnosis = quantize_with_doctor(qcfg, test, calibration, auto_exclude=auto_exclude)
     else:
-        gate = quantize(qcfg)
+        gate = quantize(qcfg, test, calibration)
+    phases.mark("quantized")
     extra = {"gate": gate.to_dict(), "quantization": {**gate.settings, **asdict(qcfg.rule)}}
     if diagnosis is not None:
         extra["doctor"] = diagnosis.to_dict()
@@ -106,19 +134,24 @@ def _quantize_and_register(
 
 
 def export_and_verify(
-    cfg: ExportConfig, *, quant: QuantConfig | None = None, check: VerifyConfig | None = None
-) -> ExportRun:
+    cfg: ExportConfig, *, quant: QuantConfig | None = None, check: VerifyConfig | None = None,
+    data: Data | None = None,
+) -> ExportRun:  # fmt: skip
     """Export the formats of `cfg`, optionally quantize the ONNX, then check everything written
-    against the checkpoint (unless `check` is None) and record the verdicts."""
-    from .export import export
+    against the checkpoint (unless `check` is None) and record the verdicts, on `data`."""
+    from .export import export  # torch: heavy
 
+    data = data or Data()
+    if check is not None or quant is not None:
+        data.test  # noqa: B018  (a missing MNIST is said before minutes of exporting)
     run = ExportRun(Path(cfg.output_dir), export(cfg))
+    phases.mark("exported")
     if quant is not None:
-        art, run.gate, _ = _quantize_and_register(quant, cfg.checkpoint)
+        art, run.gate, _ = _quantize_and_register(quant, cfg.checkpoint, data)
         run.artifacts.append(art)
     if check is not None:
         ref = VerifyConfig(**{**check.__dict__, "reference": check.reference or cfg.checkpoint})
-        run.parity = verify([a.path(cfg.output_dir) for a in run.artifacts], ref)
+        run.parity = verify([a.path(cfg.output_dir) for a in run.artifacts], ref, data)
     return run
 
 
@@ -129,30 +162,36 @@ def quantize_and_verify(
     check: VerifyConfig | None = None,
     doctor: bool = True,
     auto_exclude: bool = False,
+    data: Data | None = None,
 ) -> ExportRun:
     """Quantize an exported ONNX with the gate and the doctor's per-layer diagnosis (and, with
     auto_exclude, fp32 layers until the gate passes), register it, check it against
-    `checkpoint`."""
-    art, gate, diagnosis = _quantize_and_register(cfg, checkpoint, doctor=doctor,
+    `checkpoint`; every step on the same `data`."""
+    data = data or Data()
+    art, gate, diagnosis = _quantize_and_register(cfg, checkpoint, data, doctor=doctor,
                                                   auto_exclude=auto_exclude)  # fmt: skip
     run = ExportRun(Path(cfg.output).parent, [art], gate=gate, diagnosis=diagnosis)
     if check is not None:
         ref = VerifyConfig(**{**check.__dict__, "reference": check.reference or str(checkpoint)})
-        run.parity = verify([art.path(run.output_dir)], ref)
+        run.parity = verify([art.path(run.output_dir)], ref, data)
     return run
 
 
-def parity(artifacts: list[Path] | None, output_dir: Path, cfg: VerifyConfig) -> ExportRun:
+def parity(artifacts: list[Path] | None, output_dir: Path, cfg: VerifyConfig,
+           data: Data | None = None) -> ExportRun:  # fmt: skip
     """Check the named artifacts, or every artifact in OUTPUT_DIR's manifest."""
     targets = artifacts or [a.path(output_dir) for a in manifest.artifacts(output_dir)]
-    return ExportRun(output_dir, parity=verify(targets, cfg))
+    return ExportRun(output_dir, parity=verify(targets, cfg, data or Data()))
 
 
 def layerwise(
-    artifacts: list[Path] | None, output_dir: Path, cfg: VerifyConfig, *, min_sqnr_db: float
-) -> Any:
-    """Layer-by-layer parity of the named artifacts, or of every artifact in the manifest."""
-    from .layers import compare_layers
+    artifacts: list[Path] | None, output_dir: Path, cfg: VerifyConfig, *, min_sqnr_db: float,
+    data: Data | None = None,
+) -> Any:  # fmt: skip
+    """Layer-by-layer parity of the named artifacts, or of every artifact in the manifest: the
+    files loaded first (a bad one is named before MNIST is looked for), then compared."""
+    from .layers import compare_taps, load_taps  # onnx: heavy
 
     targets = artifacts or [a.path(output_dir) for a in manifest.artifacts(output_dir)]
-    return compare_layers(cfg, list(targets), min_sqnr_db=min_sqnr_db)
+    taps, ref = load_taps(cfg, list(targets), min_sqnr_db)
+    return compare_taps(cfg, ref, taps, (data or Data()).test, min_sqnr_db=min_sqnr_db)

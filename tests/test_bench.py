@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import assert_clean_error, cli
 
-from mnist_edge.edge import bench
+from mnist_edge.edge import bench, timing
 from mnist_edge.edge.errors import ConfigError
 
 CASE_KEYS = {"backend", "batch_size", "threads", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms",
@@ -88,7 +88,7 @@ def test_a_named_backend_without_its_file_names_the_export_command(exported, tmp
 
 
 def test_timing_percentiles():
-    t = bench.Timing.of([0.001 * i for i in range(1, 101)])
+    t = timing.Timing.of([0.001 * i for i in range(1, 101)])
     assert t.min_ms == pytest.approx(1) and t.p50_ms == pytest.approx(50.5)
     assert t.p99_ms == pytest.approx(99.01) and t.iterations == 100
 

@@ -12,6 +12,7 @@ import torch
 
 from mnist_edge import checkpoint as ckpt_io
 from mnist_edge import distributed as dist
+from mnist_edge.edge.data import load_split
 from mnist_edge.edge.errors import ConfigError
 from mnist_edge.edge.evaluate import evaluate
 from mnist_edge.export import ExportConfig, export
@@ -65,7 +66,7 @@ def test_two_processes_train_in_sync_and_the_checkpoint_works(mnist_dir, tmp_pat
     sums = ck.distributed["rank_weight_checksums"]
     assert ck.distributed["world_size"] == 2 and len(sums) == 2
     assert sums[0] == sums[1]  # both replicas ended with identical weights
-    r = evaluate(tmp_path / "mnist_cnn.pt", data_dir=str(mnist_dir), test_limit=500)
+    r = evaluate(tmp_path / "mnist_cnn.pt", load_split("test", mnist_dir, 500))
     assert r.accuracy == pytest.approx(ck.test_accuracy)
     (art,) = export(
         ExportConfig(checkpoint=str(tmp_path / "mnist_cnn.pt"), output_dir=str(tmp_path))

@@ -10,6 +10,7 @@ from onnx import numpy_helper
 
 from mnist_edge import doctor
 from mnist_edge import quantize as q
+from mnist_edge.edge.data import load_split
 from mnist_edge.edge.manifest import artifacts as manifest_artifacts
 from mnist_edge.layers import scoped_nodes
 
@@ -41,9 +42,10 @@ def broken_conv2(exported, monkeypatch):
 def test_healthy_int8_is_diagnosed_without_blame_beyond_noise(exported, mnist_dir, tmp_path):
     out = tmp_path / "mnist_cnn.int8.onnx"
     cfg = q.QuantConfig(model=str(exported / "mnist_cnn.onnx"), output=str(out),
-                        calibration_size=128, data_dir=str(mnist_dir), test_limit=200)  # fmt: skip
-    q.quantize(cfg)
-    d = doctor.diagnose(exported / "mnist_cnn.onnx", out, data_dir=str(mnist_dir), test_limit=300)
+                        calibration_size=128)  # fmt: skip
+    test = load_split("test", mnist_dir, 300)
+    q.quantize(cfg, test.head(200), q.calibration_images(cfg, load_split("train", mnist_dir)))
+    d = doctor.diagnose(exported / "mnist_cnn.onnx", out, test)
     assert [h.layer for h in d.layers] == ["conv1", "conv2", "conv3", "fc"]
     for h in d.layers:
         assert 25 < h.weight_sqnr_db < 80 and 5 < h.activation_sqnr_db < 80
@@ -51,11 +53,10 @@ def test_healthy_int8_is_diagnosed_without_blame_beyond_noise(exported, mnist_di
 
 def test_the_doctor_names_the_broken_layer(exported, mnist_dir, tmp_path, broken_conv2):
     out = tmp_path / "mnist_cnn.int8.onnx"
-    q.quantize_model(q.QuantConfig(model=str(exported / "mnist_cnn.onnx"), output=str(out),
-                                   data_dir=str(mnist_dir)),
-                     q.calibration_images(q.QuantConfig(calibration_size=64,
-                                                        data_dir=str(mnist_dir))))  # fmt: skip
-    d = doctor.diagnose(exported / "mnist_cnn.onnx", out, data_dir=str(mnist_dir), test_limit=300)
+    q.quantize_model(q.QuantConfig(model=str(exported / "mnist_cnn.onnx"), output=str(out)),
+                     q.calibration_images(q.QuantConfig(calibration_size=64),
+                                          load_split("train", mnist_dir)))  # fmt: skip
+    d = doctor.diagnose(exported / "mnist_cnn.onnx", out, load_split("test", mnist_dir, 300))
     by = {h.layer: h for h in d.layers}
     assert d.suspects()[0].layer == "conv2"
     assert by["conv2"].weight_sqnr_db < 1 < 25 < by["conv1"].weight_sqnr_db
@@ -95,7 +96,7 @@ def test_auto_exclude_exits_1_only_when_no_mix_passes(exported, trained, mnist_d
     from dataclasses import replace
 
     real = q.quantize
-    monkeypatch.setattr(q, "quantize", lambda cfg: replace(real(cfg), int8_accuracy=0.0))
+    monkeypatch.setattr(q, "quantize", lambda *a: replace(real(*a), int8_accuracy=0.0))
     model = tmp_path / "mnist_cnn.onnx"
     model.write_bytes((exported / "mnist_cnn.onnx").read_bytes())
     r = cli("quantize", "--model", model, "--checkpoint", trained, "--data-dir", mnist_dir,

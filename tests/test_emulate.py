@@ -7,8 +7,9 @@ import os
 import numpy as np
 import pytest
 from conftest import assert_same_answers
+from devtools import emulate
 
-from mnist_edge.edge import emulate, parity
+from mnist_edge.edge import parity
 from mnist_edge.edge.data import load_split
 from mnist_edge.edge.errors import ConfigError
 from mnist_edge.edge.machine import isa_class

@@ -43,12 +43,12 @@ def _moved(a, b) -> int:
 def test_checkpoint_and_its_exports_evaluate_alike(trained, exported, mnist_dir):
     from mnist_edge.edge.runners import load_runner, outputs
 
+    test = load_split("test", mnist_dir, 500)
     results = {
-        fmt: ev.evaluate(src, data_dir=str(mnist_dir), test_limit=500)
+        fmt: ev.evaluate(src, test)
         for fmt, src in [("checkpoint", trained), ("onnx", Layout(exported).onnx),
                          ("ort", Layout(exported).ort), ("pt2", Layout(exported).pt2)]
     }  # fmt: skip
-    test = load_split("test", mnist_dir, 500)
     ties, loss_slack = _allowed_change(outputs(load_runner(trained), test.images), test.labels)
     ref = results["checkpoint"]
     for fmt, r in results.items():
@@ -60,9 +60,9 @@ def test_checkpoint_and_its_exports_evaluate_alike(trained, exported, mnist_dir)
 def test_batch_size_does_not_change_the_numbers(exported, mnist_dir):
     from mnist_edge.edge.runners import load_runner, outputs
 
-    a = ev.evaluate(Layout(exported).onnx, data_dir=str(mnist_dir), test_limit=300, batch_size=7)
-    b = ev.evaluate(Layout(exported).onnx, data_dir=str(mnist_dir), test_limit=300, batch_size=300)
     test = load_split("test", mnist_dir, 300)
+    a = ev.evaluate(Layout(exported).onnx, test, batch_size=7)
+    b = ev.evaluate(Layout(exported).onnx, test, batch_size=300)
     ties, loss_slack = _allowed_change(outputs(load_runner(Layout(exported).onnx), test.images),
                                        test.labels)  # fmt: skip
     assert _moved(a, b) <= ties and a.loss == pytest.approx(b.loss, abs=loss_slack)

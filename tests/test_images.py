@@ -10,7 +10,7 @@ import pytest
 from conftest import P_AGREE, binomial_floor
 from PIL import Image, ImageFilter
 
-from mnist_edge.edge import images
+from mnist_edge.edge import images, threads
 from mnist_edge.edge.data import load_split
 from mnist_edge.edge.errors import InputError
 from mnist_edge.edge.runtime import Predictor
@@ -226,19 +226,19 @@ def folder(mnist_dir, tmp_path_factory):
 def test_worker_processes_give_the_answers_of_one_process(predictor, folder):
     """Decoding and preparing on every core changes nothing but the speed: the same rows, in
     the same order, errors included."""
-    from mnist_edge.edge.runtime import expand_inputs
+    from mnist_edge.edge.predict import expand_inputs
 
     paths = expand_inputs([folder])
-    assert len(paths) >= images.POOL_MIN_FILES
+    assert len(paths) >= threads.POOL_MIN_FILES
     pooled = list(predictor.predict_files(paths, workers=2, top=2))
-    alone = list(predictor.predict_files(paths, workers=1, top=2))
+    alone = list(predictor.predict_files(paths, workers=0, top=2))  # this process alone
     assert pooled == alone and len(pooled) == 250
     errors = [r for r in pooled if r.error]
     assert [r.file.rsplit("/", 1)[1] for r in errors] == ["0050b.png", "0100b.png", "0200b.png"]
     assert "blank" in errors[0].error and "not a readable image" in errors[1].error
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("workers", [0, 1, 2])
 def test_image_names_that_are_not_files_get_an_error_row(
     predictor, digits, tmp_path, monkeypatch, workers
 ):
@@ -247,9 +247,9 @@ def test_image_names_that_are_not_files_get_an_error_row(
     searched, not listed."""
     import os
 
-    from mnist_edge.edge.runtime import expand_inputs
+    from mnist_edge.edge.predict import expand_inputs
 
-    monkeypatch.setattr(images, "POOL_MIN_FILES", 1)
+    monkeypatch.setattr(threads, "POOL_MIN_FILES", 1)
     Image.fromarray(255 - digits.images[0]).save(tmp_path / "a.png")
     (tmp_path / "broken.png").symlink_to(tmp_path / "nowhere.png")
     os.mkfifo(tmp_path / "fifo.png")

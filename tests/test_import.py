@@ -39,18 +39,20 @@ for m in pkgutil.walk_packages(edge.__path__, "mnist_edge.edge."):
     importlib.import_module(m.name)
 import numpy as np
 from mnist_edge.edge import bench, evaluate, parity, tune
+from mnist_edge.edge.data import load_split
 from mnist_edge.edge.runtime import Predictor, pretrained_path
 folder = {str(tmp_path)!r}
 for int8 in (False, True):
     shutil.copy(pretrained_path(int8=int8), folder)
 model, data = folder + "/mnist_cnn.onnx", {str(mnist_dir)!r}
 Predictor(model).predict(np.zeros((2, 28, 28), np.uint8))
-evaluate.evaluate(model, data_dir=data, test_limit=50)
+test = load_split("test", data, 50)
+evaluate.evaluate(model, test)
 bench.bench(bench.BenchConfig(backends=("onnxruntime",), batch_sizes=(1,), threads=(1,),
-                              iterations=2, warmup=1, model=model, data_dir=data))
-parity.check_against(model, [folder + "/mnist_cnn.int8.onnx"], data_dir=data, test_limit=50)
-tune.tune(tune.TuneConfig(model, threads=(1,), test_limit=50, duration=0.02, data_dir=data,
-                          backends=("onnxruntime",)))
+                              iterations=2, warmup=1, model=model), test)
+parity.check_against(model, [folder + "/mnist_cnn.int8.onnx"], test)
+tune.tune(tune.TuneConfig(model, threads=(1,), test_limit=50, duration=0.02,
+                          backends=("onnxruntime",)), test)
 loaded = sorted(m for m in ("torch", "torchvision", "onnx", "onnxscript") if m in sys.modules)
 print("heavy:", loaded)
 """

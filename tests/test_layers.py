@@ -7,6 +7,7 @@ from conftest import assert_clean_error, cli
 from onnx import numpy_helper
 
 from mnist_edge import layers
+from mnist_edge.edge.data import load_split
 from mnist_edge.edge.errors import ArtifactError
 from mnist_edge.edge.layout import Layout
 from mnist_edge.edge.parity import VerifyConfig
@@ -16,12 +17,16 @@ from mnist_edge.layers import TAP_LAYERS, load_tap
 N = 300
 
 
-def check(reference, mnist_dir) -> VerifyConfig:
-    return VerifyConfig(str(reference), str(mnist_dir), N)
+def check(reference) -> VerifyConfig:
+    return VerifyConfig(str(reference))
+
+
+def split(mnist_dir):
+    return load_split("test", mnist_dir, N)
 
 
 def test_a_good_export_matches_at_every_layer(trained, exported, mnist_dir):
-    r = layers.compare_layers(check(trained, mnist_dir), [Layout(exported).onnx])
+    r = layers.compare_layers(check(trained), [Layout(exported).onnx], split(mnist_dir))
     (art,) = r.artifacts
     assert art.passed and art.first_divergence is None and r.passed
     assert [x.layer for x in art.layers] == list(TAP_LAYERS)
@@ -46,7 +51,7 @@ def perturbed(src, dest, layer):
 @pytest.mark.parametrize("layer", ["conv1", "conv2", "conv3", "fc"])
 def test_a_fault_in_one_layer_is_found_there(trained, exported, mnist_dir, tmp_path, layer):
     bad = perturbed(Layout(exported).onnx, tmp_path / f"{layer}.onnx", layer)
-    (art,) = layers.compare_layers(check(trained, mnist_dir), [bad]).artifacts
+    (art,) = layers.compare_layers(check(trained), [bad], split(mnist_dir)).artifacts
     assert art.first_divergence == layer
     order = list(TAP_LAYERS)
     for x in art.layers:
@@ -55,17 +60,19 @@ def test_a_fault_in_one_layer_is_found_there(trained, exported, mnist_dir, tmp_p
 
 
 def test_int8_is_judged_on_sqnr_and_the_taps_do_not_change_it(exported, mnist_dir, tmp_path):
-    from mnist_edge.quantize import QuantConfig, quantize
+    from mnist_edge.quantize import QuantConfig, calibration_images, quantize
 
     int8 = tmp_path / "mnist_cnn.int8.onnx"
-    quantize(QuantConfig(model=str(Layout(exported).onnx), output=str(int8), calibration_size=128,
-                         data_dir=str(mnist_dir), test_limit=200, max_accuracy_drop=100,
-                         min_argmax_agreement=0))  # fmt: skip
+    cfg = QuantConfig(model=str(Layout(exported).onnx), output=str(int8), calibration_size=128,
+                      max_accuracy_drop=100, min_argmax_agreement=0)  # fmt: skip
+    quantize(
+        cfg, split(mnist_dir).head(200), calibration_images(cfg, load_split("train", mnist_dir))
+    )
     x = np.random.default_rng(0).normal(0, 1, (16, 1, 28, 28)).astype(np.float32)
     np.testing.assert_array_equal(load_tap(int8)(x)["output"], load_runner(int8)(x))
     tensors = load_tap(int8).tensors
     assert tensors["conv2"].endswith("DequantizeLinear_Output")  # compared as dequantized
-    r = layers.compare_layers(check(Layout(exported).onnx, mnist_dir), [int8])
+    r = layers.compare_layers(check(Layout(exported).onnx), [int8], split(mnist_dir))
     (art,) = r.artifacts
     assert art.judge == "sqnr" and art.passed, art.summary()
     assert all(0 < x.sqnr_db < 80 for x in art.layers)  # quantization noise, but no fault
@@ -77,7 +84,7 @@ def test_a_model_without_scope_metadata_is_explained(trained, exported, mnist_di
         del node.metadata_props[:]
     bare = tmp_path / "bare.onnx"
     onnx.save(model, str(bare))
-    (art,) = layers.compare_layers(check(trained, mnist_dir), [bare]).artifacts
+    (art,) = layers.compare_layers(check(trained), [bare], split(mnist_dir)).artifacts
     assert [x.layer for x in art.layers] == ["output"] and art.passed
     assert set(art.unpaired) == {"conv1", "conv2", "conv3", "fc"}
     assert all("pkg.torch.onnx.name_scopes" in why for why in art.unpaired.values())

@@ -6,6 +6,7 @@ import pytest
 from onnx import numpy_helper
 
 from mnist_edge.edge import parity, policy
+from mnist_edge.edge.data import load_split
 from mnist_edge.edge.errors import ArtifactError, ConfigError
 from mnist_edge.edge.layout import Layout
 from mnist_edge.edge.runners import load_runner
@@ -82,7 +83,7 @@ def test_groups_cover_test_set_batch_sizes_and_edges():
 def report(trained, exported, mnist_dir):
     layout = Layout(exported)
     targets = [layout.onnx, layout.torchscript, layout.pt2]
-    return parity.check_against(trained, targets, data_dir=str(mnist_dir), test_limit=500)
+    return parity.check_against(trained, targets, load_split("test", mnist_dir, 500))
 
 
 def test_exports_match_pytorch(report):
@@ -147,7 +148,7 @@ def softmax_output(model):
 @pytest.mark.parametrize("edit", [perturb_weights, softmax_output])
 def test_checker_catches_injected_faults(trained, exported, mnist_dir, tmp_path, edit):
     bad = edit_onnx(exported / "mnist_cnn.onnx", tmp_path / f"{edit.__name__}.onnx", edit)
-    r = parity.check_against(trained, [bad], data_dir=str(mnist_dir), test_limit=200)
+    r = parity.check_against(trained, [bad], load_split("test", mnist_dir, 200))
     assert not r and not r.artifacts[0]
     assert r.artifacts[0].path.endswith(f"{edit.__name__}.onnx")
     assert "test set" in r.artifacts[0].verdict()["failed_groups"]
@@ -168,7 +169,7 @@ def test_onnx_of_another_model_is_refused(tmp_path):
 
 def test_artifact_against_artifact_needs_no_checkpoint(exported, mnist_dir):
     layout = Layout(exported)
-    r = parity.check_against(layout.onnx, [layout.ort], data_dir=str(mnist_dir), test_limit=200)
+    r = parity.check_against(layout.onnx, [layout.ort], load_split("test", mnist_dir, 200))
     assert r.passed and r.checkpoint == str(layout.onnx)
     assert r.artifacts[0].group("test set").decisive_agreement == 100
 

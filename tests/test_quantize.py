@@ -24,14 +24,23 @@ def qcfg(mnist_dir, tmp_path_factory):
         model=str(pretrained_path()),
         output=str(out / q.INT8_NAME),
         calibration_size=256,
-        data_dir=str(mnist_dir),
-        test_limit=1000,
     )
 
 
 @pytest.fixture(scope="module")
-def good(qcfg):
-    return q.quantize(qcfg)
+def gate_split(mnist_dir):
+    """The test digits the gate judges on (the synthetic stand-in has 1,000)."""
+    return load_split("test", mnist_dir, 1000)
+
+
+@pytest.fixture(scope="module")
+def calibration(qcfg, mnist_dir):
+    return q.calibration_images(qcfg, load_split("train", mnist_dir))
+
+
+@pytest.fixture(scope="module")
+def good(qcfg, gate_split, calibration):
+    return q.quantize(qcfg, gate_split, calibration)
 
 
 def test_int8_passes_the_default_rule_and_is_small(good):
@@ -56,9 +65,9 @@ def test_int8_keeps_the_metadata_and_records_its_settings(good):
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
 
 
-def test_gate_fails_on_calibration_with_blank_images(qcfg, tmp_path):
-    calibration = np.zeros_like(q.calibration_images(qcfg))
-    bad = q.quantize(replace(qcfg, output=str(tmp_path / "bad.onnx")), calibration)
+def test_gate_fails_on_calibration_with_blank_images(qcfg, gate_split, calibration, tmp_path):
+    blank = np.zeros_like(calibration)
+    bad = q.quantize(replace(qcfg, output=str(tmp_path / "bad.onnx")), gate_split, blank)
     assert not bad
     assert bad.accuracy_drop > RULE.max_accuracy_drop
 
@@ -103,7 +112,8 @@ def test_cli_gate_failure_exits_1_and_marks_the_model_not_good(
     exported, trained, mnist_dir, tmp_path, monkeypatch
 ):
     real = q.calibration_images
-    monkeypatch.setattr(q, "calibration_images", lambda cfg: np.zeros_like(real(cfg)))
+    monkeypatch.setattr(q, "calibration_images",
+                        lambda cfg, train: np.zeros_like(real(cfg, train)))  # fmt: skip
     model = tmp_path / "mnist_cnn.onnx"
     model.write_bytes((exported / "mnist_cnn.onnx").read_bytes())
     result = cli(
@@ -139,19 +149,19 @@ def test_cli_export_quantize_runs_task_judged_parity(trained, mnist_dir, tmp_pat
 
 
 @pytest.fixture(scope="module")
-def degraded(qcfg, tmp_path_factory):
+def degraded(qcfg, gate_split, calibration, tmp_path_factory):
     """A fault: calibration on images at a third of their brightness, so activations clip at a
     third of their range. With 7-bit weights the INT8 answers are the same on every CPU, so the
     loss is too: 0.9 points on the first 1,000 real test digits, 17 on the synthetic ones."""
     out = tmp_path_factory.mktemp("degraded") / "mnist_cnn.int8.onnx"
     cfg = replace(qcfg, output=str(out), max_accuracy_drop=100.0, min_argmax_agreement=0.0)
-    r = q.quantize(cfg, q.calibration_images(qcfg) // 3)
+    r = q.quantize(cfg, gate_split, calibration // 3)
     assert r.accuracy_drop > RULE.max_accuracy_drop, "the fault must break the default rule"
     return r
 
 
 @pytest.mark.parametrize("margin, passes", [(+0.15, True), (-0.15, False)])
-def test_gate_and_parity_apply_one_rule(degraded, qcfg, mnist_dir, margin, passes):
+def test_gate_and_parity_apply_one_rule(degraded, qcfg, gate_split, calibration, margin, passes):
     """A drop beyond the default but within the chosen limit passes both the gate and parity;
     the same drop beyond a tighter limit fails both (one rule, read from the INT8 model's
     metadata). Parity's reference is the fp32 model the INT8 one came from."""
@@ -160,8 +170,8 @@ def test_gate_and_parity_apply_one_rule(degraded, qcfg, mnist_dir, margin, passe
     drop, agreement = degraded.accuracy_drop, degraded.argmax_agreement
     cfg = replace(qcfg, output=degraded.path, max_accuracy_drop=drop + margin,
                   min_argmax_agreement=agreement - 5.0)  # fmt: skip
-    gate = q.quantize(cfg, q.calibration_images(qcfg) // 3)
+    gate = q.quantize(cfg, gate_split, calibration // 3)
     assert gate.accuracy_drop == pytest.approx(drop)  # same calibration, same model
-    report = check_against(qcfg.model, [gate.path], data_dir=str(mnist_dir), test_limit=1000)
+    report = check_against(qcfg.model, [gate.path], gate_split)
     assert bool(gate) is passes
     assert report.passed is passes, report.artifacts[0].verdict()

@@ -8,6 +8,7 @@ import pytest
 from conftest import assert_same_answers, cli
 
 from mnist_edge.edge import bench, parity, runners
+from mnist_edge.edge.data import load_split
 from mnist_edge.edge.errors import ArtifactError, CheckpointError, ConfigError, MissingDependency
 from mnist_edge.edge.layout import FILENAMES, Layout
 
@@ -85,7 +86,7 @@ def precisions(fmt: str) -> tuple[str, ...]:
 
 
 def load(path, fmt: str, precision: str, threads):
-    from mnist_edge.edge.runtime import load_session, model_metadata
+    from mnist_edge.edge.backends.onnxruntime import load_session, model_metadata
 
     session = load_session(path, threads=threads)
     return runners.Runner(path, fmt, lambda x: session.run(None, {"input": x})[0],
@@ -135,8 +136,8 @@ def test_a_registered_backend_shows_in_bench_evaluate_parity_and_tune(
             duration=0.05,
             backends=("mirror", "onnxruntime"),
             profile=str(tmp_path / "d.json"),
-            data_dir=str(mnist_dir),
-        )
+        ),
+        load_split("test", mnist_dir, 100),
     )
     assert {t.case.name for t in tuned.trials} == {"mirror", "onnxruntime"}
     assert all(t.passed for t in tuned.trials)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from mnist_edge import checkpoint as ckpt_io
+from mnist_edge.edge.data import load_split
 from mnist_edge.edge.errors import ConfigError, DataError, OutputError
 from mnist_edge.edge.evaluate import evaluate
 from mnist_edge.train import RECIPES, TrainConfig, random_shift, train
@@ -29,7 +30,7 @@ def test_two_thousand_images_one_epoch_reach_90_percent(trained):
     ck = ckpt_io.load(trained)
     assert ck.test_accuracy >= 90.0
     assert ck.test_images == 1000
-    r = evaluate(trained, data_dir=ck.train_config["data_dir"], test_limit=1000)
+    r = evaluate(trained, load_split("test", ck.train_config["data_dir"], 1000))
     assert r.accuracy == pytest.approx(ck.test_accuracy)
 
 

@@ -9,6 +9,7 @@ import pytest
 from conftest import assert_clean_error, cli
 
 from mnist_edge.edge import runners, tune
+from mnist_edge.edge.data import load_split
 from mnist_edge.edge.errors import ArtifactError, ConfigError
 from mnist_edge.edge.manifest import read as read_manifest
 from mnist_edge.runtime import Predictor, pretrained_path
@@ -26,8 +27,8 @@ def folder(tmp_path_factory):
 @pytest.fixture(scope="module")
 def report(folder, mnist_dir):
     cfg = tune.TuneConfig(str(folder / "mnist_cnn.onnx"), threads=(1, 2), test_limit=300,
-                          duration=0.1, data_dir=str(mnist_dir))  # fmt: skip
-    return tune.tune(cfg)
+                          duration=0.1)  # fmt: skip
+    return tune.tune(cfg, load_split("test", mnist_dir))
 
 
 @pytest.fixture(scope="module")
@@ -138,10 +139,9 @@ def test_a_fast_wrong_backend_fails_the_gate_and_is_not_picked(folder, mnist_dir
         threads=(1,),
         test_limit=200,
         duration=0.05,
-        data_dir=str(mnist_dir),
         profile=str(tmp_path / "d.json"),
     )
-    r = tune.tune(cfg)
+    r = tune.tune(cfg, load_split("test", mnist_dir))
     wrong = next(t for t in r.trials if t.case.name == "fast-wrong")
     assert not wrong.passed and r.best.case.name != "fast-wrong"
     assert r.ranked()[-1].case.name == "fast-wrong"  # failing cases rank last

@@ -21,15 +21,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import assert_clean_error, assert_same_answers, cli
+from devtools import browser as driver
 from PIL import Image, ImageFilter
 
 from mnist_edge.edge import parity, spec, web
+from mnist_edge.edge.backends.onnxruntime import load_session
 from mnist_edge.edge.data import load_split
 from mnist_edge.edge.images import prepare_image
-from mnist_edge.edge.runtime import Predictor, load_session, pretrained_path
+from mnist_edge.edge.runtime import Predictor, pretrained_path
 
 ORT_WEB = web.find_ort_web()
-CHROMIUM = web.find_chromium()
+CHROMIUM = driver.find_chromium()
 
 
 def _need(what: str, present: object) -> None:
@@ -77,15 +79,15 @@ def browser():
     """Chromium with WebNN switched on and WebGPU on SwiftShader (its software GPU), so that the
     page finds and judges every path it knows."""
     _need("chromium", CHROMIUM)
-    _need("playwright (the dev extra)", web.has_playwright())
-    with web.chromium(args=(*web.SWIFTSHADER_WEBGPU_ARGS, *web.WEBNN_ARGS)) as b:
+    _need("playwright (the dev extra)", driver.has_playwright())
+    with driver.chromium(args=(*driver.SWIFTSHADER_WEBGPU_ARGS, *driver.WEBNN_ARGS)) as b:
         yield b
 
 
 @pytest.fixture(scope="module")
 def page(server, browser):
     """One page for the module, without its service worker (test_offline... has its own)."""
-    with web.open_page(server.url + "?sw=0", browser) as run:
+    with driver.open_page(server.url + "?sw=0", browser) as run:
         yield run
 
 
@@ -100,7 +102,7 @@ def _get(url: str, path: str, method: str = "GET") -> http.client.HTTPResponse:
 def test_web_export_is_self_contained_and_reads_the_models_metadata(site):
     config = json.loads((site / "model.json").read_text())
     fp32 = config["models"]["fp32"]
-    from mnist_edge.edge.runtime import model_metadata
+    from mnist_edge.edge.backends.onnxruntime import model_metadata
 
     meta = model_metadata(load_session(pretrained_path()))
     assert fp32["mean"] == float(meta["mnist_edge.mean"]) and fp32["std"] == float(
@@ -390,7 +392,7 @@ def test_a_missing_wasm_is_a_visible_error(site, browser, tmp_path):
     (broken / "ort-wasm-simd-threaded.wasm").unlink()
     srv = web.make_server(broken, port=0).start()
     try:
-        with web.open_page(srv.url, browser) as run:
+        with driver.open_page(srv.url, browser) as run:
             assert run.ready is False
             status = run.page.locator("#status")
             assert status.is_visible() and "error" in (status.get_attribute("class") or "")
@@ -496,7 +498,7 @@ def test_a_path_with_other_answers_is_refused(site, browser, tmp_path):
     (broken / "model.json").write_text(json.dumps(config))
     srv = web.make_server(broken, port=0).start()
     try:
-        with web.open_page(srv.url + "?sw=0", browser) as run:
+        with driver.open_page(srv.url + "?sw=0", browser) as run:
             assert run.ready is False
             status = run.page.inner_text("#status")
             assert "other answers than native ONNX Runtime" in status and "off by up to" in status
@@ -506,7 +508,7 @@ def test_a_path_with_other_answers_is_refused(site, browser, tmp_path):
 
 def test_webgpu_on_swiftshader_gives_the_native_answers(server, browser, mnist_dir):
     """WebGPU through Chromium's software GPU: checked for correctness only (it is software)."""
-    with web.open_page(server.url + "?path=webgpu&sw=0", browser, timeout_s=180) as run:
+    with driver.open_page(server.url + "?path=webgpu&sw=0", browser, timeout_s=180) as run:
         assert run.ready, run.page.inner_text("#status")
         assert run.page.evaluate("window.mnistEdge.backend") == "webgpu"
         test = load_split("test", mnist_dir, 20)
@@ -521,7 +523,7 @@ def test_webgpu_on_swiftshader_gives_the_native_answers(server, browser, mnist_d
 def test_webnn_unsupported_falls_back_to_wasm_and_says_why(server, browser):
     """With WebNN switched on, Debian's chromium offers navigator.ml but cannot make a context;
     a software WebGPU adapter is not used either: the page runs on wasm and says why."""
-    with web.open_page(server.url + "?sw=0", browser) as run:
+    with driver.open_page(server.url + "?sw=0", browser) as run:
         assert run.ready, run.page.inner_text("#status")
         paths = {p["path"]: p for p in run.page.evaluate("window.mnistEdge.paths")}
         assert run.page.evaluate("window.mnistEdge.backend") == "wasm"
@@ -533,7 +535,7 @@ def test_webnn_unsupported_falls_back_to_wasm_and_says_why(server, browser):
 def test_offline_after_the_first_visit(server, browser):
     """The service worker keeps the page, the models and the runtime: with the network gone,
     a reload still draws and predicts."""
-    with web.open_page(server.url, browser) as run:
+    with driver.open_page(server.url, browser) as run:
         assert run.ready
         run.page.evaluate("navigator.serviceWorker.ready.then(() => true)")
         run.page.reload()  # now under the service worker
@@ -559,7 +561,7 @@ def test_without_local_onnxruntime_web_the_page_says_where_it_looked(
     web.export_web(web.WebConfig(str(pretrained_path()), str(tmp_path / "w")))
     srv = web.make_server(tmp_path / "w", port=0).start()
     try:
-        with web.open_page(srv.url + "?sw=0", browser) as run:
+        with driver.open_page(srv.url + "?sw=0", browser) as run:
             status = run.page.inner_text("#status")
     finally:
         srv.stop()
@@ -584,7 +586,7 @@ PHONE = {"viewport": {"width": 390, "height": 844}, "has_touch": True, "is_mobil
 
 
 def test_on_a_phone_touch_drawing_works_and_nothing_overflows(server, browser):
-    with web.open_page(server.url + "?sw=0", browser, **PHONE) as run:
+    with driver.open_page(server.url + "?sw=0", browser, **PHONE) as run:
         assert run.ready
         width = run.page.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the page is {width} px wide on a 390 px screen"

@@ -8,6 +8,8 @@ fraction of what this CPU does
 with the same runtime (the roofline), with or without torch installed. Models come from the
 catalogue (runners): a case is a (backend, format, precision), and the cases measured by default
 are those whose files exist, whose backend is installed and whose precision this CPU offers.
+The test digits come in as a value (a command loads them once); nothing here prints or writes
+unless asked (`plot`).
 """
 
 from __future__ import annotations
@@ -15,20 +17,28 @@ from __future__ import annotations
 import base64
 import json
 import os
+import queue
+import sys
+import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import layout, policy
+from .backends.onnxruntime import raw_session
+from .data import Split, batches
 from .errors import ArtifactError, ConfigError, InputError
-from .files import utc_now
+from .files import atomic_write, utc_now
 from .layout import Layout
 from .machine import check_threads, environment, isa_class, peak_rss_mb, reset_peak_rss
-from .runners import BACKENDS, Runner, cases, load_runner
+from .runners import BACKENDS, cases, load_runner
+from .runtime import Predictor
 from .spec import FLOPS_PER_IMAGE
+from .timing import Timing, interleaved
 
 SCENARIOS = ("single-stream", "offline", "server", "idle")
 ROOFLINE_SIZES = (1024, 2048)  # square fp32 MatMuls timed for the CPU's GEMM rate (the best)
@@ -78,13 +88,12 @@ class BenchConfig:
     duration: float = 2.0  # seconds per case when iterations is None
     model: str = str(Layout().onnx)  # ONNX model; the other backends' files lie beside it
     checkpoint: str = str(Layout().checkpoint)  # for PyTorch eager
-    data_dir: str | None = None  # MNIST test images are the inputs
     # Deployment scenarios (opt-in), run on Predictor(model) as an application would:
     scenarios: tuple[str, ...] = ()  # any of SCENARIOS
     queries: int = 1024  # single-stream and server queries
     qps: float = 100.0  # server: mean Poisson arrival rate, queries/s
     workers: int = os.cpu_count() or 1  # server: threads sharing one Predictor
-    latency_bound_ms: float = 20.0  # server: p99 must stay under this for the run to be valid
+    latency_bound_ms: float = policy.SERVER_LATENCY_BOUND_MS  # server: valid while p99 is under
     idle_gap_s: float = 2.0  # idle: seconds of silence before each timed call
     idle_samples: int = 5  # idle: how many such calls
     offline_batch_sizes: tuple[int, ...] = (1, 8, 32, 64, 128, 256)
@@ -125,31 +134,9 @@ class BenchConfig:
         path = backend_path(backend, self.model, self.checkpoint)
         if path is None or not path.is_file():
             fmt = cases()[backend][1]
-            how = {
-                "checkpoint": "train one with `mnist-edge train` or pass --checkpoint",
-                "onnx-int8": "make it with `mnist-edge quantize`",
-            }.get(fmt, f"make it with `mnist-edge export --format {fmt}`")
-            raise ArtifactError(f"backend {backend} needs {path}, which is missing; {how}")
+            raise ArtifactError(f"backend {backend} needs {path}, which is missing; "
+                                f"{layout.FORMATS[fmt].how}")  # fmt: skip
         return path
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Percentiles of a list of per-call times."""
-
-    p50_ms: float
-    p90_ms: float
-    p95_ms: float
-    p99_ms: float
-    mean_ms: float
-    min_ms: float
-    iterations: int
-
-    @classmethod
-    def of(cls, seconds: list[float]) -> Timing:
-        ms = np.asarray(seconds) * 1e3
-        p50, p90, p95, p99 = np.percentile(ms, [50, 90, 95, 99])
-        return cls(p50, p90, p95, p99, float(ms.mean()), float(ms.min()), len(ms))
 
 
 @dataclass(frozen=True)
@@ -213,8 +200,6 @@ def matmul_gflops(
     """The best fp32 square MatMul rate (GFLOP/s) in ONNX Runtime with `threads` intra-op
     threads over `sizes`, each timed for `seconds` (best call): the best GEMM this runtime does on
     this CPU, the ceiling for the model's convolutions and fc."""
-    from .runtime import raw_session
-
     session = raw_session(MATMUL_ONNX, threads=threads)
     rng = np.random.default_rng(0)
     best_rate = 0.0
@@ -260,28 +245,8 @@ def measure_case(name: str, cfg: BenchConfig, batch: np.ndarray, threads: int, r
     )
 
 
-def interleaved(
-    fns: dict[str, tuple[Runner, Any]], rounds: int | None, duration: float = 1.0, warmup: int = 3
-) -> dict[str, list[float]]:
-    """Per-call times (s) of several (callable, argument) pairs, called round-robin so that
-    drift in the machine's load hits all of them alike; `rounds` calls each, or `duration` s."""
-    for _ in range(warmup):
-        for fn, x in fns.values():
-            fn(x)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    deadline = time.perf_counter() + duration
-    while (len(next(iter(times.values()))) < rounds) if rounds else time.perf_counter() < deadline:
-        for name, (fn, x) in fns.items():
-            t0 = time.perf_counter()
-            fn(x)
-            times[name].append(time.perf_counter() - t0)
-    return times
-
-
 def predictor_overhead(cfg: BenchConfig, pixels: np.ndarray, threads: int) -> OverheadResult:
     """Predictor.predict on uint8 pixels against session.run on the same, normalised batch."""
-    from .runtime import Predictor
-
     pred = Predictor(cfg.model, threads=threads)
     pairs = {"run": (pred.run, pred.preprocess(pixels)), "predict": (pred.predict, pixels)}
     times = interleaved(pairs, cfg.iterations, cfg.duration, cfg.warmup)
@@ -295,13 +260,13 @@ def predictor_overhead(cfg: BenchConfig, pixels: np.ndarray, threads: int) -> Ov
     )
 
 
-def bench(cfg: BenchConfig, on_case: Callable[[CaseResult], None] | None = None) -> BenchReport:
-    """Measure every backend x batch size x thread count, plus roofline and predictor overhead."""
-    from .data import batches, load_split
-
+def bench(cfg: BenchConfig, test: Split,
+          on_case: Callable[[CaseResult], None] | None = None) -> BenchReport:  # fmt: skip
+    """Measure every backend x batch size x thread count, plus roofline and predictor overhead,
+    on the first test digits (the scenarios on all of `test`)."""
     for name in cfg.backends:
         cfg.path(name)  # a missing file fails before anything is measured
-    pixels = load_split("test", cfg.data_dir, max(cfg.batch_sizes)).images  # (B, 28, 28) uint8
+    pixels = np.resize(test.images, (max(cfg.batch_sizes), *test.images.shape[1:]))  # uint8
     rates = {t: matmul_gflops(t) for t in cfg.threads}
     measured: list[CaseResult] = []
     for threads in cfg.threads:
@@ -319,33 +284,28 @@ def bench(cfg: BenchConfig, on_case: Callable[[CaseResult], None] | None = None)
     overhead = []
     if "onnxruntime" in cfg.backends:
         overhead = [predictor_overhead(cfg, pixels[:1], t) for t in cfg.threads]
-    test = load_split("test", cfg.data_dir).images if cfg.scenarios else pixels
     return BenchReport(
         cases=measured,
         matmul_gflops=rates,
         overhead=overhead,
-        scenarios=run_scenarios(cfg, test),
+        scenarios=run_scenarios(cfg, test.images),
         environment={**environment(), "torch_threads_default": _torch_threads()},
         config={k: list(v) if isinstance(v, tuple) else v for k, v in asdict(cfg).items()},
         created=utc_now(),
     )
 
 
-def default_report_path() -> Path:
-    """Where a bench report goes when no --json is given."""
-    return Path("benchmarks/results") / time.strftime("bench-%Y%m%d-%H%M%S.json")
+def images_needed(cfg: BenchConfig) -> int | None:
+    """How many test digits `bench` feeds: the largest batch, or all of them for scenarios."""
+    return None if cfg.scenarios else max(cfg.batch_sizes)
 
 
 def _with_ratio(case: CaseResult, eager_p50: float | None) -> CaseResult:
-    from dataclasses import replace
-
     return replace(case, p50_vs_eager=None if eager_p50 is None else case.p50_ms / eager_p50)
 
 
 def _torch_threads() -> int | None:
     """torch's thread count, when a torch backend ran (bench never imports torch itself)."""
-    import sys
-
     torch = sys.modules.get("torch")
     return None if torch is None else torch.get_num_threads()
 
@@ -367,10 +327,27 @@ def check_max_regression(pct: float) -> float:
     return pct
 
 
+@dataclass(frozen=True)
+class RegressionCheck:
+    """A bench report against a baseline: the cases that got worse by more than the limit."""
+
+    baseline: str
+    max_regression_pct: float
+    found: list[Regression]
+
+    def problems(self) -> list[str]:
+        if not self.found:
+            return []
+        return [f"{len(self.found)} regression(s) beyond {self.max_regression_pct:g}% against "
+                f"{self.baseline}"]  # fmt: skip
+
+
 def compare_to_baseline(
-    current: dict[str, Any], baseline: dict[str, Any], max_regression_pct: float
-) -> list[Regression]:
+    current: dict[str, Any], baseline: dict[str, Any],
+    max_regression_pct: float = policy.MAX_REGRESSION_PCT,
+) -> list[Regression]:  # fmt: skip
     """Cases whose p50 rose, or throughput fell, by more than `max_regression_pct` percent."""
+    check_max_regression(max_regression_pct)
     base = {(c["backend"], c["batch_size"], c["threads"]): c for c in baseline.get("cases", [])}
     found = []
     for c in current["cases"]:
@@ -381,18 +358,20 @@ def compare_to_baseline(
         worse_throughput = (1 - c["throughput"] / b["throughput"]) * 100
         for metric, change in (("p50_ms", worse_latency), ("throughput", worse_throughput)):
             if change > max_regression_pct:
-                found.append(
-                    Regression(
-                        c["backend"],
-                        c["batch_size"],
-                        c["threads"],
-                        metric,
-                        b[metric],
-                        c[metric],
-                        change,
-                    )
-                )
+                found.append(Regression(c["backend"], c["batch_size"], c["threads"], metric,
+                                        b[metric], c[metric], change))  # fmt: skip
     return found
+
+
+def check_regressions(
+    report: BenchReport,
+    baseline_path: Path | str,
+    baseline: dict[str, Any],
+    max_regression_pct: float = policy.MAX_REGRESSION_PCT,
+) -> RegressionCheck:
+    """The verdict of `bench --compare`: the report against a baseline loaded by load_baseline."""
+    found = compare_to_baseline(report.to_dict(), baseline, max_regression_pct)
+    return RegressionCheck(str(baseline_path), max_regression_pct, found)
 
 
 def load_baseline(path: Path | str) -> dict[str, Any]:
@@ -426,8 +405,6 @@ def plot(report: BenchReport, path: Path | str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise ConfigError("--plot needs matplotlib: pip install 'mnist-edge[plot]'") from None
-    from .files import atomic_write
-
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(report.cases)), 4))
     labels = [f"{c.backend}\nb{c.batch_size} t{c.threads}" for c in report.cases]
     ax.boxplot([c.samples_ms for c in report.cases], showfliers=False)
@@ -440,17 +417,8 @@ def plot(report: BenchReport, path: Path | str) -> None:
     plt.close(fig)
 
 
-def _percentiles(seconds: list[float]) -> dict[str, float]:
-    ms = np.asarray(seconds) * 1e3
-    p50, p90, p99, p999 = (float(v) for v in np.percentile(ms, [50, 90, 99, 99.9]))
-    return {"p50_ms": p50, "p90_ms": p90, "p99_ms": p99, "p99_9_ms": p999,
-            "mean_ms": float(ms.mean()), "max_ms": float(ms.max()), "queries": len(ms)}  # fmt: skip
-
-
 def run_scenarios(cfg: BenchConfig, images: np.ndarray) -> list[dict[str, Any]]:
     """MLPerf-style scenarios on Predictor(cfg.model), fed uint8 test images as an app would."""
-    from .runtime import Predictor
-
     out = []
     threads = max(cfg.threads)
     for name in cfg.scenarios:
@@ -472,7 +440,7 @@ def single_stream(pred: Any, images: np.ndarray, cfg: BenchConfig) -> dict[str, 
         t0 = time.perf_counter()
         pred.predict(images[i % len(images)])
         times.append(time.perf_counter() - t0)
-    p = _percentiles(times)
+    p = Timing.of(times).summary()
     summary = (f"p90 {p['p90_ms']:.3f} ms (p50 {p['p50_ms']:.3f}, p99 {p['p99_ms']:.3f}, "
                f"p99.9 {p['p99_9_ms']:.3f}) over {p['queries']} queries")  # fmt: skip
     return {"scenario": "single-stream", **p, "summary": summary}
@@ -495,9 +463,6 @@ def offline(pred: Any, images: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
 def server(pred: Any, images: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
     """Poisson arrivals at cfg.qps, answered by cfg.workers threads sharing one Predictor;
     latency counts from arrival (queueing included). Valid while p99 <= the latency bound."""
-    import queue
-    import threading
-
     rng = np.random.default_rng(0)
     arrivals = np.cumsum(rng.exponential(1.0 / cfg.qps, cfg.queries))
     todo: queue.Queue = queue.Queue()
@@ -525,7 +490,7 @@ def server(pred: Any, images: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
     for t in pool:
         t.join()
     wall = time.perf_counter() - start
-    p = _percentiles(latencies)
+    p = Timing.of(latencies).summary()
     valid = bool(p["p99_ms"] <= cfg.latency_bound_ms)
     summary = (f"{cfg.qps:g} qps offered, {cfg.queries / wall:.1f} served, {cfg.workers} workers: "
                f"p99 {p['p99_ms']:.3f} ms {'<=' if valid else '>'} bound "

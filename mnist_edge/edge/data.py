@@ -54,6 +54,15 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def head(self, limit: int | None) -> Split:
+        """The first `limit` images (all when None or more than there are): a view, no copy.
+        A command loads a split once and gives each check the part it judges on."""
+        if limit is None or limit >= len(self):
+            return self
+        if limit < 1:
+            raise DataError(f"the {self.name} limit must be at least 1, got {limit}")
+        return Split(self.images[:limit], self.labels[:limit], self.name, self.sha256)
+
 
 def cache_dir() -> Path:
     """The per-user cache folder (not created here)."""

@@ -1,8 +1,8 @@
 """evaluate(source) -> EvalResult: test loss, accuracy, per-class accuracy, confusion matrix.
 
 Any runnable source: a training checkpoint (PyTorch, needs torch) or a deployed artifact (ONNX,
-INT8 ONNX, ORT: numpy + onnxruntime only). The test images are fed in batches of `batch_size`,
-so memory does not grow with the test set.
+INT8 ONNX, ORT: numpy + onnxruntime only), on a test split the caller loaded (data.load_split).
+The test images are fed in batches of `batch_size`, so memory does not grow with the test set.
 """
 
 from __future__ import annotations
@@ -13,6 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from . import spec
+from .data import Split
+from .metrics import accuracy
+from .runners import Runner, load_runner, outputs
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def score(outputs: np.ndarray, labels: np.ndarray, source: str = "", fmt: str = 
     per_class = np.where(support > 0, np.diag(confusion) / np.maximum(support, 1) * 100, np.nan)
     return EvalResult(
         loss=loss,
-        accuracy=float((pred == labels).mean() * 100),
+        accuracy=accuracy(pred, labels),
         n=len(labels),
         per_class_accuracy=[float(v) for v in per_class],
         confusion=confusion.tolist(),
@@ -65,22 +68,22 @@ def score(outputs: np.ndarray, labels: np.ndarray, source: str = "", fmt: str = 
 
 
 def evaluate(
-    source: Path | str,
+    source: Path | str | Runner,
+    test: Split,
     *,
     fmt: str | None = None,
-    data_dir: str | None = None,
-    test_limit: int | None = None,
     threads: int | None = None,
     batch_size: int | None = None,
     backend: str | None = None,
     precision: str | None = None,
 ) -> EvalResult:
-    """Evaluate a checkpoint or an exported artifact on the official test set (on `backend` at
-    `precision` when given: the catalogue's defaults for its format otherwise)."""
-    from .data import load_split
-    from .runners import load_runner, outputs
-
-    runner = load_runner(source, fmt=fmt, threads=threads, backend=backend, precision=precision)
-    test = load_split("test", data_dir, test_limit)
+    """Evaluate a checkpoint or an exported artifact (or a Runner already loaded: a command
+    loads the model before the data, so that a bad file is named first) on `test`, on
+    `backend` at `precision` when given (the catalogue's defaults for its format otherwise)."""
+    if isinstance(source, Runner):
+        runner = source
+    else:
+        runner = load_runner(source, fmt=fmt, threads=threads, backend=backend,
+                             precision=precision)  # fmt: skip
     out = outputs(runner, test.images, batch_size)
-    return score(out, test.labels, str(source), runner.format)
+    return score(out, test.labels, str(runner.path), runner.format)

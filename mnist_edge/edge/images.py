@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -121,6 +122,26 @@ def median(v: np.ndarray) -> np.floating:
     return np.mean(part[n // 2 - 1 : n // 2 + 1])
 
 
+def percentiles(a: np.ndarray, qs: tuple[float, ...]) -> list:
+    """np.percentile(a, q) for each q (its default "linear" method), bit for bit, from one
+    partition: np.percentile's own setup costs more than the partition on small images."""
+    v = np.ravel(a)
+    n = v.size
+    spots = []
+    for q in qs:
+        virtual = (n - 1) * np.true_divide(q, 100)  # as numpy computes it
+        lo = n - 1 if virtual >= n - 1 else max(0, int(np.floor(virtual)))
+        hi = lo if virtual >= n - 1 or virtual < 0 else lo + 1
+        spots.append((lo, hi, float(virtual - (lo if virtual < n - 1 else -1))))
+    part = np.partition(v, sorted({i for lo, hi, _ in spots for i in (lo, hi)}))
+    out = []
+    for lo, hi, gamma in spots:
+        x, y = part[lo], part[hi]
+        d = y - x
+        out.append(y - d * (1 - gamma) if gamma >= 0.5 else x + d * gamma)
+    return out
+
+
 def noise_level(g: np.ndarray) -> float:
     """Pixel noise in grey levels: robust spread of horizontal neighbour differences / sqrt 2."""
     if g.shape[1] < 2:
@@ -129,42 +150,78 @@ def noise_level(g: np.ndarray) -> float:
     return float(1.4826 * median(np.abs(d - median(d))) / np.sqrt(2))
 
 
+@lru_cache(maxsize=16)
+def _quadratic_terms(h: int, w: int, step: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The design matrix (n, 6) of step 5's surface on the subsample grid, and the full grid's
+    x (1, w) and y (h, 1) coordinates: the same for every image of one size (a folder's files
+    usually share it), so made once."""
+    ys = (np.arange(0, h, step, dtype=np.float32) / h - 0.5)[:, None]
+    xs = (np.arange(0, w, step, dtype=np.float32) / w - 0.5)[None, :]
+    ones = np.ones((len(ys), xs.shape[1]), np.float32)
+    terms = [ones, xs * ones, ys * ones, xs * xs * ones, xs * ys, ys * ys * ones]
+    a = np.stack([t.ravel() for t in terms], 1).astype(np.float64)
+    a.setflags(write=False)
+    yy = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None]
+    xx = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :]
+    return a, xx, yy
+
+
+def _fit(a: np.ndarray, v: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Least-squares coefficients of a[keep] against v[keep]. Kept values that are all 0 (clean
+    paper, once inverted) fit 0 exactly, which is what the solver returns for them: no solver
+    is called. Any other values go to the solver as they are, so the answer stays bit for bit
+    what it was (its rounding noise steers later steps in near-flat images)."""
+    vk = v[keep]
+    if not vk.any():
+        return np.zeros(6, np.float64)
+    return np.linalg.lstsq(a[keep], vk, rcond=None)[0]
+
+
 def background(g: np.ndarray, rounds: int = 4) -> tuple[np.ndarray, float]:
     """Step 5: a quadratic surface fitted to the paper (the darker majority: the ink is light
     by now) by robust least squares, and the paper's spread around it (grey levels). It starts
     from the pixels at or below the median and, round by round, drops what lies well above the
-    surface."""
+    surface; once a round keeps the same pixels as the one before, the fit can no longer change
+    and the rounds stop."""
     h, w = g.shape
     step = max(1, int(np.sqrt(h * w / 4096)))  # fit on ~4,000 pixels
     sample = g[::step, ::step]
     v = sample.ravel().astype(np.float64)
     mid = median(v)
     # The paper is one flat value, nothing lies below it and nothing within a grey level above
-    # it: every round would keep the same pixels and fit that value, so the fit is that value
-    # (a least-squares solver adds only rounding noise, which no later step can see), and the
-    # surface below is that value everywhere.
+    # it: every round would keep the same pixels and fit that value, so the fit is that value,
+    # and the surface below is that value everywhere.
     if v.min() == mid and not ((v > mid) & (v <= mid + 1.0)).any():
         return np.full((h, w), np.float32(mid)), 0.0
-    ys = (np.arange(0, h, step, dtype=np.float32) / h - 0.5)[:, None]
-    xs = (np.arange(0, w, step, dtype=np.float32) / w - 0.5)[None, :]
-    ones = np.ones_like(sample)
-    terms = [ones, xs * ones, ys * ones, xs * xs * ones, xs * ys, ys * ys * ones]
-    a = np.stack([t.ravel() for t in terms], 1).astype(np.float64)
+    a, xx, yy = _quadratic_terms(h, w, step)
     keep = v <= mid
     coef, sigma = np.array([mid, 0, 0, 0, 0, 0], np.float64), 0.0
     for _ in range(rounds):
         if keep.sum() < 12:  # too few pixels for a surface: keep the last (flat at first)
             break
-        coef = np.linalg.lstsq(a[keep], v[keep], rcond=None)[0]
+        coef = _fit(a, v, keep)
         r = v - a @ coef
         rk = r[keep]
         sigma = float(1.4826 * median(np.abs(rk - median(rk))))
-        keep = r < 2.5 * sigma + 1.0
-    yy = (np.arange(h, dtype=np.float32) / h - 0.5)[:, None]
-    xx = (np.arange(w, dtype=np.float32) / w - 0.5)[None, :]
+        kept, keep = keep, r < 2.5 * sigma + 1.0
+        if np.array_equal(kept, keep):
+            break
     c = coef.astype(np.float32)
     surface = c[0] + c[1] * xx + c[2] * yy + c[3] * xx * xx + c[4] * xx * yy + c[5] * yy * yy
     return surface, sigma
+
+
+@lru_cache(maxsize=16)
+def _border(h: int, w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 4's grid for an h x w image: the border mask, the plane's terms on the border, and
+    the plane's x and y over the whole image (made once per image size)."""
+    edge = np.zeros((h, w), bool)
+    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    yy, xx = np.mgrid[0:h, 0:w]
+    a = np.stack([np.ones(edge.sum()), xx[edge] / w, yy[edge] / h], 1)
+    for array in (edge, a):
+        array.setflags(write=False)
+    return edge, a, (xx / w, yy / h)
 
 
 def dark_ink(g: np.ndarray) -> bool:
@@ -174,14 +231,11 @@ def dark_ink(g: np.ndarray) -> bool:
     h, w = g.shape
     if h < 3 or w < 3:
         return bool(median(g.ravel()) > 127)
-    edge = np.zeros((h, w), bool)
-    edge[[0, -1], :] = edge[:, [0, -1]] = True
+    edge, a, (x, y) = _border(h, w)
     v = g[edge].astype(np.float64)
     if v.min() == v.max():  # a border of one value (clean paper): the plane is that value
-        lo, hi = np.percentile(g - v[0], [0.05, 99.95])
+        lo, hi = percentiles(g - v[0], (0.05, 99.95))
         return bool(-lo > hi)
-    yy, xx = np.mgrid[0:h, 0:w]
-    a = np.stack([np.ones(edge.sum()), xx[edge] / w, yy[edge] / h], 1)
     keep = np.ones(v.shape, bool)
     coef = np.array([median(v), 0.0, 0.0])
     for _ in range(3):  # robust: drop border pixels far off the plane (ink touching the edge)
@@ -190,8 +244,8 @@ def dark_ink(g: np.ndarray) -> bool:
         keep = np.abs(r) <= 2.5 * 1.4826 * median(np.abs(r)) + 1.0
         if keep.sum() < 3:
             break
-    plane = coef[0] + coef[1] * (xx / w) + coef[2] * (yy / h)
-    lo, hi = np.percentile(g - plane, [0.05, 99.95])
+    plane = coef[0] + coef[1] * x + coef[2] * y
+    lo, hi = percentiles(g - plane, (0.05, 99.95))
     return bool(-lo > hi)
 
 
@@ -216,7 +270,7 @@ def ink_image(g: np.ndarray) -> tuple[np.ndarray, bool]:
     ink = np.clip(g - surface - 2.0 * sigma, 0, None)
     if dark:  # light on paper multiplies: divide by the local paper brightness (flat field)
         ink *= 255.0 / np.clip(255.0 - surface, 16.0, None)
-    peak = float(np.percentile(ink, 99.9)) if ink.size > 2000 else float(ink.max())
+    peak = float(percentiles(ink, (99.9,))[0]) if ink.size > 2000 else float(ink.max())
     peak = max(peak, 0.5 * float(ink.max()))
     if peak < BLANK_LEVEL:
         raise InputError("the image looks blank: no ink stands out from the background")
@@ -312,8 +366,7 @@ def center_by_mass(digit: np.ndarray, side: int = spec.IMAGE_SIZE) -> np.ndarray
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
-# --- many files: decoding and preparing them on every core ---------------------------------------
-POOL_MIN_FILES = 200  # below this, starting worker processes costs more than it saves
+# --- many files: worker processes decode and prepare them ---------------------------------------
 POOL_CHUNK = 32  # files a worker prepares per request
 IN_FLIGHT = 4  # requests a worker holds at once
 
@@ -330,27 +383,25 @@ def prepare_files(paths: list[str], max_pixels: int = MAX_IMAGE_PIXELS) -> list[
 
 
 def prepared_stream(
-    paths: list[Path], max_pixels: int = MAX_IMAGE_PIXELS, workers: int | None = None
-) -> Iterator[tuple[Path, np.ndarray | None, str | None]]:
-    """(path, prepared digit or None, error or None) for each path, in order. With `workers` >
-    1 (default: one per core) and at least POOL_MIN_FILES files, worker processes decode and
-    prepare them, at most IN_FLIGHT chunks each at a time (memory stays flat however many files
-    there are).
+    paths: list[Path], max_pixels: int = MAX_IMAGE_PIXELS, workers: int = 0,
+    env: dict[str, str] | None = None,
+) -> Iterator[tuple[Path, np.ndarray | None, str | None]]:  # fmt: skip
+    """(path, prepared digit or None, error or None) for each path, in order. With `workers`
+    >= 1, that many worker processes (started with `env`: threads.Pools.worker_env caps their
+    BLAS threads) decode and prepare them, at most IN_FLIGHT chunks each at a time, so memory
+    stays flat however many files there are; with 0, this process does.
 
     The workers are plain `python -m mnist_edge.edge.images` processes fed through pipes, not a
     multiprocessing pool: a pool's "spawn" re-runs the caller's script in every worker (a script
     without an `if __name__ == "__main__"` guard would start workers without end), and "fork"
     copies a process whose inference engine runs threads, which can deadlock."""
-    import os
-
-    workers = (os.cpu_count() or 1) if workers is None else workers
-    if workers <= 1 or len(paths) < POOL_MIN_FILES:
+    if workers < 1 or not paths:
         for path in paths:
             ((digit, error),) = prepare_files([path], max_pixels)
             yield path, digit, error
         return
     chunks = [paths[i : i + POOL_CHUNK] for i in range(0, len(paths), POOL_CHUNK)]
-    with _Workers(min(workers, len(chunks)), max_pixels) as pool:
+    with _Workers(min(workers, len(chunks)), max_pixels, env) as pool:
         sent = 0
         for done, chunk in enumerate(chunks):
             while sent < len(chunks) and sent < done + IN_FLIGHT * pool.n:
@@ -363,14 +414,14 @@ def prepared_stream(
 class _Workers:
     """N worker processes; chunk i goes to worker i % N, whose answers come back in order."""
 
-    def __init__(self, n: int, max_pixels: int) -> None:
+    def __init__(self, n: int, max_pixels: int, env: dict[str, str] | None = None) -> None:
         import subprocess
         import sys
 
         self.n = n
         cmd = [sys.executable, "-m", "mnist_edge.edge.images", str(max_pixels)]
-        self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-                      for _ in range(n)]  # fmt: skip
+        self.procs = [subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                       env=env) for _ in range(n)]  # fmt: skip
 
     def send(self, i: int, paths: list[str]) -> None:
         import pickle

@@ -1,7 +1,11 @@
-"""Where every file of a model lives: the one place artifact names are spelled (torch-free).
+"""Every format a model comes in, and where its file lives: the one Format table (torch-free).
 
-`Layout(folder)` names the checkpoint, each exported format, the ORT operator config and the
-manifest inside one folder; `format_of(path)` tells an artifact's format from its name.
+`FORMATS` is the table every other module reads (the catalogue, export, tune, parity, the
+"missing file" errors): a format's file name in a model folder, the suffixes that tell it from a
+name, the precision it computes at unless asked otherwise, whether `export` writes it, whether it
+is a file an application deploys, and how to make it. `Layout(folder)` names the checkpoint,
+each format's file, the ORT operator config and the manifest inside one folder;
+`format_of(path)` tells an artifact's format from its name.
 """
 
 from __future__ import annotations
@@ -11,18 +15,71 @@ from pathlib import Path
 
 from .errors import ArtifactError
 
-CHECKPOINT = "mnist_cnn.pt"
+
+@dataclass(frozen=True)
+class Format:
+    """One file format of the model."""
+
+    name: str  # "onnx", "onnx-int8", ...
+    filename: str  # its file in a model folder
+    suffixes: tuple[str, ...]  # what format_of recognises it by
+    how: str  # how to make one (said when the file is missing)
+    precision: str = "fp32"  # what it computes at unless asked otherwise
+    exported: bool = False  # `mnist-edge export --format` writes it
+    deployable: bool = False  # a file an application ships (tune tries it)
+
+    @property
+    def task_judged(self) -> bool:
+        """Judged on the task (accuracy, agreement), not element by element: quantized files."""
+        return self.precision == "int8"
+
+
+# In the order export writes them (the ORT file is converted from the ONNX one).
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("checkpoint", "mnist_cnn.pt", (".pt", ".pth"),
+           "train one with `mnist-edge train` or pass --checkpoint"),
+    Format("onnx", "mnist_cnn.onnx", (".onnx",),
+           "export one with `mnist-edge export --format onnx`", exported=True, deployable=True),
+    Format("torchscript", "mnist_cnn.torchscript.pt", (".torchscript.pt", ".jit.pt", ".ts"),
+           "export one with `mnist-edge export --format torchscript`", exported=True,
+           deployable=True),
+    Format("pt2", "mnist_cnn.pt2", (".pt2",),
+           "export one with `mnist-edge export --format pt2`", exported=True, deployable=True),
+    Format("ort", "mnist_cnn.ort", (".ort",),
+           "export one with `mnist-edge export --format ort`", exported=True, deployable=True),
+    Format("onnx-int8", "mnist_cnn.int8.onnx", (".int8.onnx",),
+           "make one with `mnist-edge quantize`", precision="int8", deployable=True),
+)}  # fmt: skip
+EXPORTED = tuple(name for name, f in FORMATS.items() if f.exported)
+DEPLOYABLE = tuple(name for name, f in FORMATS.items() if f.deployable)
+# artifact file names by format (the checkpoint is not an artifact)
+FILENAMES = {name: f.filename for name, f in FORMATS.items() if name != "checkpoint"}
+CHECKPOINT = FORMATS["checkpoint"].filename
 MANIFEST = "manifest.json"
 ORT_CONFIG = "mnist_cnn.required_operators.config"
-FILENAMES = {
-    "onnx": "mnist_cnn.onnx",
-    "torchscript": "mnist_cnn.torchscript.pt",
-    "pt2": "mnist_cnn.pt2",
-    "ort": "mnist_cnn.ort",
-    "onnx-int8": "mnist_cnn.int8.onnx",
-}
-ONNX_RUNTIME_FORMATS = ("onnx", "onnx-int8", "ort")  # what runs without torch
-TORCH_FORMATS = ("checkpoint", "torchscript", "pt2")
+# longest suffix first: "x.int8.onnx" is onnx-int8, not onnx
+_SUFFIXES = sorted(((s, f.name) for f in FORMATS.values() for s in f.suffixes),
+                   key=lambda pair: -len(pair[0]))  # fmt: skip
+
+
+def get(fmt: str) -> Format:
+    if fmt not in FORMATS:
+        raise ArtifactError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    return FORMATS[fmt]
+
+
+def missing(path: Path | str, fmt: str) -> ArtifactError:
+    """The error for a model file that is not there: where, and how to make one."""
+    how = FORMATS[fmt].how if fmt in FORMATS else "export one with `mnist-edge export`"
+    return ArtifactError(f"no model at {path} ({fmt}); {how}")
+
+
+def require(path: Path | str, fmt: str) -> Path:
+    """`path`, when it is a file; the `missing` error otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise missing(path, fmt)
+    return path
 
 
 @dataclass(frozen=True)
@@ -37,15 +94,11 @@ class Layout:
         return cls(Path(path).parent)
 
     def artifact(self, fmt: str) -> Path:
-        if fmt == "checkpoint":
-            return self.checkpoint
-        if fmt not in FILENAMES:
-            raise ArtifactError(f"unknown format {fmt!r}; known: {', '.join(FILENAMES)}")
-        return self.root / FILENAMES[fmt]
+        return self.root / get(fmt).filename
 
     @property
     def checkpoint(self) -> Path:
-        return self.root / CHECKPOINT
+        return self.artifact("checkpoint")
 
     # the exported formats by name (Layout(d).onnx == Layout(d).artifact("onnx"), ...)
     onnx = property(lambda self: self.artifact("onnx"))
@@ -66,17 +119,7 @@ class Layout:
 def format_of(path: Path | str) -> str:
     """An artifact's format from its file name (a checkpoint is "checkpoint")."""
     name = Path(path).name
-    for suffix, fmt in (
-        (".int8.onnx", "onnx-int8"),
-        (".onnx", "onnx"),
-        (".ort", "ort"),
-        (".pt2", "pt2"),
-        (".torchscript.pt", "torchscript"),
-        (".jit.pt", "torchscript"),
-        (".ts", "torchscript"),
-        (".pt", "checkpoint"),
-        (".pth", "checkpoint"),
-    ):
+    for suffix, fmt in _SUFFIXES:
         if name.endswith(suffix):
             return fmt
     raise ArtifactError(

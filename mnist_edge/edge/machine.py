@@ -7,6 +7,8 @@ import os
 import platform
 import sys
 
+from .errors import ConfigError
+
 PACKAGES = ("mnist-edge", "numpy", "onnxruntime", "onnx", "torch", "torchvision")
 
 
@@ -143,8 +145,6 @@ MAX_THREADS = 256  # more threads than this is a typo, and torch crashes on some
 
 def check_threads(threads: int | None, what: str = "threads") -> int | None:
     """`threads` when it is None or 1..MAX_THREADS; a ConfigError naming it otherwise."""
-    from .errors import ConfigError
-
     if threads is not None and not 1 <= threads <= MAX_THREADS:
         raise ConfigError(f"{what} must be 1..{MAX_THREADS}, got {threads}")
     return threads

@@ -1,9 +1,10 @@
 """Do the exported models give PyTorch's answers? compare(...) -> result objects; no printing.
 
-Semantics follow Polygraphy's comparator: per output, the max/mean/median/p99 of the absolute and
-relative differences (relative = |candidate - reference| / |reference|), and an element passes
-when it is within atol OR within rtol of the reference. Beyond the tensors it judges the task:
-argmax agreement and each model's accuracy against the labels.
+Semantics follow Polygraphy's comparator (metrics.DiffStats): per output, the max/mean/median/p99
+of the absolute and relative differences (relative = |candidate - reference| / |reference|), and
+an element passes when it is within atol OR within rtol of the reference. Beyond the tensors it
+judges the task: argmax agreement and each model's accuracy against the labels. The test split
+comes in as a value (a command loads it once).
 """
 
 from __future__ import annotations
@@ -11,19 +12,20 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
-from . import policy, spec
+from . import layout, policy, spec
+from .data import Split, batches
 from .errors import ArtifactError, ConfigError
+from .metrics import EPS, DiffStats, TaskRule, decisive_rows
+from .runners import Runner, load_runner
 
-if TYPE_CHECKING:
-    from .runners import Runner
+__all__ = ["VerifyConfig", "TaskRule", "InputGroup", "GroupResult", "ArtifactResult",
+           "ParityReport", "compare", "decisive_rows", "input_groups", "check", "check_against",
+           "task_rule", "ATOL", "RTOL", "EPS"]  # fmt: skip
 
 ATOL, RTOL = policy.ATOL, policy.RTOL  # the elementwise rule (why these values: policy.py)
-EPS = 1e-12  # keeps the relative difference finite where the reference is 0
-TASK_JUDGED = ("onnx-int8",)
 TASK_GROUP = "test set"  # the group a task-judged artifact is judged on
 
 
@@ -32,8 +34,6 @@ class VerifyConfig:
     """How to check artifacts: against what, on which data, with which tolerances."""
 
     reference: str | None = None  # a checkpoint or an artifact; None skips the check
-    data_dir: str | None = None
-    test_limit: int | None = None  # None: the whole test set
     atol: float = ATOL
     rtol: float = RTOL
     threads: int | None = None
@@ -45,55 +45,6 @@ class VerifyConfig:
             value = getattr(self, name)
             if not (np.isfinite(value) and value >= 0):
                 raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
-
-
-@dataclass(frozen=True)
-class TaskRule:
-    """The INT8 rule: judged on the task, not the tensors. The quantization gate and parity both
-    use it; QuantConfig sets it and the INT8 model's metadata carries it to later checks."""
-
-    max_accuracy_drop: float = policy.INT8_MAX_ACCURACY_DROP  # points against the reference
-    min_argmax_agreement: float = policy.INT8_MIN_AGREEMENT  # percent with the reference's answer
-    # log-probability differences are still reported, against these looser tolerances
-    atol: float = policy.INT8_ATOL
-    rtol: float = policy.INT8_RTOL
-
-    KEYS: ClassVar[tuple[str, ...]] = ("max_accuracy_drop", "min_argmax_agreement")
-
-    def __post_init__(self) -> None:
-        if not self.max_accuracy_drop >= 0:  # also refuses NaN
-            raise ConfigError(f"the accuracy drop limit must be >= 0 points, got "
-                              f"{self.max_accuracy_drop}")  # fmt: skip
-        if not 0 <= self.min_argmax_agreement <= 100:
-            raise ConfigError(f"the minimum argmax agreement must be 0..100%, got "
-                              f"{self.min_argmax_agreement}")  # fmt: skip
-
-    def passes(self, reference_accuracy: float, accuracy: float, agreement: float) -> bool:
-        return (
-            reference_accuracy - accuracy <= self.max_accuracy_drop + 1e-9
-            and agreement >= self.min_argmax_agreement - 1e-9
-        )
-
-    def to_metadata(self) -> dict[str, str]:
-        return {f"{spec.METADATA_PREFIX}int8.{k}": str(getattr(self, k)) for k in self.KEYS}
-
-    @classmethod
-    def deployment(cls) -> TaskRule:
-        """The rule a deployment path must keep (tune, bf16): policy.DEPLOY_*."""
-        return cls(policy.DEPLOY_MAX_ACCURACY_DROP, policy.DEPLOY_MIN_AGREEMENT)
-
-    @classmethod
-    def from_metadata(cls, meta: dict[str, str]) -> TaskRule:
-        """The rule an INT8 model was made under (defaults for models without it)."""
-        kw = {}
-        for key in cls.KEYS:
-            raw = meta.get(f"{spec.METADATA_PREFIX}int8.{key}")
-            if raw:
-                try:
-                    kw[key] = float(raw)
-                except ValueError:
-                    pass
-        return cls(**kw)
 
 
 @dataclass(frozen=True)
@@ -113,8 +64,6 @@ class InputGroup:
     def batches(self) -> Iterator[np.ndarray]:
         """Normalised float32 (B, 1, 28, 28) batches, made one at a time (bounded memory)."""
         if self.inputs.dtype == np.uint8:
-            from .data import batches
-
             yield from batches(self.inputs, self.batch_size)
         else:
             for i in range(0, len(self.inputs), self.batch_size):
@@ -246,26 +195,6 @@ class ParityReport:
         }
 
 
-def decisive_rows(reference: np.ndarray, atol: float = ATOL, rtol: float = RTOL) -> np.ndarray:
-    """(N,) bool: rows whose top class no candidate within tolerance can change. An element
-    passes within max(atol, rtol * |reference|) of the reference, so the top class is safe only
-    where it beats every other class by more than both their tolerances together."""
-    ref = np.asarray(reference, np.float64)
-    rows = np.arange(len(ref))
-    with np.errstate(invalid="ignore", over="ignore"):
-        slack = np.maximum(atol, rtol * np.abs(ref))
-        top = ref.argmax(1)
-        margin = (ref[rows, top] - slack[rows, top])[:, None] - (ref + slack)
-        margin[rows, top] = np.inf
-        return (margin > 0).all(1)  # NaN anywhere in a row: not decisive
-
-
-def _accuracy(outputs: np.ndarray, labels: np.ndarray | None) -> float | None:
-    if labels is None:
-        return None
-    return float((outputs.argmax(1) == labels).mean() * 100)
-
-
 def compare(
     name: str,
     reference: np.ndarray,
@@ -280,52 +209,23 @@ def compare(
         raise ArtifactError(
             f"{name}: candidate output shape {candidate.shape} differs from {reference.shape}"
         )
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf in the percentiles is fine
-        return _compare(name, reference, candidate, atol, rtol, labels)
+    stats = DiffStats(atol, rtol)
+    stats.add(reference, candidate, labels)
+    return group_result(name, stats)
 
 
-def _compare(
-    name: str,
-    reference: np.ndarray,
-    candidate: np.ndarray,
-    atol: float,
-    rtol: float,
-    labels: np.ndarray | None,
-) -> GroupResult:
-    ref = reference.astype(np.float64)
-    cand = candidate.astype(np.float64)
-    abs_diff = np.abs(cand - ref)
-    abs_diff[~np.isfinite(abs_diff) & ~(ref == cand)] = np.inf  # NaN or inf vs finite: fails
-    abs_diff[ref == cand] = 0.0  # also equal infinities
-    rel_diff = abs_diff / (np.abs(ref) + EPS)
-    ok = (abs_diff <= atol) | (rel_diff <= rtol)
-    beyond_rtol = abs_diff[rel_diff > rtol]
-    beyond_atol = rel_diff[abs_diff > atol]
-    keep = decisive_rows(ref, atol, rtol)
-    same = ref.argmax(1) == cand.argmax(1)
+def group_result(name: str, s: DiffStats) -> GroupResult:
+    """A GroupResult from the differences one group accumulated."""
+    ref_accuracy, cand_accuracy = s.accuracies()
     return GroupResult(
-        name=name,
-        n=len(ref),
-        atol=atol,
-        rtol=rtol,
-        max_abs_diff=float(abs_diff.max()),
-        mean_abs_diff=float(abs_diff.mean()),
-        median_abs_diff=float(np.median(abs_diff)),
-        p99_abs_diff=float(np.percentile(abs_diff, 99)),
-        max_rel_diff=float(rel_diff.max()),
-        mean_rel_diff=float(rel_diff.mean()),
-        median_rel_diff=float(np.median(rel_diff)),
-        p99_rel_diff=float(np.percentile(rel_diff, 99)),
-        min_atol=float(beyond_rtol.max()) if beyond_rtol.size else 0.0,
-        min_rtol=float(beyond_atol.max()) if beyond_atol.size else 0.0,
-        failing_elements=int((~ok).sum()),
-        argmax_agreement=float(same.mean() * 100),
-        reference_accuracy=_accuracy(ref, labels),
-        candidate_accuracy=_accuracy(cand, labels),
-        passed=bool(ok.all()),
-        decisive_agreement=float(same[keep].mean() * 100) if keep.any() else 100.0,
-        near_ties=int((~keep).sum()),
-    )
+        name=name, n=s.rows, atol=s.atol, rtol=s.rtol, max_abs_diff=s.max_abs,
+        mean_abs_diff=s.mean_abs, median_abs_diff=s.median_abs(), p99_abs_diff=s.p99_abs(),
+        max_rel_diff=s.max_rel, mean_rel_diff=s.mean_rel, median_rel_diff=s.median_rel(),
+        p99_rel_diff=s.p99_rel(), min_atol=s.min_atol, min_rtol=s.min_rtol,
+        failing_elements=s.failing, argmax_agreement=s.argmax_agreement,
+        reference_accuracy=ref_accuracy, candidate_accuracy=cand_accuracy, passed=s.passed,
+        decisive_agreement=s.decisive_agreement, near_ties=s.near_ties,
+    )  # fmt: skip
 
 
 def input_groups(
@@ -361,7 +261,8 @@ def run_groups(runner: Runner, groups: list[InputGroup]) -> list[np.ndarray]:
 def task_rule(runner: Runner) -> TaskRule | None:
     """How a run is judged: fp32 on the tensors (None), int8 by the rule its file carries, bf16
     by the deployment rule (reduced precision changes the numbers, so the task is judged)."""
-    if runner.precision == "int8" or runner.format in TASK_JUDGED:
+    task_judged = runner.format in layout.FORMATS and layout.FORMATS[runner.format].task_judged
+    if runner.precision == "int8" or task_judged:
         return TaskRule.from_metadata(runner.metadata)
     if runner.precision == "bf16":
         return TaskRule.deployment()
@@ -403,9 +304,8 @@ def check(
 def check_against(
     reference: Path | str,
     artifacts: list[Path | str],
+    test: Split,
     *,
-    data_dir: str | None = None,
-    test_limit: int | None = None,
     atol: float = ATOL,
     rtol: float = RTOL,
     threads: int | None = None,
@@ -413,18 +313,28 @@ def check_against(
     precision: str | None = None,
 ) -> ParityReport:
     """Parity of artifacts against a reference (a checkpoint's PyTorch model, or another
-    artifact such as the fp32 ONNX) on the official test set and the edge inputs; the artifacts
-    run on `backend` at `precision` when given, the reference on its format's own backend."""
-    from .data import load_split
-    from .runners import load_runner
+    artifact such as the fp32 ONNX) on `test` and the edge inputs; the artifacts run on
+    `backend` at `precision` when given, the reference on its format's own backend."""
+    candidates, ref = load_all(reference, artifacts, threads=threads, backend=backend,
+                               precision=precision)  # fmt: skip
+    return check_loaded(ref, candidates, test, atol=atol, rtol=rtol, reference_name=str(reference))
 
+
+def load_all(reference: Path | str, artifacts: list[Path | str], *, threads: int | None = None,
+             backend: str | None = None,
+             precision: str | None = None) -> tuple[list[Runner], Runner]:  # fmt: skip
+    """(candidates, reference) loaded: everything the user named, before any data is read, so
+    that a bad file fails fast."""
     if not artifacts:
         raise ArtifactError("no artifacts to check; export some with `mnist-edge export`")
-    # Load everything the user named before the data: a bad file fails fast.
     candidates = [load_runner(path, threads=threads, backend=backend, precision=precision)
                   for path in artifacts]  # fmt: skip
-    ref = load_runner(reference, threads=threads)
-    test = load_split("test", data_dir, test_limit)
+    return candidates, load_runner(reference, threads=threads)
+
+
+def check_loaded(ref: Runner, candidates: list[Runner], test: Split, *, atol: float = ATOL,
+                 rtol: float = RTOL, reference_name: str = "") -> ParityReport:  # fmt: skip
+    """Parity of loaded candidates against a loaded reference on `test` and the edge inputs."""
     groups = input_groups(test.images, test.labels)
     results = check(ref, candidates, groups, atol=atol, rtol=rtol)
-    return ParityReport(results, atol=atol, rtol=rtol, checkpoint=str(reference))
+    return ParityReport(results, atol=atol, rtol=rtol, checkpoint=reference_name or str(ref.path))

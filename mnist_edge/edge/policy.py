@@ -1,7 +1,10 @@
-"""Every threshold that decides a verdict, and the inference batch, in one place (numbers only).
+"""Every threshold that decides a verdict, and every default the commands and their configs
+share, in one place (numbers only). Configs take their defaults from here and the CLI shows the
+same values (tests/test_cli.py holds every option's default against its config's).
 
-Each is recorded with the verdict it decided (parity reports carry their tolerances, INT8 models
-and deployment profiles their rule), so a later reader judges by the rule that was applied.
+Each threshold is recorded with the verdict it decided (parity reports carry their tolerances,
+INT8 models and deployment profiles their rule, bench reports their regression limit), so a later
+reader judges by the rule that was applied.
 """
 
 from __future__ import annotations
@@ -20,6 +23,9 @@ INT8_MIN_AGREEMENT = 99.0
 # log-probability differences of INT8 files are reported against these looser tolerances
 INT8_ATOL = 0.5
 INT8_RTOL = 0.1
+# Layerwise parity of an INT8 file: a layer passes at this SQNR (dB) or more. Its layers sit at
+# ~14-19 dB here; a broken one falls far below (README, "where an export diverges").
+MIN_SQNR_DB = 10.0
 
 # The deployment rule: what `mnist-edge tune` asks of every (backend, precision, threads) before
 # it may be picked, and what parity asks of a bf16 run. Stricter than the INT8 gate: a path is
@@ -27,9 +33,20 @@ INT8_RTOL = 0.1
 DEPLOY_MAX_ACCURACY_DROP = 0.1
 DEPLOY_MIN_AGREEMENT = 99.8
 
+# bench: the server scenario is valid while its p99 stays under this bound (MLPerf's rule), and
+# `bench --compare` calls a case a regression when its p50 rises, or its throughput falls, by
+# more than this percent against the baseline.
+SERVER_LATENCY_BOUND_MS = 20.0
+MAX_REGRESSION_PCT = 20.0
+
 # Images per inference call wherever mnist-edge feeds a model a set of images (predict,
 # evaluate, parity, INT8 calibration, tune's gate). Peak memory grows with the batch (~1.4 MB
 # an image) while throughput stops improving past ~100 images: the 10,000 test images peaked at
 # 14.7 GB in one call and at 254 MB in chunks of 128, at the same images/s
 # (benchmarks/results/predict_memory.json).
 BATCH = 128
+
+# How much data each check uses by default.
+CALIBRATION_SIZE = 512  # training images INT8 calibration sees
+TUNE_TEST_LIMIT = 2000  # test digits tune gates every case on
+DOCTOR_IMAGES = 1000  # test digits the quantization doctor compares layers on

@@ -1,15 +1,16 @@
 """The backend catalogue and load_runner(): the one place that builds a model to run.
 
-Three separate axes (STYLE.md): the file **format** (checkpoint, torchscript, pt2, onnx,
-onnx-int8, ort: layout.format_of tells it from the name), the **backend** that runs it (an
-engine: onnxruntime, openvino, torch) and the **precision** it computes in (fp32, bf16, int8).
-One runner interface for all: a Runner takes normalised float32 (N, 1, 28, 28) and gives float32
-(N, 10). Benchmarks, parity, evaluation, the Predictor and the tuner all go through here.
+Three separate axes (STYLE.md): the file **format** (layout.FORMATS: checkpoint, onnx,
+torchscript, pt2, ort, onnx-int8; layout.format_of tells it from the name), the **backend** that
+runs it (an engine: onnxruntime, openvino, torch) and the **precision** it computes in (fp32,
+bf16, int8). One runner interface for all (backends/base.py): a Runner takes normalised float32
+(N, 1, 28, 28), checked before the engine runs, and gives float32 (N, 10). Benchmarks, parity,
+evaluation, the Predictor and the tuner all go through here.
 
 Each backend is one module with two functions,
 
     precisions(fmt) -> tuple[str, ...]     what it can run that format at, on this machine
-    load(path, fmt, precision, threads) -> Runner
+    load(path, fmt, precision, threads[, spin]) -> Runner   (spin: threads.Pools.spin)
 
 and one entry in BACKENDS naming the module (imported only when the backend is first used, so
 the torch backend costs the edge install nothing), the formats it opens, its named cases (what
@@ -19,22 +20,27 @@ the torch backend costs the edge install nothing), the formats it opens, its nam
 
 from __future__ import annotations
 
+import fnmatch
 import importlib
+import inspect
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .errors import ArtifactError, ConfigError, MissingDependency, missing_dependency
-from .layout import format_of
+from . import layout, policy
+from .backends.base import Runner
+from .data import batches
+from .errors import ConfigError, MissingDependency, missing_dependency
 from .machine import check_threads, has_module
 
+__all__ = ["Backend", "BACKENDS", "Runner", "register", "unregister", "cases", "case_name",
+           "select_cases", "default_backend", "backend_named", "load_runner",
+           "outputs"]  # fmt: skip
+
 PRECISIONS = ("fp32", "bf16", "int8")
-FORMATS = ("onnx", "onnx-int8", "ort", "checkpoint", "torchscript", "pt2")
-# the precision a format runs at unless asked otherwise: a quantized file computes in int8
-NATIVE_PRECISION = {"onnx-int8": "int8"}
+FORMATS = tuple(layout.FORMATS)
 EXTRA_FILE = "mnist_edge.json"  # metadata inside TorchScript / .pt2 archives
 
 
@@ -126,6 +132,21 @@ def case_name(backend: str, fmt: str, precision: str) -> str:
     return f"{backend}:{fmt}:{precision}"
 
 
+def select_cases(names: tuple[str, ...] | list[str], *,
+                 flag: str = "--backends") -> tuple[str, ...]:  # fmt: skip
+    """Case names, each given as a name or a shell pattern ("openvino*", "*-int8"), expanded in
+    catalogue order; a name or pattern that matches no case is a ConfigError naming them."""
+    known = list(cases())
+    chosen: list[str] = []
+    for name in names:
+        found = [c for c in known if fnmatch.fnmatchcase(c, name)]
+        if not found:
+            raise ConfigError(f"unknown backend {name}; {flag} takes case names or patterns: "
+                              f"{', '.join(known)}")  # fmt: skip
+        chosen += [c for c in found if c not in chosen]
+    return tuple(c for c in known if c in chosen)
+
+
 def default_backend(fmt: str) -> Backend:
     """The first registered backend that opens `fmt` (onnxruntime for ONNX Runtime formats)."""
     for backend in BACKENDS.values():
@@ -140,32 +161,6 @@ def backend_named(name: str) -> Backend:
     return BACKENDS[name]
 
 
-@dataclass
-class Runner:
-    """One loaded model: numpy in, numpy out."""
-
-    path: Path
-    format: str  # one of FORMATS
-    fn: Callable[[np.ndarray], np.ndarray] = field(repr=False)
-    load_ms: float = 0.0  # time to load the file and build the session / module
-    metadata: dict[str, str] = field(default_factory=dict)  # the artifact's own metadata
-    threads: int | None = None
-    session: object | None = field(default=None, repr=False)  # the engine's own object
-    backend: str = ""
-    precision: str = "fp32"
-
-    @property
-    def name(self) -> str:
-        """Its case name (bench, tune): "onnxruntime", "openvino-bf16", ..."""
-        return case_name(self.backend, self.format, self.precision)
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """(N, 10) outputs for a normalised float32 (N, 1, 28, 28) batch."""
-        return self.fn(batch)
-
-    __call__ = run
-
-
 def load_runner(
     source: Path | str,
     *,
@@ -173,12 +168,14 @@ def load_runner(
     threads: int | None = None,
     backend: str | None = None,
     precision: str | None = None,
+    spin: bool = True,
 ) -> Runner:
     """A Runner for a checkpoint or an exported artifact: the format from the file name unless
     given, the backend the first that opens that format unless given, the precision the
-    format's own (int8 for a quantized file, else fp32) unless given."""
+    format's own (int8 for a quantized file, else fp32) unless given. `spin` False keeps idle
+    engine threads from busy-waiting (threads.Pools.spin)."""
     path = Path(source)
-    fmt = fmt or format_of(path)
+    fmt = fmt or layout.format_of(path)
     if fmt not in FORMATS and not any(fmt in b.formats for b in BACKENDS.values()):
         raise ConfigError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
     engine = backend_named(backend) if backend else default_backend(fmt)
@@ -188,11 +185,12 @@ def load_runner(
             f"{', '.join(engine.formats)}"
         )
     check_threads(threads)
-    precision = precision or NATIVE_PRECISION.get(fmt, "fp32")
+    native = layout.FORMATS[fmt].precision if fmt in layout.FORMATS else "fp32"
+    precision = precision or native
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose from {', '.join(PRECISIONS)}")
     if fmt != "checkpoint" and not path.is_file():
-        raise ArtifactError(f"no model at {path} ({fmt}); export one with `mnist-edge export`")
+        raise layout.missing(path, fmt)
     offered = engine.precisions(fmt)
     if precision not in offered:
         why = getattr(engine.impl(), "WHY_NOT", {}).get(precision, "")
@@ -201,16 +199,18 @@ def load_runner(
             f"{precision}" + (f": {why}" if why else "")
         )
     t0 = time.perf_counter()
-    runner = engine.impl().load(path, fmt, precision, threads)
+    impl = engine.impl()
+    if "spin" in inspect.signature(impl.load).parameters:
+        runner = impl.load(path, fmt, precision, threads, spin=spin)
+    else:  # a backend written before spin was a choice
+        runner = impl.load(path, fmt, precision, threads)
     runner.format, runner.threads, runner.backend, runner.precision = (
         fmt, threads, engine.name, precision)  # fmt: skip
+    runner.case = case_name(engine.name, fmt, precision)
     runner.load_ms = (time.perf_counter() - t0) * 1e3
     return runner
 
 
 def outputs(runner: Runner, images: np.ndarray, batch_size: int | None = None) -> np.ndarray:
     """(N, 10) outputs for uint8 (N, 28, 28) images, fed in batches through data.batches."""
-    from .data import batches
-    from .policy import BATCH
-
-    return np.concatenate([runner(b) for b in batches(images, batch_size or BATCH)])
+    return np.concatenate([runner(b) for b in batches(images, batch_size or policy.BATCH)])

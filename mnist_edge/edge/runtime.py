@@ -1,18 +1,16 @@
 """Inference for applications: numpy and onnxruntime (OpenVINO when installed), no torch.
 
-Loading and running are separate (as in Polygraphy): `load_session` builds an ONNX Runtime
-`InferenceSession` with explicit options and checks that the model is an MNIST classifier (the
-onnxruntime backend uses it). `Predictor` wraps one runner of the catalogue (runners.py: any
-backend, format and precision) with the preprocessing contract read from the model's metadata,
-feeds it at most `max_batch` images per call (bounded memory), reads images (`prepare_image`,
-Pillow imported lazily) and streams folders of files (`predict_files`).
-`Predictor.pretrained()` loads the model shipped inside the package; `Predictor.from_profile()`
-what `mnist-edge tune` chose on this CPU.
+`Predictor` wraps one runner of the catalogue (runners.py: any backend, format and precision)
+with the preprocessing contract read from the model's metadata, feeds it at most `max_batch`
+images per call (bounded memory), reads images (`prepare_image`, Pillow imported lazily) and
+streams files (`predict_files`, with worker processes preparing them). `Predictor.pretrained()`
+loads the model shipped inside the package; `Predictor.from_profile()` what `mnist-edge tune`
+chose on this CPU. Building an ONNX Runtime session alone is `load_session` (the onnxruntime
+backend's, re-exported here).
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,13 +18,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
-import onnxruntime as ort
 
-from . import policy, spec
-from .errors import ArtifactError, InputError, reading
-from .images import IMAGE_SUFFIXES, MAX_IMAGE_PIXELS, prepare_image
+from . import policy, spec, threads
+from . import profile as profiles
+from .backends.onnxruntime import load_session
+from .errors import ArtifactError, InputError
+from .images import MAX_IMAGE_PIXELS, prepare_image, prepared_stream
 from .layout import FILENAMES
-from .machine import check_threads
+from .runners import load_runner
 
 if TYPE_CHECKING:  # Pillow is imported lazily, only for image files
     from PIL import Image
@@ -36,77 +35,6 @@ __all__ = ["Predictor", "Prediction", "FileResult", "load_session", "prepare_ima
 
 MAX_BATCH = policy.BATCH  # images per model call (bounded memory: policy.py says why)
 PACKAGED = Path(__file__).parent / "models"  # the pretrained model shipped in the package
-
-
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Options tuned for one small CNN on a few CPU cores (see benchmarks/README.md)."""
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = check_threads(threads) or 0  # 0 = one per physical core
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3  # errors only: no warnings on stderr in applications
-    return opts
-
-
-def _dims(shape: list) -> list:
-    return [d if isinstance(d, int) else None for d in shape]  # symbolic dims -> None
-
-
-def check_io(session: ort.InferenceSession, path: Path | str = "model") -> tuple[str, str]:
-    """(input name, output name) after checking the model takes (N, 1, 28, 28) and gives (N, 10)."""
-    inputs, outputs = session.get_inputs(), session.get_outputs()
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ArtifactError(
-            f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; "
-            "an MNIST classifier has one of each"
-        )
-    inp, out = inputs[0], outputs[0]
-    side = spec.IMAGE_SIZE
-    if inp.type != "tensor(float)" or _dims(inp.shape)[1:] != [spec.CHANNELS, side, side]:
-        raise ArtifactError(
-            f"{path} expects {inp.type} {inp.shape} as input {inp.name!r}; "
-            f"an MNIST classifier takes float (N, 1, {side}, {side})"
-        )
-    if len(out.shape) != 2 or _dims(out.shape)[1] != spec.NUM_CLASSES:
-        raise ArtifactError(
-            f"{path} gives {out.shape} as output {out.name!r}; "
-            f"an MNIST classifier gives (N, {spec.NUM_CLASSES})"
-        )
-    return inp.name, out.name
-
-
-def load_session(
-    path: Path | str,
-    *,
-    threads: int | None = None,
-    providers: tuple[str, ...] = ("CPUExecutionProvider",),
-    options: ort.SessionOptions | None = None,
-) -> ort.InferenceSession:
-    """An InferenceSession for an .onnx or .ort file, checked to be an MNIST classifier."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"no model at {path}; export one with `mnist-edge export`")
-    with reading(path, "a loadable ONNX model", ArtifactError):
-        session = ort.InferenceSession(
-            os.fspath(path), sess_options=options or session_options(threads), providers=providers
-        )
-    check_io(session, path)
-    return session
-
-
-def raw_session(model: bytes, *, threads: int | None = None) -> ort.InferenceSession:
-    """A session for a serialised model that is not an MNIST classifier as such (the roofline's
-    MatMul, a copy with layer outputs exposed), with the same options as every other session."""
-    with reading("the model built in memory", "loadable by ONNX Runtime", ArtifactError):
-        return ort.InferenceSession(
-            model, sess_options=session_options(threads), providers=["CPUExecutionProvider"]
-        )
-
-
-def model_metadata(session: ort.InferenceSession) -> dict[str, str]:
-    """The model's metadata_props (custom_metadata_map)."""
-    return dict(session.get_modelmeta().custom_metadata_map)
 
 
 @dataclass(frozen=True)
@@ -158,15 +86,14 @@ class Predictor:
         precision: str | None = None,
         max_batch: int = policy.BATCH,
         max_image_pixels: int = MAX_IMAGE_PIXELS,
+        spin: bool = True,
     ) -> None:
-        from .runners import load_runner
-
         if max_batch < 1 or max_image_pixels < 1:
             raise InputError("max_batch and max_image_pixels must be at least 1")
         self.max_batch, self.max_image_pixels = max_batch, max_image_pixels
         self.path = Path(path)
         self.runner = load_runner(self.path, threads=threads, backend=backend,
-                                  precision=precision)  # fmt: skip
+                                  precision=precision, spin=spin)  # fmt: skip
         contract = spec.Contract.from_metadata(self.runner.metadata)
         self.contract_from_model = contract is not None
         if contract is None:
@@ -230,11 +157,10 @@ class Predictor:
     def from_profile(cls, profile: Path | str, **kwargs: object) -> Predictor:
         """The model, backend, precision and threads that `mnist-edge tune` chose on this CPU
         (a profile tuned on a CPU with other flags, or whose model changed, is refused)."""
-        from .tune import read_profile
-
-        p = read_profile(profile)
-        opts = {"threads": p["threads"], "backend": p["backend"], "precision": p["precision"]}
-        return cls(p["model_path"], **{**opts, **kwargs})  # type: ignore[arg-type]
+        loaded = profiles.read(profile)
+        p = loaded.profile
+        opts = {"threads": p.threads, "backend": p.backend, "precision": p.precision}
+        return cls(loaded.model_path, **{**opts, **kwargs})  # type: ignore[arg-type]
 
     @classmethod
     def pretrained(cls, *, int8: bool = False, **kwargs: object) -> Predictor:
@@ -278,11 +204,12 @@ class Predictor:
         workers: int | None = None,
     ) -> Iterator[FileResult]:
         """One FileResult per file, in order; a file that cannot be read gets its error, and the
-        stream goes on. Worker processes decode and prepare the files (`workers`, default one
-        per core, for a few hundred files or more); this process runs the model on them,
-        `batch_size` at a time."""
-        from .images import prepared_stream
-
+        stream goes on. `workers` processes decode and prepare the files while this one runs the
+        model on them, `batch_size` at a time; by default as many as the cores this Predictor's
+        engine threads leave free (threads.for_files), none for a few files."""
+        paths = list(paths)
+        pools = threads.for_files(len(paths), threads=self.runner.threads or threads.cores(),
+                                  workers=workers)  # fmt: skip
         pending: list[tuple[Path, np.ndarray]] = []
 
         def flush() -> Iterator[FileResult]:
@@ -291,7 +218,8 @@ class Predictor:
                 yield FileResult(str(path), best[0][0], best[0][1], best)
             pending.clear()
 
-        for path, digit, error in prepared_stream(list(paths), self.max_image_pixels, workers):
+        stream = prepared_stream(paths, self.max_image_pixels, pools.workers, pools.worker_env())
+        for path, digit, error in stream:
             if error is not None:
                 yield from flush() if pending else ()
                 yield FileResult(str(path), error=error)
@@ -317,28 +245,6 @@ class FileResult:
         return {"file": self.file, "label": self.label, "confidence": self.confidence,
                 "top": [{"label": c, "probability": p} for c, p in self.top],
                 "error": self.error}  # fmt: skip
-
-
-def expand_inputs(items: Iterable[str | Path]) -> list[Path]:
-    """Files, folders (their image files, recursively) and glob patterns -> a stable, sorted
-    list of paths. A name that matches nothing is kept, so that it gets its own error row; so is
-    an image name in a folder that is not a readable file (a broken link, a FIFO, a device),
-    which is refused without being opened."""
-    import glob  # only for folders and patterns: not on the way to a first prediction
-
-    out: list[Path] = []
-    for item in items:
-        path = Path(item)
-        if path.is_dir():
-            found = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES]
-            out += sorted(p for p in found if not p.is_dir())
-        elif not path.exists() and glob.has_magic(str(item)):
-            out += sorted(
-                Path(p) for p in glob.glob(str(item), recursive=True) if not Path(p).is_dir()
-            )
-        else:
-            out.append(path)
-    return out
 
 
 def pretrained_path(*, int8: bool = False) -> Path:

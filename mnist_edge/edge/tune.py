@@ -12,34 +12,35 @@ backend is installed and whose precision this CPU offers is tried at each thread
 3. ranked: passing cases by the objective (latency: p50; throughput: images/s), then the rest.
 
 The winner is written as a deployment profile (deploy.json beside the model, listed in the
-manifest) with the CPU it was measured on; `Predictor.from_profile` and `predict --profile`
-use it, and refuse it on a CPU with other flags. Torch-free.
+manifest; profile.py) with the CPU it was measured on; `Predictor.from_profile` and `predict
+--profile` use it, and refuse it on a CPU with other flags. The test digits come in as a value.
+Torch-free.
 """
 
 from __future__ import annotations
 
 import gc
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .. import __version__
-from . import manifest, policy
-from .errors import ArtifactError, ConfigError, MnistEdgeError, reading
-from .files import sha256, utc_now, write_json
+from . import layout, manifest, policy
+from . import profile as profiles
+from .data import Split, batches
+from .errors import ConfigError, MnistEdgeError
+from .files import sha256
 from .layout import Layout
-from .machine import check_threads, cpu_flags, isa_class, measured_on, peak_rss_mb, reset_peak_rss
-from .parity import TaskRule
-from .runners import BACKENDS, Runner, load_runner
+from .machine import check_threads, measured_on, peak_rss_mb, reset_peak_rss
+from .metrics import TaskRule, accuracy, agreement
+from .runners import BACKENDS, Runner, load_runner, outputs, select_cases
+from .threads import cores
+from .timing import time_calls
 
-PROFILE_NAME = "deploy.json"
-PROFILE_KIND = "mnist-edge deployment profile"
+PROFILE_NAME = profiles.NAME
 OBJECTIVES = ("latency", "throughput")
-TUNED_FORMATS = ("onnx", "onnx-int8", "ort", "torchscript", "pt2")  # deployable files
+TUNED_FORMATS = layout.DEPLOYABLE  # the files an application deploys
 
 
 @dataclass(frozen=True)
@@ -48,14 +49,13 @@ class TuneConfig:
 
     model: str = str(Layout().onnx)  # the fp32 ONNX; the other formats' files lie beside it
     threads: tuple[int, ...] = ()  # () = 1 and every core
-    test_limit: int = 2000  # test digits each case is gated on
-    data_dir: str | None = None
+    test_limit: int = policy.TUNE_TEST_LIMIT  # the first test digits each case is gated on
     max_accuracy_drop: float = policy.DEPLOY_MAX_ACCURACY_DROP
     min_argmax_agreement: float = policy.DEPLOY_MIN_AGREEMENT
     objective: str = "latency"  # "latency" (batch-1 p50) or "throughput" (offline images/s)
     duration: float = 1.0  # seconds of timing per measurement
     offline_batch: int = 64
-    backends: tuple[str, ...] = ()  # () = every registered backend
+    backends: tuple[str, ...] = ()  # case names or patterns, as bench's (); () = every case
     profile: str | None = None  # where deploy.json goes (default: beside the model)
 
     def __post_init__(self) -> None:
@@ -68,9 +68,7 @@ class TuneConfig:
             raise ConfigError("the test limit and the offline batch must be at least 1")
         if not 0 < self.duration < 1e6:
             raise ConfigError(f"duration must be > 0 seconds, got {self.duration}")
-        unknown = [b for b in self.backends if b not in BACKENDS]
-        if unknown:
-            raise ConfigError(f"unknown backend {unknown[0]}; choose from {', '.join(BACKENDS)}")
+        select_cases(self.backends)  # every name or pattern matches a case
         self.rule  # noqa: B018  (validates the thresholds)
 
     @property
@@ -79,7 +77,7 @@ class TuneConfig:
 
     @property
     def thread_counts(self) -> tuple[int, ...]:
-        return self.threads or tuple(dict.fromkeys((1, os.cpu_count() or 1)))
+        return self.threads or tuple(dict.fromkeys((1, cores())))
 
     @property
     def profile_path(self) -> Path:
@@ -160,15 +158,12 @@ class TuneReport:
 
 def candidates(cfg: TuneConfig) -> tuple[list[Case], dict[str, str]]:
     """The cases to try here, and why each other one is not tried."""
-    model = Path(cfg.model)
-    if not model.is_file():
-        raise ArtifactError(f"no model at {model}; export one with `mnist-edge export`")
+    model = layout.require(cfg.model, "onnx")
+    wanted = select_cases(cfg.backends) if cfg.backends else None
     found, skipped = [], {}
     for backend in BACKENDS.values():
-        if cfg.backends and backend.name not in cfg.backends:
-            continue
         for name, (fmt, precision) in backend.cases.items():
-            if fmt not in TUNED_FORMATS:
+            if fmt not in TUNED_FORMATS or (wanted is not None and name not in wanted):
                 continue
             path = model if fmt == "onnx" else Layout.beside(model).artifact(fmt)
             if not backend.installed():
@@ -185,15 +180,19 @@ def candidates(cfg: TuneConfig) -> tuple[list[Case], dict[str, str]]:
     return found, skipped
 
 
-def tune(cfg: TuneConfig) -> TuneReport:
-    """Try every case, gate it, time it, rank them, write the winner's profile."""
-    from .bench import Timing, interleaved
-    from .data import batches, load_split
+def open_reference(cfg: TuneConfig) -> Runner:
+    """The fp32 model in ONNX Runtime, every case's reference (loaded before the data: a bad
+    file is named first)."""
+    return load_runner(cfg.model, fmt="onnx", backend="onnxruntime")
 
+
+def tune(cfg: TuneConfig, test: Split, reference: Runner | None = None) -> TuneReport:
+    """Try every case, gate it on the first cfg.test_limit digits of `test`, time it, rank them,
+    write the winner's profile."""
     cases, skipped = candidates(cfg)
-    fp32 = load_runner(cfg.model, fmt="onnx", backend="onnxruntime")  # a bad file before the data
-    test = load_split("test", cfg.data_dir, cfg.test_limit)
-    reference = _outputs(fp32, test.images)
+    fp32 = reference or open_reference(cfg)
+    test = test.head(cfg.test_limit)
+    expected = outputs(fp32, test.images)
     one = next(batches(test.images[:1], 1))
     many = next(batches(np.resize(test.images, (cfg.offline_batch, 28, 28)), cfg.offline_batch))
     trials = []
@@ -205,9 +204,9 @@ def tune(cfg: TuneConfig) -> TuneReport:
             try:
                 runner = _load(case, threads)
                 if gate is None:
-                    gate = _gate(runner, test.images, test.labels, reference, cfg.rule)
-                t1 = Timing.of(interleaved({"b1": (runner, one)}, None, cfg.duration)["b1"])
-                tn = Timing.of(interleaved({"bn": (runner, many)}, None, cfg.duration)["bn"])
+                    gate = _gate(runner, test.images, test.labels, expected, cfg.rule)
+                t1 = time_calls(runner, one, duration=cfg.duration)
+                tn = time_calls(runner, many, duration=cfg.duration)
             except MnistEdgeError as exc:
                 trials.append(Trial(case, threads, error=str(exc)))
                 continue
@@ -217,7 +216,7 @@ def tune(cfg: TuneConfig) -> TuneReport:
             del runner
     report = TuneReport(trials, cfg.objective, cfg.rule, len(test.labels), skipped)
     if report.best is not None:
-        report.profile = str(write_profile(cfg, report))
+        report.profile = str(write_profile(cfg, report, report.best))
     return report
 
 
@@ -226,78 +225,39 @@ def _load(case: Case, threads: int) -> Runner:
                        precision=case.precision, threads=threads)  # fmt: skip
 
 
-def _outputs(runner: Runner, images: np.ndarray) -> np.ndarray:
-    from .runners import outputs
-
-    return outputs(runner, images)
-
-
 def _gate(runner: Runner, images: np.ndarray, labels: np.ndarray, reference: np.ndarray,
           rule: TaskRule) -> dict[str, Any]:  # fmt: skip
     """The rule on the gate's test digits, against the fp32 reference's answers."""
-    out = _outputs(runner, images)
-    ref_accuracy = float((reference.argmax(1) == labels).mean() * 100)
-    accuracy = float((out.argmax(1) == labels).mean() * 100)
-    agreement = float((out.argmax(1) == reference.argmax(1)).mean() * 100)
-    return {"passed": rule.passes(ref_accuracy, accuracy, agreement), "accuracy": accuracy,
-            "reference_accuracy": ref_accuracy, "argmax_agreement": agreement,
+    out = outputs(runner, images)
+    ref_accuracy = accuracy(reference.argmax(1), labels)
+    got = accuracy(out.argmax(1), labels)
+    agree = agreement(out, reference)
+    return {"passed": rule.passes(ref_accuracy, got, agree), "accuracy": got,
+            "reference_accuracy": ref_accuracy, "argmax_agreement": agree,
             "max_abs_diff": float(np.abs(out - reference).max())}  # fmt: skip
 
 
-def write_profile(cfg: TuneConfig, report: TuneReport) -> Path:
+def write_profile(cfg: TuneConfig, report: TuneReport, best: Trial) -> Path:
     """deploy.json for the best trial, beside the model (listed in its folder's manifest)."""
-    best = report.best
-    assert best is not None
     path = cfg.profile_path
     model = Path(best.case.path)
-    profile = {
-        "kind": PROFILE_KIND,
-        "model": os.path.relpath(model.resolve(), path.parent.resolve()),
-        "model_sha256": sha256(model),
-        "backend": best.case.backend,
-        "format": best.case.format,
-        "precision": best.case.precision,
-        "threads": best.threads,
-        "case": best.case.name,
-        "objective": report.objective,
-        "measured": {k: getattr(best, k) for k in
-                     ("p50_ms", "p90_ms", "images_per_s", "load_ms", "peak_rss_mb")},
-        "gate": {k: getattr(best, k) for k in
-                 ("accuracy", "reference_accuracy", "argmax_agreement", "max_abs_diff")}
-                | {"test_images": report.test_images},
-        "rule": asdict(report.rule),
-        "machine": report.machine,
-        "created": utc_now(),
-        "mnist_edge_version": __version__,
-    }  # fmt: skip
-    write_json(path, profile)
-    manifest.register_profile(path.parent, path, profile)
+    profile = profiles.Profile(
+        model=profiles.relative_model(model, path), model_sha256=sha256(model),
+        backend=best.case.backend, format=best.case.format, precision=best.case.precision,
+        threads=best.threads, case=best.case.name, objective=report.objective,
+        measured={k: getattr(best, k) for k in
+                  ("p50_ms", "p90_ms", "images_per_s", "load_ms", "peak_rss_mb")},
+        gate={k: getattr(best, k) for k in
+              ("accuracy", "reference_accuracy", "argmax_agreement", "max_abs_diff")}
+        | {"test_images": report.test_images},
+        rule=asdict(report.rule), machine=report.machine,
+    )  # fmt: skip
+    profiles.write(path, profile)
+    manifest.register_profile(path.parent, path, asdict(profile))
     return path
 
 
 def read_profile(path: Path | str) -> dict[str, Any]:
-    """A deployment profile, checked to be one and to fit this CPU and its model file."""
-    path = Path(path)
-    if not path.is_file():
-        raise ArtifactError(f"no deployment profile at {path}; make one with `mnist-edge tune`")
-    with reading(path, "a deployment profile (JSON)", ArtifactError):
-        profile = json.loads(path.read_text())
-    keys = ("model", "model_sha256", "backend", "format", "precision", "threads", "machine")
-    if (
-        not isinstance(profile, dict)
-        or profile.get("kind") != PROFILE_KIND
-        or any(k not in profile for k in keys)
-    ):
-        raise ArtifactError(f"{path} is not a deployment profile made by `mnist-edge tune`")
-    theirs = profile["machine"].get("cpu_flags")
-    if theirs != cpu_flags():
-        raise ConfigError(
-            f"{path} was tuned on a CPU with other flags ({profile['machine'].get('isa_class')}: "
-            f"{' '.join(theirs or []) or 'none'}); this one is {isa_class()} "
-            f"({' '.join(cpu_flags()) or 'none'}): run `mnist-edge tune` on this machine"
-        )
-    model = Path(os.path.normpath(path.parent / profile["model"]))
-    if not model.is_file() or sha256(model) != profile["model_sha256"]:
-        raise ArtifactError(f"{path} names {model}, which is missing or changed since it was "
-                            "tuned: run `mnist-edge tune` again")  # fmt: skip
-    return {**profile, "model_path": str(model)}
+    """A deployment profile as a dict (profile.read checks it), with its model's path."""
+    loaded = profiles.read(path)
+    return {**asdict(loaded.profile), "model_path": str(loaded.model_path)}

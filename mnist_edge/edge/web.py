@@ -15,22 +15,28 @@ missing (never an HTML page in place of a wasm), nothing outside the folder, no 
 
 from __future__ import annotations
 
+import hashlib
 import http.server
 import json
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import urllib.parse
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ArtifactError, ConfigError, OutputError, missing_dependency, reading, reason
+import numpy as np
+
+from . import policy, spec
+from .backends.onnxruntime import load_session, model_metadata
+from .errors import ArtifactError, ConfigError, OutputError, reading, reason
 from .files import sha256
+from .layout import Layout
+from .runtime import pretrained_path
 
 ORT_WEB_VERSION = "1.30.0"  # the pinned onnxruntime-web (Makefile: `make web-deps`)
 ORT_WEB_FILES = ("ort.wasm.min.js", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm")
@@ -128,9 +134,6 @@ def _version(dist: Path) -> str:
 
 def model_card(model: Path) -> dict[str, Any]:
     """What the page needs to know about a model, from the model's own metadata."""
-    from . import spec
-    from .runtime import load_session, model_metadata
-
     meta = model_metadata(load_session(model, threads=1))
     with reading(model, "a model with readable mnist_edge metadata", ArtifactError):
         contract = spec.Contract.from_metadata(meta) or spec.Contract()  # the one parser
@@ -222,11 +225,6 @@ def check_vectors(models: dict[str, Path]) -> dict[str, Any]:
     """A few inputs and each model's outputs for them in native ONNX Runtime, for the page to
     check a way of running the model against before it uses it (the parity rule: an element
     passes within atol or rtol)."""
-    import numpy as np
-
-    from . import policy, spec
-    from .runtime import load_session
-
     side = spec.IMAGE_SIZE
     yy, xx = np.mgrid[:side, :side]
     ring = (np.abs(np.hypot(yy - 13.5, (xx - 13.5) * 1.4) - 8) < 1.6) * 1.0  # a "0"
@@ -244,8 +242,6 @@ def check_vectors(models: dict[str, Path]) -> dict[str, Any]:
 
 
 def _digest(folder: Path, names: list[str]) -> str:
-    import hashlib
-
     h = hashlib.sha256()
     for name in names:
         h.update(name.encode() + (folder / name).read_bytes())
@@ -331,8 +327,6 @@ class WebServer(http.server.ThreadingHTTPServer):
     daemon_threads = True
 
     def handle_error(self, request: Any, client_address: Any) -> None:
-        import sys
-
         if not isinstance(sys.exc_info()[1], ConnectionError):  # a client that went away: fine
             super().handle_error(request, client_address)
 
@@ -372,9 +366,6 @@ def config_for(output_dir: Path | str, web_dir: Path | str | None = None,
                ort_web: str | Path | None = None) -> tuple[WebConfig, str]:  # fmt: skip
     """The web export of a model folder: its ONNX (and INT8) when exported, else the packaged
     model; and where the model came from, in words."""
-    from .layout import Layout
-    from .runtime import pretrained_path
-
     layout = Layout(Path(output_dir))
     out = str(web_dir or layout.root / "web")
     opt = None if ort_web is None else str(ort_web)
@@ -406,90 +397,3 @@ def serve(folder: Path | str, host: str = "127.0.0.1", port: int = 8000,
 
 def _stop_on_signal(*_: Any) -> None:
     raise KeyboardInterrupt
-
-
-# --- driving the page in a real browser (tests, benchmarks/web_latency.py) ---------------------
-CHROMIUM_ENV = "MNIST_EDGE_CHROMIUM"
-CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/bin/google-chrome")
-
-
-def find_chromium() -> str | None:
-    """A Chromium to drive: $MNIST_EDGE_CHROMIUM, else Debian's and other usual places."""
-    if os.environ.get(CHROMIUM_ENV):
-        return os.environ[CHROMIUM_ENV]
-    found = [p for p in CHROMIUM_PATHS if Path(p).is_file()]
-    return found[0] if found else shutil.which("chromium")
-
-
-def has_playwright() -> bool:
-    from .machine import has_module
-
-    return has_module("playwright")
-
-
-@dataclass
-class PageRun:
-    page: Any  # playwright's Page
-    ready: bool
-    messages: list[tuple[str, str]]  # (console type or "pageerror", text), growing
-    loaded_with: int = 0  # how many messages there were when the page had loaded
-
-    def errors(self) -> list[str]:
-        """Every error the page logged so far."""
-        return [text for kind, text in self.messages if kind in ("error", "pageerror")]
-
-    def load_errors(self) -> list[str]:
-        """The errors logged while the page loaded (not those of what was done with it)."""
-        return [text for kind, text in self.messages[: self.loaded_with]
-                if kind in ("error", "pageerror")]  # fmt: skip
-
-
-# Chromium switches for the page's other paths: WebNN (the page probes navigator.ml) and WebGPU
-# on SwiftShader, Chromium's software GPU (correct, not fast: for checking the WebGPU path)
-WEBNN_ARGS = ("--enable-features=WebMachineLearningNeuralNetwork",)
-SWIFTSHADER_WEBGPU_ARGS = ("--enable-unsafe-webgpu", "--enable-unsafe-swiftshader",
-                           "--use-webgpu-adapter=swiftshader")  # fmt: skip
-
-
-@contextmanager
-def chromium(executable: str | None = None, args: tuple[str, ...] = ()) -> Iterator[Any]:
-    """A headless Chromium driven by Playwright (a local browser: never a download)."""
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        raise missing_dependency("playwright", "driving the page in a browser") from None
-    exe = executable or find_chromium()
-    if not exe:
-        raise ConfigError(f"no Chromium found; install Debian's chromium or set ${CHROMIUM_ENV}")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=exe,
-                                    args=["--no-sandbox", "--disable-gpu", *args])  # fmt: skip
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-@contextmanager
-def open_page(
-    url: str, browser: Any = None, timeout_s: float = 60, **context: Any
-) -> Iterator[PageRun]:
-    """Open the page (in `browser`, else a Chromium of its own; in a fresh browser context with
-    Playwright's `context` options: viewport, has_touch, ...) and wait until it has loaded its
-    model or failed."""
-    if browser is None:
-        with chromium() as own, open_page(url, own, timeout_s, **context) as run:
-            yield run
-        return
-    page = browser.new_context(**context).new_page()
-    try:
-        page.set_default_timeout(timeout_s * 1000)
-        messages: list[tuple[str, str]] = []
-        page.on("console", lambda m: messages.append((m.type, m.text)))
-        page.on("pageerror", lambda e: messages.append(("pageerror", str(e))))
-        page.goto(url)
-        page.wait_for_function("window.mnistEdge && window.mnistEdge.ready")
-        ready = bool(page.evaluate("window.mnistEdge.ready"))
-        yield PageRun(page, ready, messages, loaded_with=len(messages))
-    finally:
-        page.context.close()

@@ -1,1 +1,2 @@
-"""The backends of the catalogue (runners.BACKENDS): one module each."""
+"""The engines of the catalogue (runners.BACKENDS): `base` (the Runner every backend returns and
+the checks every backend shares), then one module per engine, owning its sessions."""

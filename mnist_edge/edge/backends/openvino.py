@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import spec
 from ..errors import ArtifactError, reading
-from ..runners import Runner
+from .base import Runner, check_io
 
 HINTS = {"fp32": "f32", "bf16": "bf16"}
 WHY_NOT = {"bf16": "this CPU has no bf16 arithmetic (OpenVINO lists it where the CPU has "
@@ -51,7 +50,7 @@ def metadata(model) -> dict[str, str]:
         return {}
 
 
-def load(path: Path, fmt: str, precision: str, threads: int | None) -> Runner:
+def load(path: Path, fmt: str, precision: str, threads: int | None, spin: bool = True) -> Runner:
     core = _core()
     with reading(path, "a model OpenVINO can read", ArtifactError):
         model = core.read_model(str(path))
@@ -75,13 +74,12 @@ def load(path: Path, fmt: str, precision: str, threads: int | None) -> Runner:
 
 
 def _check_io(model, path: Path) -> None:
-    inputs, outputs = model.inputs, model.outputs
-    side = spec.IMAGE_SIZE
-    if len(inputs) != 1 or len(outputs) != 1:
-        raise ArtifactError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; "
-                            "an MNIST classifier has one of each")  # fmt: skip
-    shape = inputs[0].get_partial_shape()
-    dims = [d.get_length() if d.is_static else None for d in shape]
-    if dims[1:] != [spec.CHANNELS, side, side]:
-        raise ArtifactError(f"{path} expects {shape} as input; an MNIST classifier takes "
-                            f"float (N, 1, {side}, {side})")  # fmt: skip
+    def dims(port) -> list:
+        return [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+
+    check_io(
+        path,
+        [(f"{p.get_element_type()} {p.get_partial_shape()}", p.get_element_type().is_real(),
+          dims(p)) for p in model.inputs],
+        [(str(p.get_partial_shape()), dims(p)) for p in model.outputs],
+    )  # fmt: skip

@@ -1,4 +1,5 @@
-"""Run a model on another CPU than this one, with QEMU user mode (torch-free).
+"""Run a model on another CPU than this one, with QEMU user mode (torch-free). Development
+tooling for tests/ and benchmarks/ (the INT8 and ARM checks), not part of the installed package.
 
 - x86-64: `qemu-x86_64-static -cpu Haswell` runs this very Python on an x86-64 with AVX2 and FMA
   but no AVX-512 and no VNNI, where ONNX Runtime's u8 x s8 kernel saturates.
@@ -7,7 +8,7 @@
 
 Debian's qemu-user-static provides the emulators.
 
-    python -m mnist_edge.edge.emulate MODEL INPUTS.npy OUTPUTS.npy   (what runs under emulation)
+    python tests/devtools/emulate.py MODEL INPUTS.npy OUTPUTS.npy   (what runs under emulation)
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import ConfigError
+from mnist_edge.edge.errors import ConfigError
+
+SCRIPT = Path(__file__).resolve()  # run by path under emulation: the ARM root's install has no
+# tests/ (it finds mnist_edge in the aarch64 site folder, this file on the host's disk)
 
 QEMU = {"x86_64": "qemu-x86_64-static", "aarch64": "qemu-aarch64-static"}
 ARM_CPU = "neoverse-n1"  # Arm's server core (Graviton 2, Ampere Altra): NEON with dot product
@@ -35,7 +39,7 @@ def qemu(arch: str = "x86_64") -> str | None:
 
 def run_model(model: Path | str, inputs: np.ndarray) -> np.ndarray:
     """The model's outputs in ONNX Runtime with mnist-edge's session options, one thread."""
-    from .runtime import load_session
+    from mnist_edge.edge.backends.onnxruntime import load_session
 
     session = load_session(model, threads=1)
     name = session.get_inputs()[0].name
@@ -109,7 +113,7 @@ def run_emulated(
     with tempfile.TemporaryDirectory() as tmp:
         x, y = Path(tmp) / "x.npy", Path(tmp) / "y.npy"
         np.save(x, np.ascontiguousarray(inputs, np.float32))
-        run(["-m", "mnist_edge.edge.emulate", str(model), str(x), str(y)], cpu=cpu, arm=arm,
+        run([str(SCRIPT), str(model), str(x), str(y)], cpu=cpu, arm=arm,
             timeout=timeout)  # fmt: skip
         return np.load(y)
 

@@ -1,0 +1,1 @@
+"""Development tools the tests and benchmarks share (not in the wheel)."""
