@@ -3,9 +3,11 @@
 Each run starts `PYTHON -c CODE` where CODE imports mnist-edge's Predictor, loads the packaged
 model (or --model) and predicts one digit, then prints the wall-clock time at that moment; the
 time counted is from just before the process is started to that print (interpreter start-up,
-imports, session creation and the first call; not the interpreter's exit). Also: what the
-imports alone cost (`-X importtime`, the ten largest). Give --python the edge install's python
-(a venv with `pip install .`, no torch) to measure what a device gets.
+imports, session creation and the first call; not the interpreter's exit). In the same run,
+alternating with it: the CLI, `PYTHON -m mnist_edge predict DIGIT.png` on one 28x28 test digit
+saved as PNG, timed from start to the process's end (what a shell script calling it waits).
+Also: what the imports alone cost (`-X importtime`, the ten largest). Give --python the edge
+install's python (a venv with `pip install .`, no torch) to measure what a device gets.
 
     python benchmarks/cold_start.py --python .venv-edge/bin/python [--runs 10] [--model M]
 """
@@ -16,7 +18,9 @@ import argparse
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from _report import print_table, write_report
 
@@ -35,6 +39,14 @@ def one_run(python: str, model: str | None) -> float:
     out = subprocess.run([python, "-c", CODE.format(model=repr(model))], capture_output=True,
                          text=True, check=True, timeout=120)  # fmt: skip
     return (float(out.stdout.strip().splitlines()[-1]) - start) * 1e3
+
+
+def one_cli_run(python: str, image: Path, model: str | None) -> float:
+    argv = [python, "-m", "mnist_edge", "predict", str(image)]
+    argv += ["--model", model] if model else []
+    start = time.perf_counter()
+    subprocess.run(argv, capture_output=True, check=True, timeout=120)
+    return (time.perf_counter() - start) * 1e3
 
 
 def import_costs(python: str) -> list[tuple[str, int]]:
@@ -58,19 +70,32 @@ def main() -> None:
     p.add_argument("--model", default=None)
     p.add_argument("--out", default="benchmarks/results/cold_start.json")
     a = p.parse_args()
-    one_run(a.python, a.model)  # the first run reads files from disk into the page cache
-    times = [one_run(a.python, a.model) for _ in range(a.runs)]
+    from PIL import Image
+
+    from mnist_edge.edge.data import load_split
+
+    with tempfile.TemporaryDirectory() as tmp:
+        image = Path(tmp) / "digit.png"
+        Image.fromarray(255 - load_split("test", limit=1).images[0]).save(image)
+        one_run(a.python, a.model)  # the first runs read files from disk into the page cache
+        one_cli_run(a.python, image, a.model)
+        times, cli = [], []
+        for _ in range(a.runs):  # alternating: drift in the machine's load hits both alike
+            times.append(one_run(a.python, a.model))
+            cli.append(one_cli_run(a.python, image, a.model))
     bare = [one_run_bare(a.python) for _ in range(a.runs)]
     imports = import_costs(a.python)
-    median = statistics.median(times)
+    median, cli_median = statistics.median(times), statistics.median(cli)
     print(f"cold start, new python -> first prediction: median {median:.0f} ms over {a.runs} "
-          f"runs (min {min(times):.0f}, max {max(times):.0f}); a bare python start: "
-          f"{statistics.median(bare):.0f} ms")  # fmt: skip
+          f"runs (min {min(times):.0f}, max {max(times):.0f}); the CLI, `mnist-edge predict "
+          f"one.png` start to end: median {cli_median:.0f} ms (min {min(cli):.0f}, max "
+          f"{max(cli):.0f}); a bare python start: {statistics.median(bare):.0f} ms")  # fmt: skip
     print_table(
         ["import (cumulative)", "ms"], [[n.strip(), f"{us / 1e3:.1f}"] for n, us in imports]
     )
     write_report(a.out, {"python": a.python, "model": a.model, "runs_ms": times,
-                         "median_ms": median, "bare_python_median_ms": statistics.median(bare),
+                         "median_ms": median, "cli_runs_ms": cli, "cli_median_ms": cli_median,
+                         "bare_python_median_ms": statistics.median(bare),
                          "imports_us": imports})  # fmt: skip
 
 

@@ -1,7 +1,9 @@
 """rich rendering of the library's result objects (the CLI's output); no decisions are made here.
 
 Each function takes a result object (EvalResult, ParityReport, QuantResult, BenchReport, ...) and
-prints it; pass/fail and exit codes are decided by the results themselves (`problems()`).
+prints it; pass/fail and exit codes are decided by the results themselves (`problems()`). rich
+is imported when something is first printed through it (~40 ms of a command's start-up):
+`predict` writes its rows as plain lines, so a prediction never waits for it.
 """
 
 from __future__ import annotations
@@ -13,12 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from rich import box
-from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
-
 if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
     from .edge.bench import BenchReport
     from .edge.evaluate import EvalResult
     from .edge.parity import ParityReport
@@ -26,9 +26,42 @@ if TYPE_CHECKING:
     from .quantize import QuantResult
     from .workflow import ExportRun
 
+
+
+class _Lazy:
+    """A rich Console made on first use, with these settings."""
+
+    def __init__(self, **settings: Any) -> None:
+        self._settings, self._console = settings, None
+
+    def get(self) -> Console:
+        """The Console itself (what rich's own objects are given)."""
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(**self._settings)
+        return self._console
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.get(), name)
+
+
 # Wide tables stay readable in logs and CI (no terminal: rich would assume 80 columns).
-console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120)
-err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+console: Console = _Lazy(highlight=False, soft_wrap=True,
+                         width=None if sys.stdout.isatty() else 120)  # type: ignore[assignment]
+err_console: Console = _Lazy(stderr=True, highlight=False, soft_wrap=True)  # type: ignore
+
+
+def escape(text: str) -> str:
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
+def plain(line: str, *, err: bool = False) -> None:
+    """One line as it is (no markup), on stdout or stderr."""
+    stream = sys.stderr if err else sys.stdout
+    stream.write(line + "\n")
 
 
 def error(message: str) -> None:
@@ -63,6 +96,9 @@ def _fmt(value: float | None, spec: str = ".2e") -> str:
 
 
 def _table(title: str, columns: tuple[str, ...], left: tuple[str, ...] = ()) -> Table:
+    from rich import box
+    from rich.table import Table
+
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
     for col in columns:
         table.add_column(col, justify="left" if col in left else "right")
@@ -80,7 +116,7 @@ def training_progress(epochs: int) -> Iterator[tuple[Any, Any]]:
         TextColumn("loss {task.fields[loss]:.4f}  {task.fields[rate]:.0f} img/s"),
         TimeRemainingColumn(),
     )
-    with Progress(*columns, console=console, transient=True) as progress:
+    with Progress(*columns, console=console.get(), transient=True) as progress:
         tasks: dict[int, Any] = {}
 
         def on_step(s: Any) -> None:
@@ -253,9 +289,7 @@ def regressions(check: Any) -> None:
 def prediction(row: Any) -> None:
     """`FILE  LABEL  CONF%  (others)` for one FileResult."""
     others = "  ".join(f"{c} {p:.1%}" for c, p in row.top[1:])
-    console.print(
-        f"{row.file}  {row.label}  {row.confidence:.1%}" + (f"  ({others})" if others else "")
-    )
+    plain(f"{row.file}  {row.label}  {row.confidence:.1%}" + (f"  ({others})" if others else ""))
 
 
 @contextmanager
@@ -270,11 +304,11 @@ def predict_rows(as_json: bool) -> Iterator[tuple[Any, Any]]:
 
         def on_start(summary: Any) -> None:
             if summary.source != "--model":
-                err_console.print(f"model: {summary.model} ({summary.source}, {summary.case})")
-            if summary.files >= 2 and err_console.is_terminal:
+                plain(f"model: {summary.model} ({summary.source}, {summary.case})", err=True)
+            if summary.files >= 2 and sys.stderr.isatty() and err_console.is_terminal:
                 from rich.progress import Progress
 
-                progress = stack.enter_context(Progress(console=err_console, transient=True))
+                progress = stack.enter_context(Progress(console=err_console.get(), transient=True))
                 bar[:] = [progress, progress.add_task("predicting", total=summary.files)]
 
         def on_row(row: Any) -> None:
