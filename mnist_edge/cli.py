@@ -16,40 +16,13 @@ from typing import Annotated, Any
 
 import typer
 
+from . import options as o
 from . import render
 from .edge import policy
 from .edge.layout import Layout
-from .options import (  # declarations and error handling shared by the commands
-    EXIT_ERROR,
-    EXIT_FAILED,
-    Atol,
-    Backend,
-    CalibrationSize,
-    CheckpointOpt,
-    DataDir,
-    JsonOut,
-    MaxDrop,
-    MinAgreement,
-    NoParity,
-    OneLineErrors,
-    OrtWeb,
-    OutputDir,
-    Precision,
-    Rtol,
-    TestLimit,
-    Threads,
-    csv_values,
-    data_for,
-    fail,
-    finish,
-    handle_errors,
-    opt_str,
-    quant_config,
-    verify_config,
-)  # fmt: skip
 
 app = typer.Typer(
-    cls=OneLineErrors,
+    cls=o.OneLineErrors,
     name="mnist-edge",
     help="Train, export, verify and run the MNIST CNN on edge CPUs.",
     no_args_is_help=True,
@@ -58,14 +31,12 @@ app = typer.Typer(
 )
 console = render.console
 DEFAULT = Layout()
-CASES_HELP = ("Case names or patterns, e.g. onnxruntime,onnxruntime-int8 or 'openvino*' "
-              "(bench and tune alike)")  # fmt: skip
 
 Opt = typer.Option
 
 
 @app.command("train")
-@handle_errors
+@o.handle_errors
 def train_cmd(
     epochs: Annotated[int, Opt("--epochs", help="Passes over the data.")] = 10,
     batch_size: Annotated[int, Opt("--batch-size", "--batch_size", help="Images per step.")] = 64,
@@ -73,12 +44,12 @@ def train_cmd(
         float, Opt("--learning-rate", "--learning_rate", help="Adam learning rate.")
     ] = 1e-3,
     seed: Annotated[int, Opt("--seed", help="Seed for weights and shuffling.")] = 1,
-    data_dir: DataDir = None,
-    output_dir: OutputDir = DEFAULT.root,
+    data_dir: o.DataDir = None,
+    output_dir: o.OutputDir = DEFAULT.root,
     limit: Annotated[int | None, Opt("--limit", help="Train on the first N images only.")] = None,
-    test_limit: TestLimit = None,
+    test_limit: o.TestLimit = None,
     resume: Annotated[bool, Opt("--resume", help="Continue OUTPUT_DIR/mnist_cnn.pt.")] = False,
-    threads: Threads = None,
+    threads: o.Threads = None,
     recipe: Annotated[str, Opt("--recipe", help="default or original.")] = "default",
     lr_schedule: Annotated[str | None, Opt("--lr-schedule", help="cosine, constant.")] = None,
     augment: Annotated[bool | None, Opt("--augment/--no-augment", help="Shifts.")] = None,
@@ -91,7 +62,7 @@ def train_cmd(
 
     cfg = TrainConfig.from_recipe(
         recipe, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
-        limit=limit, test_limit=test_limit, threads=threads, data_dir=opt_str(data_dir),
+        limit=limit, test_limit=test_limit, threads=threads, data_dir=o.opt_str(data_dir),
         output_dir=str(output_dir), lr_schedule=lr_schedule, augment=augment,
         weight_decay=weight_decay, device=device, amp=amp,
     )  # fmt: skip
@@ -102,18 +73,18 @@ def train_cmd(
 
 
 @app.command("evaluate")
-@handle_errors
+@o.handle_errors
 def evaluate_cmd(
-    checkpoint: CheckpointOpt = DEFAULT.checkpoint,
+    checkpoint: o.CheckpointOpt = DEFAULT.checkpoint,
     model: Annotated[
         Path | None, Opt("--model", help="A deployed artifact (.onnx, .int8.onnx, .ort) instead.")
     ] = None,
-    data_dir: DataDir = None,
-    test_limit: TestLimit = None,
-    threads: Threads = None,
-    backend: Backend = None,
-    precision: Precision = None,
-    json_path: JsonOut = None,
+    data_dir: o.DataDir = None,
+    test_limit: o.TestLimit = None,
+    threads: o.Threads = None,
+    backend: o.Backend = None,
+    precision: o.Precision = None,
+    json_path: o.JsonOut = None,
 ) -> None:
     """Test loss, accuracy, per-class accuracy and confusion matrix of a checkpoint or artifact."""
     from .edge.evaluate import evaluate
@@ -121,29 +92,29 @@ def evaluate_cmd(
 
     runner = load_runner(model or checkpoint, threads=threads, backend=backend,
                          precision=precision)  # fmt: skip
-    result = evaluate(runner, data_for(data_dir, test_limit).test)
+    result = evaluate(runner, o.data_for(data_dir, test_limit).test)
     render.evaluation(result)
-    finish(result, json_path)
+    o.finish(result, json_path)
 
 
 @app.command("export")
-@handle_errors
+@o.handle_errors
 def export_cmd(
     format: Annotated[str, Opt("--format", help="onnx, torchscript, pt2, ort, web, all.")] = "onnx",
-    checkpoint: CheckpointOpt = DEFAULT.checkpoint,
-    output_dir: OutputDir = DEFAULT.root,
+    checkpoint: o.CheckpointOpt = DEFAULT.checkpoint,
+    output_dir: o.OutputDir = DEFAULT.root,
     opset: Annotated[int | None, Opt("--opset", help="ONNX opset.")] = None,
-    no_parity: NoParity = False,
-    data_dir: DataDir = None,
-    test_limit: TestLimit = None,
-    atol: Atol = policy.ATOL,
-    rtol: Rtol = policy.RTOL,
-    json_path: JsonOut = None,
+    no_parity: o.NoParity = False,
+    data_dir: o.DataDir = None,
+    test_limit: o.TestLimit = None,
+    atol: o.Atol = policy.ATOL,
+    rtol: o.Rtol = policy.RTOL,
+    json_path: o.JsonOut = None,
     quantize: Annotated[str | None, Opt("--quantize", help="Also write INT8: int8.")] = None,
-    calibration_size: CalibrationSize = policy.CALIBRATION_SIZE,
-    max_accuracy_drop: MaxDrop = policy.INT8_MAX_ACCURACY_DROP,
-    min_agreement: MinAgreement = policy.INT8_MIN_AGREEMENT,
-    ort_web: OrtWeb = None,
+    calibration_size: o.CalibrationSize = policy.CALIBRATION_SIZE,
+    max_accuracy_drop: o.MaxDrop = policy.INT8_MAX_ACCURACY_DROP,
+    min_agreement: o.MinAgreement = policy.INT8_MIN_AGREEMENT,
+    ort_web: o.OrtWeb = None,
     web_dir: Annotated[Path | None, Opt("--web-dir", help="Default: OUTPUT_DIR/web.")] = None,
     ort_platform: Annotated[str, Opt("--ort-platform", help="amd64 or arm (the .ort's CPU).")] = (
         "amd64"
@@ -153,8 +124,8 @@ def export_cmd(
     static page on onnxruntime-web for the ONNX model (the packaged one if none is exported)."""
     from .edge import web
 
-    if not (names := csv_values(format, "--format", str)):
-        raise fail(f"--format takes onnx, torchscript, pt2, ort, web or all, got {format!r}")
+    if not (names := o.csv_values(format, "--format", str)):
+        raise o.fail(f"--format takes onnx, torchscript, pt2, ort, web or all, got {format!r}")
     with_web = "web" in names or (names == ("all",) and web.find_ort_web(ort_web) is not None)
     if names := tuple(n for n in names if n != "web"):
         from .edge.layout import EXPORTED
@@ -164,93 +135,85 @@ def export_cmd(
         formats = EXPORTED if names == ("all",) else names
         cfg = ExportConfig(str(checkpoint), str(output_dir), formats, opset, ort_platform)
         if quantize not in (None, "int8"):
-            raise fail(f"--quantize takes int8, got {quantize!r}")
+            raise o.fail(f"--quantize takes int8, got {quantize!r}")
         if quantize and "onnx" not in cfg.formats:
-            raise fail("--quantize int8 needs --format onnx (or all): INT8 is made from the ONNX")
-        quant = None if not quantize else quant_config(
+            raise o.fail("--quantize int8 needs --format onnx (or all): INT8 is made from the ONNX")
+        quant = None if not quantize else o.quant_config(
             Layout(output_dir).onnx, None, calibration_size=calibration_size,
             max_accuracy_drop=max_accuracy_drop, min_argmax_agreement=min_agreement,
         )  # fmt: skip
-        check = None if no_parity else verify_config(checkpoint, atol, rtol)
+        check = None if no_parity else o.verify_config(checkpoint, atol, rtol)
         with console.status("exporting" + (", quantizing" if quant else "") + ", checking parity"):
             run = export_and_verify(cfg, quant=quant, check=check,
-                                    data=data_for(data_dir, test_limit))  # fmt: skip
+                                    data=o.data_for(data_dir, test_limit))  # fmt: skip
         render.export_run(run)
         if no_parity:
             console.print("parity skipped (--no-parity); run `mnist-edge parity` to check")
-        finish(run, json_path)
+        o.finish(run, json_path)
     if with_web:
         page, source = web.config_for(output_dir, web_dir, ort_web)
         render.web_export(web.export_web(page), source)
 
 
 @app.command("quantize")
-@handle_errors
+@o.handle_errors
 def quantize_cmd(
     model: Annotated[Path, Opt("--model", help="fp32 ONNX model.")] = DEFAULT.onnx,
-    output: Annotated[
-        Path | None, Opt("--output", help="Default: mnist_cnn.int8.onnx beside --model.")
-    ] = None,
-    checkpoint: CheckpointOpt = DEFAULT.checkpoint,
-    calibration_size: CalibrationSize = policy.CALIBRATION_SIZE,
-    max_accuracy_drop: MaxDrop = policy.INT8_MAX_ACCURACY_DROP,
-    min_agreement: MinAgreement = policy.INT8_MIN_AGREEMENT,
-    quant_format: Annotated[str, Opt("--quant-format", help="qdq or qoperator.")] = "qdq",
-    per_channel: Annotated[bool, Opt("--per-channel/--per-tensor", help="Weight scales.")] = True,
-    reduce_range: Annotated[
-        bool, Opt("--reduce-range/--full-range", help="7-bit weights: same answers on every CPU.")
-    ] = True,
-    activation_type: Annotated[str, Opt("--activation-type", help="uint8 or int8.")] = "uint8",
-    weight_type: Annotated[str, Opt("--weight-type", help="int8 or uint8.")] = "int8",
-    calibration_method: Annotated[
-        str, Opt("--calibration-method", help="minmax, entropy or percentile.")
-    ] = "minmax",
-    no_parity: NoParity = False,
-    data_dir: DataDir = None,
-    test_limit: TestLimit = None,
-    json_path: JsonOut = None,
-    auto_exclude: Annotated[
-        bool, Opt("--auto-exclude", help="On a gate failure keep the worst layers in fp32.")
-    ] = False,
+    output: o.QuantOutput = None,
+    checkpoint: o.CheckpointOpt = DEFAULT.checkpoint,
+    calibration_size: o.CalibrationSize = policy.CALIBRATION_SIZE,
+    max_accuracy_drop: o.MaxDrop = policy.INT8_MAX_ACCURACY_DROP,
+    min_agreement: o.MinAgreement = policy.INT8_MIN_AGREEMENT,
+    quant_format: o.QuantFormat = "qdq",
+    per_channel: o.PerChannel = True,
+    reduce_range: o.ReduceRange = True,
+    activation_type: o.ActivationType = "uint8",
+    weight_type: o.WeightType = "int8",
+    calibration_method: o.CalibrationMethod = "minmax",
+    no_parity: o.NoParity = False,
+    data_dir: o.DataDir = None,
+    test_limit: o.TestLimit = None,
+    json_path: o.JsonOut = None,
+    auto_exclude: o.AutoExclude = False,
 ) -> None:
     """INT8 static quantization with an accuracy gate and a per-layer diagnosis; exit 1 when the
     gate fails (with --auto-exclude: when no mix of fp32 and int8 layers passes)."""
     from .workflow import quantize_and_verify
 
-    cfg = quant_config(
+    cfg = o.quant_config(
         model, output, calibration_size=calibration_size, max_accuracy_drop=max_accuracy_drop,
         min_argmax_agreement=min_agreement, quant_format=quant_format, per_channel=per_channel,
         reduce_range=reduce_range, activation_type=activation_type, weight_type=weight_type,
         calibration_method=calibration_method,
     )  # fmt: skip
-    check = None if no_parity else verify_config(checkpoint, policy.ATOL, policy.RTOL)
+    check = None if no_parity else o.verify_config(checkpoint, policy.ATOL, policy.RTOL)
     with console.status("quantizing to INT8 and evaluating fp32 and int8 on the test set"):
         run = quantize_and_verify(cfg, checkpoint=checkpoint, check=check,
                                   auto_exclude=auto_exclude,
-                                  data=data_for(data_dir, test_limit))  # fmt: skip
+                                  data=o.data_for(data_dir, test_limit))  # fmt: skip
     render.export_run(run, wrote=False)
-    finish(run, json_path)
+    o.finish(run, json_path)
 
 
 @app.command("parity")
-@handle_errors
+@o.handle_errors
 def parity_cmd(
     artifacts: Annotated[
         list[Path] | None, typer.Argument(help="Exported files (default: the manifest's).")
     ] = None,
-    checkpoint: CheckpointOpt = DEFAULT.checkpoint,
+    checkpoint: o.CheckpointOpt = DEFAULT.checkpoint,
     reference: Annotated[Path | None, Opt("--reference", help="An artifact instead.")] = None,
     output_dir: Annotated[
         Path, Opt("--output-dir", help="Folder of manifest.json.")
     ] = DEFAULT.root,
-    data_dir: DataDir = None,
-    test_limit: TestLimit = None,
-    atol: Atol = policy.ATOL,
-    rtol: Rtol = policy.RTOL,
-    threads: Threads = None,
-    backend: Backend = None,
-    precision: Precision = None,
-    json_path: JsonOut = None,
+    data_dir: o.DataDir = None,
+    test_limit: o.TestLimit = None,
+    atol: o.Atol = policy.ATOL,
+    rtol: o.Rtol = policy.RTOL,
+    threads: o.Threads = None,
+    backend: o.Backend = None,
+    precision: o.Precision = None,
+    json_path: o.JsonOut = None,
     layers: Annotated[
         bool, Opt("--layers", help="Compare every layer; name the first off.")
     ] = False,
@@ -261,20 +224,20 @@ def parity_cmd(
     """Compare exported models with the PyTorch model (or --reference); exit 1 on a mismatch."""
     from .workflow import layerwise, parity
 
-    check = verify_config(reference or checkpoint, atol, rtol, threads, backend, precision)
-    data = data_for(data_dir, test_limit)
+    check = o.verify_config(reference or checkpoint, atol, rtol, threads, backend, precision)
+    data = o.data_for(data_dir, test_limit)
     if layers:
         report = layerwise(artifacts, output_dir, check, min_sqnr_db=min_sqnr, data=data)
         render.layers(report)
-        finish(report, json_path)
+        o.finish(report, json_path)
         return
     run = parity(artifacts, output_dir, check, data)
     render.export_run(run, wrote=False)
-    finish(run, json_path)
+    o.finish(run, json_path)
 
 
 @app.command("predict")
-@handle_errors
+@o.handle_errors
 def predict_cmd(
     images: Annotated[list[str], typer.Argument(help="Image files, folders or glob patterns.")],
     model: Annotated[Path | None, Opt("--model", help="Default: exported, else packaged.")] = None,
@@ -283,9 +246,9 @@ def predict_cmd(
     output: Annotated[
         Path | None, Opt("--output", help="Write results to a .csv or .jsonl file.")
     ] = None,
-    threads: Threads = None,
-    backend: Backend = None,
-    precision: Precision = None,
+    threads: o.Threads = None,
+    backend: o.Backend = None,
+    precision: o.Precision = None,
     profile: Annotated[Path | None, Opt("--profile", help="A deploy.json from tune.")] = None,
     workers: Annotated[
         int | None,
@@ -301,60 +264,54 @@ def predict_cmd(
     error line and make the exit code 1 (2 when no file could be read)."""
     from .edge.predict import PredictConfig, predict_paths
 
-    cfg = PredictConfig(opt_str(model), top, threads, workers, backend, precision,
-                        opt_str(profile), opt_str(output))  # fmt: skip
+    cfg = PredictConfig(o.opt_str(model), top, threads, workers, backend, precision,
+                        o.opt_str(profile), o.opt_str(output))  # fmt: skip
     with render.predict_rows(as_json) as (on_start, on_row):
         summary = predict_paths(images, cfg, on_start=on_start, on_row=on_row)
     render.predicted(summary, as_json)
     if summary.failed:
-        raise typer.Exit(EXIT_ERROR if summary.failed == summary.total else EXIT_FAILED)
+        raise typer.Exit(o.EXIT_ERROR if summary.failed == summary.total else o.EXIT_FAILED)
 
 
 @app.command("bench")
-@handle_errors
+@o.handle_errors
 def bench_cmd(
-    backends: Annotated[
-        str | None, Opt("--backends", help=CASES_HELP + "; default: every case whose file exists.")
-    ] = None,  # fmt: skip
-    batch_sizes: Annotated[str, Opt("--batch-sizes", help="e.g. 1,8,64")] = "1,8,64",
-    threads: Annotated[str | None, Opt("--threads", help="e.g. 1,2 (default: 1 and all)")] = None,
-    warmup: Annotated[int, Opt("--warmup", help="Untimed calls per case.")] = 10,
-    iterations: Annotated[int | None, Opt("--iterations", help="Timed calls per case.")] = None,
-    duration: Annotated[float, Opt("--duration", help="Seconds per case.")] = 2.0,
+    backends: o.BenchBackends = None,
+    batch_sizes: o.BatchSizes = "1,8,64",
+    threads: o.ThreadList = None,
+    warmup: o.Warmup = 10,
+    iterations: o.Iterations = None,
+    duration: o.Duration = 2.0,
     model: Annotated[Path, Opt("--model", help="ONNX model.")] = DEFAULT.onnx,
-    checkpoint: CheckpointOpt = DEFAULT.checkpoint,
-    data_dir: DataDir = None,
-    json_path: Annotated[Path | None, Opt("--json", help="Write the report here.")] = None,
-    plot: Annotated[Path | None, Opt("--plot", help="Latency plot (PNG).")] = None,
-    compare: Annotated[Path | None, Opt("--compare", help="Baseline bench JSON.")] = None,
-    max_regression: Annotated[
-        float, Opt("--max-regression", help="Allowed %, worse.")
-    ] = policy.MAX_REGRESSION_PCT,
-    scenario: Annotated[str | None, Opt("--scenario", help="e.g. server,idle or all.")] = None,
-    queries: Annotated[int, Opt("--queries", help="Single-stream/server queries.")] = 1024,
-    qps: Annotated[float, Opt("--qps", help="Server: Poisson arrival rate.")] = 100.0,
-    workers: Annotated[int | None, Opt("--workers", help="Server: worker threads.")] = None,
-    latency_bound_ms: Annotated[
-        float, Opt("--latency-bound-ms", help="Server p99 bound.")
-    ] = policy.SERVER_LATENCY_BOUND_MS,
-    idle_gap: Annotated[float, Opt("--idle-gap", help="Idle: seconds before each call.")] = 2.0,
+    checkpoint: o.CheckpointOpt = DEFAULT.checkpoint,
+    data_dir: o.DataDir = None,
+    json_path: o.BenchJson = None,
+    plot: o.Plot = None,
+    compare: o.Compare = None,
+    max_regression: o.MaxRegression = policy.MAX_REGRESSION_PCT,
+    scenario: o.Scenario = None,
+    queries: o.Queries = 1024,
+    qps: o.Qps = 100.0,
+    workers: o.ServerWorkers = None,
+    latency_bound_ms: o.LatencyBound = policy.SERVER_LATENCY_BOUND_MS,
+    idle_gap: o.IdleGap = 2.0,
 ) -> None:
     """Latency and throughput of every available backend side by side, plus scenarios."""
     from .edge import bench
-    from .edge.runners import select_cases
     from .edge.threads import cores
 
     baseline = bench.load_baseline(compare) if compare else None
     bench.check_max_regression(max_regression)
-    chosen = (select_cases(csv_values(backends, "--backends", str)) if backends
+    chosen = (bench.chosen_backends(o.csv_values(backends, "--backends", str), model, checkpoint)
+              if backends
               else bench.default_backends(model, checkpoint))  # fmt: skip
     if not chosen:
-        raise fail(f"nothing to benchmark: no model at {model}; export one with "
+        raise o.fail(f"nothing to benchmark: no model at {model}; export one with "
                    "`mnist-edge export --format onnx` or pass --model")  # fmt: skip
-    scenarios = csv_values(scenario, "--scenario", str) if scenario else ()
+    scenarios = o.csv_values(scenario, "--scenario", str) if scenario else ()
     cfg = bench.BenchConfig(
-        backends=chosen, batch_sizes=csv_values(batch_sizes, "--batch-sizes"),
-        threads=csv_values(threads, "--threads") if threads else (1, cores()),
+        backends=chosen, batch_sizes=o.csv_values(batch_sizes, "--batch-sizes"),
+        threads=o.csv_values(threads, "--threads") if threads else (1, cores()),
         warmup=warmup, iterations=iterations, duration=duration, model=str(model),
         checkpoint=str(checkpoint),
         scenarios=bench.SCENARIOS if scenarios == ("all",) else scenarios, queries=queries,
@@ -363,7 +320,7 @@ def bench_cmd(
     )  # fmt: skip
     for name in cfg.backends:
         cfg.path(name)  # a missing file is named before the data is looked for
-    report = bench.bench(cfg, data_for(data_dir, bench.images_needed(cfg)).test)
+    report = bench.bench(cfg, o.data_for(data_dir, bench.images_needed(cfg)).test)
     render.bench(report)
     if plot:
         bench.plot(report, plot)
@@ -372,52 +329,52 @@ def bench_cmd(
                                                                     max_regression)  # fmt: skip
     if verdict is not None:
         render.regressions(verdict)
-    finish(report, json_path, verdict)
+    o.finish(report, json_path, verdict)
 
 
 @app.command("tune")
-@handle_errors
+@o.handle_errors
 def tune_cmd(
     model: Annotated[Path, Opt("--model", help="fp32 ONNX; INT8/ORT files beside it join.")] = (
         DEFAULT.onnx
     ),
-    threads: Annotated[str | None, Opt("--threads", help="e.g. 1,2 (default: 1 and all)")] = None,
+    threads: o.ThreadList = None,
     backends: Annotated[
-        str | None, Opt("--backends", help=CASES_HELP + "; default: every installed case.")
+        str | None, Opt("--backends", help=o.CASES_HELP + "; default: every installed case.")
     ] = None,  # fmt: skip
     objective: Annotated[str, Opt("--objective", help="latency or throughput.")] = "latency",
     test_limit: Annotated[
         int, Opt("--test-limit", help="Test digits to gate on.")
     ] = policy.TUNE_TEST_LIMIT,
-    max_accuracy_drop: MaxDrop = policy.DEPLOY_MAX_ACCURACY_DROP,
-    min_agreement: MinAgreement = policy.DEPLOY_MIN_AGREEMENT,
+    max_accuracy_drop: o.MaxDrop = policy.DEPLOY_MAX_ACCURACY_DROP,
+    min_agreement: o.MinAgreement = policy.DEPLOY_MIN_AGREEMENT,
     duration: Annotated[float, Opt("--duration", help="Seconds per measurement.")] = 1.0,
     profile: Annotated[Path | None, Opt("--profile", help="Default: deploy.json beside it.")] = (
         None
     ),
-    data_dir: DataDir = None,
-    json_path: JsonOut = None,
+    data_dir: o.DataDir = None,
+    json_path: o.JsonOut = None,
 ) -> None:
     """Find the fastest backend, precision and thread count on this CPU that keeps the model's
     answers; write it as a deployment profile (deploy.json)."""
     from .edge.tune import TuneConfig, open_reference, tune
 
     cfg = TuneConfig(
-        model=str(model), threads=csv_values(threads, "--threads") if threads else (),
-        backends=csv_values(backends, "--backends", str) if backends else (),
+        model=str(model), threads=o.csv_values(threads, "--threads") if threads else (),
+        backends=o.csv_values(backends, "--backends", str) if backends else (),
         objective=objective, test_limit=test_limit, max_accuracy_drop=max_accuracy_drop,
-        min_argmax_agreement=min_agreement, duration=duration, profile=opt_str(profile),
+        min_argmax_agreement=min_agreement, duration=duration, profile=o.opt_str(profile),
     )  # fmt: skip
     reference = open_reference(cfg)  # a bad file is named before the data is looked for
-    test = data_for(data_dir, cfg.test_limit).test
+    test = o.data_for(data_dir, cfg.test_limit).test
     with console.status("trying every backend, precision and thread count"):
         report = tune(cfg, test, reference)
     render.tune(report)
-    finish(report, json_path)
+    o.finish(report, json_path)
 
 
 @app.command("serve")
-@handle_errors
+@o.handle_errors
 def serve_cmd(
     folder: Annotated[Path, typer.Argument(help="A web export.")] = DEFAULT.root / "web",
     host: Annotated[str, Opt("--host", help="Address to listen on.")] = "127.0.0.1",
@@ -432,17 +389,5 @@ def serve_cmd(
 
 
 def main() -> Any:
-    """Console-script entry point. typer builds the options of every command before it runs
-    one (~45 ms, a quarter of `predict one.png`): a command named on the command line is run
-    from an app that holds it alone, with the same options, errors and exit codes."""
-    import sys
-
-    name = sys.argv[1] if len(sys.argv) > 1 else None
-    chosen = [c for c in app.registered_commands if c.name == name]
-    if not chosen:
-        return app()  # --help, no command, or a misspelt one: the whole app says what there is
-    one = typer.Typer(cls=OneLineErrors, name="mnist-edge", add_completion=False,
-                      pretty_exceptions_enable=False)  # fmt: skip
-    one.registered_commands = chosen
-    one.callback()(lambda: None)  # a group, so that the command keeps its name
-    return one()
+    """Console-script entry point (options.run_app: the named command alone is built)."""
+    return o.run_app(app)

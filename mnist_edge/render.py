@@ -27,7 +27,6 @@ if TYPE_CHECKING:
     from .workflow import ExportRun
 
 
-
 class _Lazy:
     """A rich Console made on first use, with these settings."""
 
@@ -47,8 +46,9 @@ class _Lazy:
 
 
 # Wide tables stay readable in logs and CI (no terminal: rich would assume 80 columns).
-console: Console = _Lazy(highlight=False, soft_wrap=True,
-                         width=None if sys.stdout.isatty() else 120)  # type: ignore[assignment]
+console: Console = _Lazy(
+    highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 120
+)  # type: ignore[assignment]
 err_console: Console = _Lazy(stderr=True, highlight=False, soft_wrap=True)  # type: ignore
 
 

@@ -214,3 +214,28 @@ def test_scenarios(exported, mnist_dir, tmp_path):
     assert found["offline"]["best_images_per_s"] == max(found["offline"]["images_per_s"].values())
     assert found["idle"]["after_idle_p50_ms"] > 0 and len(found["idle"]["samples_ms"]) == 5
     assert "scenario server:" in result.output
+
+
+def test_bench_writes_a_report_only_where_json_says(exported, mnist_dir, tmp_path):
+    """No --json, no file: nothing appears under the working folder (a report used to land in
+    ./benchmarks/results/ of wherever bench ran)."""
+    import os
+
+    before = set(os.listdir("."))
+    result = cli("bench", "--model", exported / "mnist_cnn.onnx", "--backends", "onnxruntime",
+                 "--batch-sizes", 1, "--threads", 1, "--iterations", 2, "--warmup", 1,
+                 "--data-dir", mnist_dir)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert set(os.listdir(".")) == before and "wrote" not in result.output
+
+
+def test_bench_backends_take_patterns(exported, mnist_dir, tmp_path):
+    """bench and tune take the same names: case names, or shell patterns over them."""
+    result = cli("bench", "--model", exported / "mnist_cnn.onnx", "--backends", "onnxruntime*",
+                 "--batch-sizes", 1, "--threads", 1, "--iterations", 2, "--warmup", 1,
+                 "--data-dir", mnist_dir, "--json", tmp_path / "b.json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    ran = {c["backend"] for c in json.loads((tmp_path / "b.json").read_text())["cases"]}
+    assert ran == {"onnxruntime", "onnxruntime-ort"}  # no INT8 file there: skipped
+    assert_clean_error(cli("bench", "--model", exported / "mnist_cnn.onnx", "--backends",
+                           "nothing*"), "unknown backend")  # fmt: skip

@@ -185,3 +185,56 @@ def test_predict_without_a_model_is_a_clean_error(tmp_path):
     (tmp_path / "a.png").write_bytes(b"")
     result = run("predict", tmp_path / "a.png", "--model", tmp_path / "none.onnx")
     assert_clean_error(result, "no model at")
+
+
+# Each command's option -> the config field that holds its default (same name unless given).
+CONFIG_DEFAULTS = {
+    "train": ("mnist_edge.train:TrainConfig", {}),
+    "quantize": ("mnist_edge.quantize:QuantConfig", {"min_agreement": "min_argmax_agreement"}),
+    "export": ("mnist_edge.quantize:QuantConfig", {"min_agreement": "min_argmax_agreement"}),
+    "tune": ("mnist_edge.edge.tune:TuneConfig", {"min_agreement": "min_argmax_agreement"}),
+    "bench": ("mnist_edge.edge.bench:BenchConfig", {"idle_gap": "idle_gap_s"}),
+    "parity": ("mnist_edge.edge.parity:VerifyConfig", {}),
+    "predict": ("mnist_edge.edge.predict:PredictConfig", {}),
+}
+
+
+@pytest.mark.parametrize("command", sorted(CONFIG_DEFAULTS))
+def test_option_defaults_are_the_configs_own(command):
+    """A default is written once: every option that sets a config field shows that field's
+    default (both read edge/policy.py), so the CLI and a library caller get the same run."""
+    import dataclasses
+    import importlib
+
+    import typer
+
+    where, renames = CONFIG_DEFAULTS[command]
+    module, name = where.split(":")
+    config = getattr(importlib.import_module(module), name)
+    fields = {f.name: f.default for f in dataclasses.fields(config)
+              if f.default is not dataclasses.MISSING}  # fmt: skip
+    params = typer.main.get_command(app).commands[command].params
+    compared = 0
+    for p in params:
+        field = renames.get(p.name, p.name)
+        if (
+            field not in fields
+            or p.default is None
+            or p.name in ("data_dir", "output_dir", "model", "checkpoint")
+        ):
+            continue
+        want = fields[field]
+        if isinstance(want, tuple) and isinstance(p.default, str):  # "1,8,64" for (1, 8, 64)
+            want = ",".join(str(v) for v in want)
+        assert p.default == want, f"{command} --{p.name}: {p.default!r} vs {name}.{field} {want!r}"
+        compared += 1
+    assert compared >= 1, f"{command}: no option matched a field of {name}"
+
+
+def test_min_sqnr_default_is_the_policys():
+    import typer
+
+    from mnist_edge.edge import policy
+
+    params = {p.name: p for p in typer.main.get_command(app).commands["parity"].params}
+    assert params["min_sqnr"].default == policy.MIN_SQNR_DB

@@ -1,12 +1,26 @@
 """The edge install's code: everything that runs, judges and serves an exported model, with
 numpy, onnxruntime and Pillow alone (OpenVINO when its extra is installed). Nothing in this
-subpackage imports torch or onnx at import time; tests/test_import.py imports every module here
-and runs predict, evaluate, bench, parity and tune where torch cannot be imported.
+subpackage imports torch or onnx; tests/test_import.py imports every module here and runs
+predict, evaluate, bench, parity and tune where torch cannot be imported.
 
-    spec, errors, policy, layout, files, machine   the contract, the error tree, the thresholds
-    data, images                                   MNIST files; photos and scans -> 28x28
-    runners, backends/                             the catalogue: backend x format x precision
-    runtime                                        Predictor (built on a runner)
-    evaluate, parity, bench, tune, predict         what the inference commands do
-    manifest, web, emulate                         artifacts' index, the browser page, other CPUs
+Floors, bottom up. A module imports only from lower modules of its own floor and from the
+floors below (tests/test_floors.py reads every import, function-level ones too, and fails on
+a loop or an upward import); function-level imports are only for optional or heavy packages
+(openvino, Pillow, the quantizer).
+
+    core       spec, errors, policy     the contract, the error tree, every threshold/default
+               layout                   the one Format table; where each file of a model lives
+               files, machine, threads  atomic writes; CPU facts; every pool a command starts
+               phases, timing, metrics  progress marks; the timing loop; judging answers
+               profile, data, manifest  deploy.json; MNIST, read once; the artifacts' index
+    engines    backends/base            the Runner and the checks every engine shares
+               backends/onnxruntime, backends/openvino   one module per engine, own sessions
+               runners                  the catalogue: backend x format x precision
+    predictor  images, runtime          photos and scans -> 28x28; Predictor on one runner
+    tasks      evaluate, parity, bench, tune, predict, web
+                                        data in as values, results out, nothing printed
+
+Above this subpackage: the training floor (model, checkpoint, train, export, quantize, doctor,
+layers, torch_backend) and the top (render, options, workflow, cli). Development tools (the
+browser driver, QEMU) live in tests/devtools/, outside the wheel.
 """

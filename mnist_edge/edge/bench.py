@@ -35,7 +35,7 @@ from .errors import ArtifactError, ConfigError, InputError
 from .files import atomic_write, utc_now
 from .layout import Layout
 from .machine import check_threads, environment, isa_class, peak_rss_mb, reset_peak_rss
-from .runners import BACKENDS, cases, load_runner
+from .runners import BACKENDS, cases, load_runner, select_cases
 from .runtime import Predictor
 from .spec import FLOPS_PER_IMAGE
 from .timing import Timing, interleaved
@@ -62,6 +62,20 @@ def default_backends(model: Path | str, checkpoint: Path | str | None) -> tuple[
             continue
         if precision in engine.precisions(fmt):
             chosen.append(name)
+    return tuple(chosen)
+
+
+def chosen_backends(names: tuple[str, ...], model: Path | str,
+                    checkpoint: Path | str | None) -> tuple[str, ...]:  # fmt: skip
+    """The cases `--backends` names: a name is taken as it is (a missing file is then an
+    error), a pattern ('openvino*') picks the matching cases that can run here."""
+    available = set(default_backends(model, checkpoint))
+    chosen: list[str] = []
+    for name in names:
+        found = select_cases([name])
+        if any(ch in name for ch in "*?["):
+            found = tuple(c for c in found if c in available)
+        chosen += [c for c in found if c not in chosen]
     return tuple(chosen)
 
 

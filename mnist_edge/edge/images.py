@@ -282,7 +282,7 @@ def _filtered(a: np.ndarray, name: str, size: int = 3) -> np.ndarray:
     r = size // 2
     p = np.pad(u8, r, mode="edge")
     h, w = u8.shape
-    rows = p[:, : w].copy()
+    rows = p[:, :w].copy()
     for i in range(1, size):
         pick(rows, p[:, i : i + w], out=rows)
     out = rows[:h].copy()
