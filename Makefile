@@ -16,7 +16,7 @@ export MNIST_EDGE_DATA := $(abspath ../shared/data/mnist)
 endif
 endif
 
-.PHONY: demo test lint install clean web-deps browser qemu check-arm
+.PHONY: demo test lint install clean web-deps browser qemu loadgen check-arm
 
 # onnxruntime-web for `mnist-edge export --format web` (the version pinned in mnist_edge/edge/web.py),
 # from npm into .web/, where the exporter looks for it.
@@ -30,6 +30,11 @@ web-deps: .web/node_modules/onnxruntime-web/package.json
 browser:
 	@command -v chromium >/dev/null || (apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null)
+
+# A load generator nobody here wrote, for the server's tests and benchmarks: Debian's hey.
+loadgen:
+	@command -v hey >/dev/null || (apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey >/dev/null)
 
 # Another CPU for the tests: QEMU user mode runs the venv's python on an emulated AVX2-only x86.
 qemu:
@@ -66,7 +71,7 @@ lint: install
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass. The order is
 # random (pytest-randomly); the seed is printed at the end, and `-p no:randomly` runs in file order.
-test: install lint web-deps browser qemu
+test: install lint web-deps browser qemu loadgen
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

@@ -20,6 +20,7 @@ from . import options as o
 from . import render
 from .edge import policy
 from .edge.layout import Layout
+from .serve_command import serve_cmd
 
 app = typer.Typer(
     cls=o.OneLineErrors,
@@ -38,24 +39,22 @@ Opt = typer.Option
 @app.command("train")
 @o.handle_errors
 def train_cmd(
-    epochs: Annotated[int, Opt("--epochs", help="Passes over the data.")] = 10,
-    batch_size: Annotated[int, Opt("--batch-size", "--batch_size", help="Images per step.")] = 64,
-    learning_rate: Annotated[
-        float, Opt("--learning-rate", "--learning_rate", help="Adam learning rate.")
-    ] = 1e-3,
-    seed: Annotated[int, Opt("--seed", help="Seed for weights and shuffling.")] = 1,
+    epochs: o.Epochs = 10,
+    batch_size: o.BatchSize = 64,
+    learning_rate: o.LearningRate = 1e-3,
+    seed: o.Seed = 1,
     data_dir: o.DataDir = None,
     output_dir: o.OutputDir = DEFAULT.root,
-    limit: Annotated[int | None, Opt("--limit", help="Train on the first N images only.")] = None,
+    limit: o.Limit = None,
     test_limit: o.TestLimit = None,
-    resume: Annotated[bool, Opt("--resume", help="Continue OUTPUT_DIR/mnist_cnn.pt.")] = False,
+    resume: o.Resume = False,
     threads: o.Threads = None,
-    recipe: Annotated[str, Opt("--recipe", help="default or original.")] = "default",
-    lr_schedule: Annotated[str | None, Opt("--lr-schedule", help="cosine, constant.")] = None,
-    augment: Annotated[bool | None, Opt("--augment/--no-augment", help="Shifts.")] = None,
-    weight_decay: Annotated[float | None, Opt("--weight-decay", help="Adam L2 penalty.")] = None,
-    device: Annotated[str, Opt("--device", help="auto, cpu, cuda or mps.")] = "auto",
-    amp: Annotated[bool, Opt("--amp", help="Mixed precision on CUDA.")] = False,
+    recipe: o.Recipe = "default",
+    lr_schedule: o.LrSchedule = None,
+    augment: o.Augment = None,
+    weight_decay: o.WeightDecay = None,
+    device: o.Device = "auto",
+    amp: o.Amp = False,
 ) -> None:
     """Train the CNN on MNIST and write a checkpoint after every epoch."""
     from .train import TrainConfig, train
@@ -373,19 +372,7 @@ def tune_cmd(
     o.finish(report, json_path)
 
 
-@app.command("serve")
-@o.handle_errors
-def serve_cmd(
-    folder: Annotated[Path, typer.Argument(help="A web export.")] = DEFAULT.root / "web",
-    host: Annotated[str, Opt("--host", help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, Opt("--port", help="0: any free port.")] = 8000,
-    verbose: Annotated[bool, Opt("--verbose", help="Log every request.")] = False,
-) -> None:
-    """Serve a web export, cross-origin isolated (threads on), until Ctrl-C."""
-    from .edge.web import serve
-
-    serve(folder, host, port, quiet=not verbose, on_start=render.serving)
-    console.print("stopped")
+app.command("serve")(o.handle_errors(serve_cmd))  # the server's many options: serve_command.py
 
 
 def main() -> Any:

@@ -49,6 +49,41 @@ CASES_HELP = ("Case names or patterns, e.g. onnxruntime,onnxruntime-int8 or 'ope
               "(bench and tune alike)")  # fmt: skip
 ThreadList = Annotated[str | None, Opt("--threads", help="e.g. 1,2 (default: 1 and all)")]
 
+# train
+Epochs = Annotated[int, Opt("--epochs", help="Passes over the data.")]
+BatchSize = Annotated[int, Opt("--batch-size", "--batch_size", help="Images per step.")]
+LearningRate = Annotated[
+    float, Opt("--learning-rate", "--learning_rate", help="Adam learning rate.")
+]
+Seed = Annotated[int, Opt("--seed", help="Seed for weights and shuffling.")]
+Limit = Annotated[int | None, Opt("--limit", help="Train on the first N images only.")]
+Resume = Annotated[bool, Opt("--resume", help="Continue OUTPUT_DIR/mnist_cnn.pt.")]
+Recipe = Annotated[str, Opt("--recipe", help="default or original.")]
+LrSchedule = Annotated[str | None, Opt("--lr-schedule", help="cosine, constant.")]
+Augment = Annotated[bool | None, Opt("--augment/--no-augment", help="Shifts.")]
+WeightDecay = Annotated[float | None, Opt("--weight-decay", help="Adam L2 penalty.")]
+Device = Annotated[str, Opt("--device", help="auto, cpu, cuda or mps.")]
+Amp = Annotated[bool, Opt("--amp", help="Mixed precision on CUDA.")]
+
+# serve
+WebFolder = Annotated[
+    Path | None, typer.Argument(help="A web export to serve beside the API (default: "
+                                "exports/web when there is one).")
+]  # fmt: skip
+Host = Annotated[str, Opt("--host", help="Address to listen on.")]
+Port = Annotated[int, Opt("--port", help="0: any free port.")]
+Verbose = Annotated[bool, Opt("--verbose", help="Log every request.")]
+ModelName = Annotated[str, Opt("--name", help="The model's name in /v2/models/NAME.")]
+MaxBatch = Annotated[int, Opt("--max-batch", help="Images per model call (1: no batching).")]
+MaxDelay = Annotated[int, Opt("--max-delay", help="Microseconds a request waits for others.")]
+MaxQueue = Annotated[int, Opt("--max-queue", help="Images waiting at most (then 503).")]
+MaxBody = Annotated[int, Opt("--max-body", help="Bytes in a request body (then 413).")]
+MaxRequestImages = Annotated[int, Opt("--max-request-images", help="Images in one request.")]
+MaxConnections = Annotated[int, Opt("--max-connections", help="Open at once (then 503).")]
+Timeout = Annotated[float, Opt("--timeout", help="Seconds a request may take (then 504).")]
+ServeModel = Annotated[Path | None, Opt("--model", help="Default: exported, else packaged.")]
+Profile = Annotated[Path | None, Opt("--profile", help="A deploy.json from tune.")]
+
 # quantize
 QuantOutput = Annotated[
     Path | None, Opt("--output", help="Default: mnist_cnn.int8.onnx beside --model.")

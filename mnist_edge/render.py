@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from .edge.bench import BenchReport
     from .edge.evaluate import EvalResult
     from .edge.parity import ParityReport
-    from .edge.web import WebExport, WebServer
+    from .edge.web import WebExport
     from .quantize import QuantResult
     from .workflow import ExportRun
 
@@ -391,6 +391,17 @@ def web_export(r: WebExport, source: str) -> None:
     console.print(f"open it with: mnist-edge serve {r.folder}")
 
 
-def serving(server: WebServer) -> None:
-    console.print(f"serving at {server.url} (Ctrl-C stops): {server.RequestHandlerClass.root}",
-                  soft_wrap=True)  # fmt: skip
+def serving(url: str, server: Any) -> None:
+    """Where the server listens, what it serves (the model still loading)."""
+    page = f"; the page {server.web}" if server.web is not None else ""
+    plain(f"serving at {url} (Ctrl-C stops): the Open Inference Protocol at "
+          f"{url}v2/models/{server.cfg.name}{page}")  # fmt: skip
+    sys.stdout.flush()
+
+
+def serve_ready(server: Any) -> None:
+    runner = server.predictor.runner
+    plain(f"ready: {server.cfg.name} = {server.predictor.path} ({runner.name}, "
+          f"{runner.threads or 'all'} engine threads; batches of up to "
+          f"{server.cfg.batch.max_batch} images, {server.cfg.batch.max_delay_us} us)")
+    sys.stdout.flush()

@@ -29,7 +29,8 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "model", "checkpoint", "distributed", "train", "export", "quantize", "doctor", "layers",
         "torch_backend")),
     "top": tuple(f"mnist_edge.{m}" for m in (
-        "render", "options", "workflow", "cli", "__main__", "runtime", "cluster")),
+        "render", "options", "workflow", "serve_command", "cli", "__main__", "runtime",
+        "cluster")),
 }  # fmt: skip
 LEVEL = {module: i for i, (_, mods) in enumerate(FLOORS.items()) for module in mods}
 HEAVY_PACKAGES = {"torch", "torchvision", "onnx", "onnxscript", "openvino", "ray"}

@@ -50,3 +50,12 @@ BATCH = 128
 CALIBRATION_SIZE = 512  # training images INT8 calibration sees
 TUNE_TEST_LIMIT = 2000  # test digits tune gates every case on
 DOCTOR_IMAGES = 1000  # test digits the quantization doctor compares layers on
+
+# `mnist-edge serve`: the batcher and the limits of the Open Inference Protocol server.
+SERVE_MAX_BATCH = 64  # images per model call; past ~64 throughput stops rising on CPU
+SERVE_MAX_DELAY_US = 500  # how long a request waits for others to join its batch
+SERVE_MAX_QUEUE = 2048  # images waiting at once; beyond, 503 with Retry-After
+SERVE_MAX_BODY = 16 << 20  # bytes in one request body; beyond, 413
+SERVE_MAX_REQUEST_IMAGES = 1024  # images in one request
+SERVE_MAX_CONNECTIONS = 512  # open connections and requests at once; beyond, 503
+SERVE_TIMEOUT_S = 30.0  # a request's whole life: reading its body and waiting for its answer

@@ -76,3 +76,11 @@ def for_files(files: int, *, threads: int | None = None, workers: int | None = N
         threads = max(1, n - workers)
     workers = min(workers, max(1, files))
     return Pools(n, threads, workers, spin=workers == 0)
+
+
+def for_server(threads: int | None = None, n: int | None = None) -> Pools:
+    """A server: its event loop reads and parses requests while one thread runs the batches
+    on the engine. The engine gets every core but one (all of them on one core), and its idle
+    threads do not spin, so the loop is never starved while a batch runs."""
+    n = n or cores()
+    return Pools(n, threads or max(1, n - 1), spin=False)

@@ -264,6 +264,36 @@ def _replace_folder(new: Path, out: Path) -> None:
 
 
 # --- the server ---------------------------------------------------------------------------------
+def static_file(root: Path, raw: str) -> Path | None:
+    """The file a URL path names inside `root` (resolved), or None: nothing outside root (`..`,
+    symlinks out, encoded tricks), no hidden files, and a folder only as its index.html."""
+    path = urllib.parse.unquote(urllib.parse.urlsplit(raw).path)
+    if "\0" in path or "\\" in path:
+        return None
+    parts = [p for p in path.split("/") if p not in ("", ".")]
+    if any(p == ".." or p.startswith(".") for p in parts):
+        return None
+    try:
+        target = root.joinpath(*parts).resolve(strict=True)
+    except (OSError, RuntimeError):
+        return None
+    if target != root and root not in target.parents:
+        return None
+    if target.is_dir():
+        target = target / "index.html"
+    return target if target.is_file() else None
+
+
+def check_web_folder(folder: Path | str) -> Path:
+    """`folder` resolved, when it is a web export; a ConfigError saying what it is not."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise ConfigError(f"no folder at {root}; write one with `mnist-edge export --format web`")
+    if not (root / "index.html").is_file():
+        raise ConfigError(f"{root} has no index.html; is it a web export?")
+    return root.resolve()
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     root: Path  # set on a subclass per server
     quiet: bool = True
@@ -290,23 +320,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(200, data, MIME.get(target.suffix.lower(), "application/octet-stream"), body)
 
     def _resolve(self, raw: str) -> Path | None:
-        """The file a URL path names inside root, or None: nothing outside root (`..`, symlinks
-        out, encoded tricks), no hidden files, and a folder only as its index.html."""
-        path = urllib.parse.unquote(urllib.parse.urlsplit(raw).path)
-        if "\0" in path or "\\" in path:
-            return None
-        parts = [p for p in path.split("/") if p not in ("", ".")]
-        if any(p == ".." or p.startswith(".") for p in parts):
-            return None
-        try:
-            target = self.root.joinpath(*parts).resolve(strict=True)
-        except (OSError, RuntimeError):
-            return None
-        if target != self.root and self.root not in target.parents:
-            return None
-        if target.is_dir():
-            target = target / "index.html"
-        return target if target.is_file() else None
+        return static_file(self.root, raw)
 
     def _send(self, code: int, data: bytes, mime: str, body: bool) -> None:
         self.send_response(code)
@@ -348,14 +362,10 @@ class WebServer(http.server.ThreadingHTTPServer):
 def make_server(folder: Path | str, host: str = "127.0.0.1", port: int = 8000,
                 quiet: bool = True) -> WebServer:  # fmt: skip
     """A server for a web export (port 0: any free port)."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise ConfigError(f"no folder at {root}; write one with `mnist-edge export --format web`")
-    if not (root / "index.html").is_file():
-        raise ConfigError(f"{root} has no index.html; is it a web export?")
+    root = check_web_folder(folder)
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be 0..65535, got {port}")
-    handler = type("Handler", (_Handler,), {"root": root.resolve(), "quiet": quiet})
+    handler = type("Handler", (_Handler,), {"root": root, "quiet": quiet})
     try:
         return WebServer((host, port), handler)
     except OSError as exc:

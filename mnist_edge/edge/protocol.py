@@ -1,0 +1,225 @@
+"""The Open Inference Protocol (KServe V2 / Triton) over HTTP, as pure functions: an inference
+request's body (JSON, or JSON followed by binary tensors) -> the model's input, and the model's
+output -> a response body. No server, no model here (serve.py has them).
+
+Requests: `inputs` holds one tensor, either FP32 (N, 1, 28, 28) normalised pixels named as the
+model's input (`input`), or BYTES (N,) of encoded image files (PNG, JPEG, ...) named `image`,
+which go through `prepare_image` as `predict` does. A tensor's data is JSON (`data`, a flat or
+nested list; BYTES elements as base64 strings) or binary (`parameters.binary_data_size`, the
+bytes after the JSON header whose length the `Inference-Header-Content-Length` header gives;
+BYTES elements each a 4-byte little-endian length and the bytes), as Triton's binary tensor
+data extension defines. Responses carry `log_probs` FP32 (N, 10), as JSON or as binary when the
+request asks (`parameters.binary_data_output`, or `binary_data` on a requested output).
+
+Every problem is a ProtocolError with the HTTP status the protocol gives it (400 for a wrong
+name, shape, datatype or size; 404 for an unknown model or version; 413 for a body over the
+limit), whose message goes out as `{"error": "..."}`.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import spec
+
+HEADER_LENGTH = "inference-header-content-length"  # (HTTP header names are case-insensitive)
+IMAGE_INPUT = "image"  # the BYTES input: encoded image files
+FP32 = "FP32"
+BYTES = "BYTES"
+SIDE = spec.IMAGE_SIZE
+PER_IMAGE = spec.CHANNELS * SIDE * SIDE
+
+
+class ProtocolError(Exception):
+    """A request the protocol refuses: the message goes out as {"error": ...} with `status`."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Request:
+    """One parsed inference request."""
+
+    id: str | None
+    kind: str  # FP32 or BYTES
+    tensor: np.ndarray | list[bytes]  # float32 (N, 1, 28, 28), or N encoded image files
+    outputs: tuple[str, ...]  # outputs asked for (empty: all)
+    binary_output: bool  # answer with binary tensors
+    parameters: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return len(self.tensor)
+
+
+def _json_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
+    if header_length is None:
+        head, rest = body, b""
+    else:
+        try:
+            size = int(header_length)
+        except ValueError:
+            raise ProtocolError(f"Inference-Header-Content-Length is not a number: "
+                                f"{header_length[:40]!r}") from None  # fmt: skip
+        if not 0 <= size <= len(body):
+            raise ProtocolError(f"Inference-Header-Content-Length {size} is outside the body "
+                                f"of {len(body)} bytes")  # fmt: skip
+        head, rest = body[:size], body[size:]
+    try:
+        header = json.loads(head)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"the request is not JSON: {str(exc)[:120]}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("the request must be a JSON object with an 'inputs' list")
+    return header, rest
+
+
+def _shape(raw: Any) -> tuple[int, ...]:
+    if not isinstance(raw, list) or not all(isinstance(d, int) and d >= 0 for d in raw):
+        raise ProtocolError(f"shape must be a list of non-negative integers, got {raw!r}"[:200])
+    return tuple(raw)
+
+
+def _flat_numbers(data: Any, count: int, name: str) -> np.ndarray:
+    try:
+        values = np.asarray(data, dtype=np.float32).ravel()
+    except (TypeError, ValueError):
+        raise ProtocolError(f"input {name!r}: data must be numbers") from None
+    if values.size != count:
+        raise ProtocolError(f"input {name!r}: {values.size} values for a shape of {count}")
+    return values
+
+
+def _bytes_elements(raw: bytes, name: str) -> list[bytes]:
+    out, i = [], 0
+    while i < len(raw):
+        if i + 4 > len(raw):
+            raise ProtocolError(f"input {name!r}: a BYTES element's length is cut short")
+        (size,) = struct.unpack_from("<I", raw, i)
+        i += 4
+        if i + size > len(raw):
+            raise ProtocolError(f"input {name!r}: a BYTES element claims {size} bytes, "
+                                f"{len(raw) - i} are left")  # fmt: skip
+        out.append(raw[i : i + size])
+        i += size
+    return out
+
+
+def parse_request(body: bytes, header_length: str | None, *, input_name: str = spec.INPUT_NAME,
+                  max_batch: int = 1024) -> Request:  # fmt: skip
+    """An inference request's body (and its Inference-Header-Content-Length) -> Request."""
+    header, rest = _json_header(body, header_length)
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
+        raise ProtocolError(f"'inputs' must hold exactly one tensor: {input_name!r} (FP32 "
+                            f"[N, 1, {SIDE}, {SIDE}]) or {IMAGE_INPUT!r} (BYTES [N])")  # fmt: skip
+    tensor = inputs[0]
+    name, datatype = tensor.get("name"), tensor.get("datatype")
+    shape = _shape(tensor.get("shape"))
+    params = tensor.get("parameters") or {}
+    if not isinstance(params, dict):
+        raise ProtocolError(f"input {name!r}: parameters must be an object")
+    binary_size = params.get("binary_data_size")
+    if binary_size is not None and (not isinstance(binary_size, int) or binary_size < 0):
+        raise ProtocolError(f"input {name!r}: binary_data_size must be a byte count")
+    if binary_size is not None and binary_size != len(rest):
+        raise ProtocolError(f"input {name!r}: binary_data_size is {binary_size} but the body "
+                            f"holds {len(rest)} bytes after the JSON header")  # fmt: skip
+    if binary_size is None and rest:
+        raise ProtocolError("binary data follows the JSON header, but no input names its "
+                            "binary_data_size")  # fmt: skip
+    if name == input_name:
+        if datatype != FP32:
+            raise ProtocolError(f"input {name!r} is FP32, got {datatype!r}")
+        if len(shape) != 4 or shape[1:] != (spec.CHANNELS, SIDE, SIDE) or shape[0] < 1:
+            raise ProtocolError(f"input {name!r} has shape [N, 1, {SIDE}, {SIDE}] with N >= 1, "
+                                f"got {list(shape)}")  # fmt: skip
+        count = shape[0] * PER_IMAGE
+        if binary_size is not None:
+            if binary_size != count * 4:
+                raise ProtocolError(f"input {name!r}: {binary_size} bytes for {count} FP32 "
+                                    f"values ({count * 4} bytes)")  # fmt: skip
+            values = np.frombuffer(rest, dtype="<f4").astype(np.float32, copy=False)
+        else:
+            values = _flat_numbers(tensor.get("data"), count, name)
+        array = values.reshape(shape)
+        if not np.isfinite(array).all():
+            raise ProtocolError(f"input {name!r} holds NaN or Inf")
+        data: np.ndarray | list[bytes] = array
+        kind = FP32
+    elif name == IMAGE_INPUT:
+        if datatype != BYTES:
+            raise ProtocolError(f"input {name!r} is BYTES (encoded image files), got {datatype!r}")
+        if len(shape) != 1 or shape[0] < 1:
+            raise ProtocolError(f"input {name!r} has shape [N] with N >= 1, got {list(shape)}")
+        if binary_size is not None:
+            data = _bytes_elements(rest, name)
+        else:
+            raw = tensor.get("data")
+            if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+                raise ProtocolError(f"input {name!r}: JSON data must be a list of base64 strings")
+            try:
+                data = [base64.b64decode(x, validate=True) for x in raw]
+            except (binascii.Error, ValueError):
+                raise ProtocolError(f"input {name!r}: an element is not base64") from None
+        if len(data) != shape[0]:
+            raise ProtocolError(f"input {name!r}: {len(data)} elements for a shape of {shape[0]}")
+        kind = BYTES
+    else:
+        raise ProtocolError(f"unknown input {name!r}; this model takes {input_name!r} (FP32) or "
+                            f"{IMAGE_INPUT!r} (BYTES)")  # fmt: skip
+    if len(data) > max_batch:
+        raise ProtocolError(f"{len(data)} images in one request; at most {max_batch}")
+    wanted, binary_out = _outputs(header)
+    request_id = header.get("id")
+    return Request(None if request_id is None else str(request_id), kind, data, wanted,
+                   binary_out, header.get("parameters") or {})  # fmt: skip
+
+
+def _outputs(header: dict[str, Any]) -> tuple[tuple[str, ...], bool]:
+    params = header.get("parameters") or {}
+    binary = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
+    outputs = header.get("outputs") or []
+    if not isinstance(outputs, list):
+        raise ProtocolError("'outputs' must be a list")
+    names = []
+    for out in outputs:
+        if not isinstance(out, dict) or out.get("name") != spec.OUTPUT_NAME:
+            got = out.get("name") if isinstance(out, dict) else out
+            raise ProtocolError(f"unknown output {got!r}; this model gives {spec.OUTPUT_NAME!r}")
+        names.append(out["name"])
+        p = out.get("parameters") or {}
+        if isinstance(p, dict) and "binary_data" in p:
+            binary = bool(p["binary_data"])
+    return tuple(names), binary
+
+
+def response(model: str, version: str, request: Request,
+             log_probs: np.ndarray) -> tuple[bytes, dict[str, str]]:  # fmt: skip
+    """(body, headers) answering `request` with the model's (N, 10) output."""
+    out: dict[str, Any] = {"name": spec.OUTPUT_NAME, "datatype": FP32,
+                           "shape": list(log_probs.shape)}  # fmt: skip
+    head: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": [out]}
+    if request.id is not None:
+        head["id"] = request.id
+    if request.binary_output:
+        raw = np.ascontiguousarray(log_probs, dtype="<f4").tobytes()
+        out["parameters"] = {"binary_data_size": len(raw)}
+        text = json.dumps(head, separators=(",", ":")).encode()
+        return text + raw, {HEADER_LENGTH: str(len(text)),
+                            "content-type": "application/octet-stream"}  # fmt: skip
+    out["data"] = log_probs.ravel().tolist()
+    return json.dumps(head, separators=(",", ":")).encode(), {"content-type": "application/json"}
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode()

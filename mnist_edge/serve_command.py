@@ -1,0 +1,43 @@
+"""`mnist-edge serve`: its options, and the one call that serves (edge/serve.py). Registered on
+the app by cli.py; apart from it because a server has many limits, each a flag."""
+
+from __future__ import annotations
+
+from . import options as o
+from . import render
+from .edge import policy
+
+
+def serve_cmd(
+    folder: o.WebFolder = None,
+    model: o.ServeModel = None,
+    backend: o.Backend = None,
+    precision: o.Precision = None,
+    threads: o.Threads = None,
+    profile: o.Profile = None,
+    host: o.Host = "127.0.0.1",
+    port: o.Port = 8000,
+    name: o.ModelName = "mnist",
+    max_batch: o.MaxBatch = policy.SERVE_MAX_BATCH,
+    max_delay: o.MaxDelay = policy.SERVE_MAX_DELAY_US,
+    max_queue: o.MaxQueue = policy.SERVE_MAX_QUEUE,
+    max_body: o.MaxBody = policy.SERVE_MAX_BODY,
+    max_request_images: o.MaxRequestImages = policy.SERVE_MAX_REQUEST_IMAGES,
+    max_connections: o.MaxConnections = policy.SERVE_MAX_CONNECTIONS,
+    timeout: o.Timeout = policy.SERVE_TIMEOUT_S,
+    verbose: o.Verbose = False,
+) -> None:
+    """Serve the model over the Open Inference Protocol (KServe V2, Triton) with dynamic
+    batching, and a web export beside it, until Ctrl-C or SIGTERM (then drain, exit 0)."""
+    from .edge.batching import BatchConfig
+    from .edge.serve import ServeConfig, default_web, serve
+
+    cfg = ServeConfig(
+        o.opt_str(model), backend, precision, threads, o.opt_str(profile),
+        default_web(o.opt_str(folder)), name, host=host, port=port,
+        batch=BatchConfig(max_batch, max_delay, max_queue), max_body=max_body,
+        max_request_images=max_request_images, max_connections=max_connections,
+        timeout_s=timeout, verbose=verbose,
+    )  # fmt: skip
+    serve(cfg, on_start=render.serving, on_ready=render.serve_ready)
+    render.console.print("stopped")
