@@ -65,8 +65,10 @@ class Batcher:
     concurrent requests, on one thread of its own (the engine's threads do the arithmetic)."""
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], cfg: BatchConfig = BatchConfig(),
-                 on_batch: Callable[[int, float], None] | None = None) -> None:  # fmt: skip
+                 on_batch: Callable[[int, float], None] | None = None,
+                 expected: Callable[[], int] = lambda: 0) -> None:  # fmt: skip
         self.fn, self.cfg, self.on_batch = fn, cfg, on_batch
+        self.expected = expected  # requests the server holds (a batch waits only for those)
         self._q: queue.SimpleQueue[_Item | None] = queue.SimpleQueue()
         self._waiting = 0  # images submitted and not yet answered
         self._lock = threading.Lock()
@@ -79,12 +81,25 @@ class Batcher:
         return self._waiting
 
     async def submit(self, x: np.ndarray) -> np.ndarray:
-        """The model's (n, 10) answer for `x`, once its batch has run."""
+        """The model's (n, 10) answer for `x`, once its batch has run. A request alone in the
+        server (nothing waiting, no other request held) runs at once in the caller's thread:
+        there is nobody to batch with, and the hand-over to the batcher's thread and back
+        costs more than the model call at batch 1."""
         with self._lock:
+            alone = self._waiting == 0 and self.expected() <= 1
             if self._waiting + len(x) > self.cfg.max_queue and self._waiting:
                 raise QueueFull(f"{self._waiting} images are waiting (at most "
                                 f"{self.cfg.max_queue}); try again shortly")  # fmt: skip
             self._waiting += len(x)
+        if alone:
+            t0 = time.perf_counter()
+            try:
+                return self.fn(x)
+            finally:
+                if self.on_batch:
+                    self.on_batch(len(x), time.perf_counter() - t0)
+                with self._lock:
+                    self._waiting -= len(x)
         loop = asyncio.get_running_loop()
         item = _Item(x, loop, loop.create_future())
         self._q.put(item)
@@ -100,7 +115,9 @@ class Batcher:
         batch, count = [first], first.n
         deadline = time.perf_counter() + self.cfg.max_delay_us / 1e6
         while count < self.cfg.max_batch:
-            remaining = deadline - time.perf_counter()
+            # wait for more only while the server holds requests not yet in this batch
+            waiting = len(batch) < self.expected()
+            remaining = deadline - time.perf_counter() if waiting else 0.0
             try:
                 item = self._q.get(timeout=remaining) if remaining > 0 else self._q.get_nowait()
             except queue.Empty:
