@@ -7,7 +7,8 @@ The peers are installed in a scratch venv this script makes (`--venv`, default
 /tmp/mnist-edge-peers; `pip install kserve==0.21.0 fastapi uvicorn onnxruntime numpy`), never in
 the project's own dependencies. All three get the same request bodies (Open Inference Protocol
 JSON: one digit, FP32 [1, 1, 28, 28]; and the binary tensor extension for the two servers that
-speak it), ONNX Runtime with as many intra-op threads as cores, one process each.
+speak it), ONNX Runtime with as many intra-op threads as cores, one process each, no
+per-request logging (KServe's latency log turned off, as mnist-edge logs nothing by default).
 Writes benchmarks/results/serve_peers.json.
 
     python benchmarks/serve_peers.py [--seconds 5] [--repeats 2]
@@ -36,6 +37,7 @@ PEERS = ("kserve==0.21.0", "fastapi", "uvicorn", "onnxruntime", "numpy")
 
 KSERVE = '''
 import sys
+import uuid
 import numpy as np
 import onnxruntime as ort
 from kserve import InferOutput, InferRequest, InferResponse, Model, ModelServer
@@ -57,11 +59,14 @@ class MNIST(Model):
         y = self.session.run(None, {"input": x})[0]
         out = InferOutput(name="log_probs", shape=list(y.shape), datatype="FP32")
         out.set_data_from_numpy(y, binary_data=payload.use_binary_outputs)
-        return InferResponse(model_name=self.name, infer_outputs=[out], response_id=payload.id)
+        return InferResponse(model_name=self.name, infer_outputs=[out],
+                             response_id=payload.id or uuid.uuid4().hex)
 
 if __name__ == "__main__":
     path, port, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-    ModelServer(http_port=port, enable_grpc=False, workers=1).start([MNIST("mnist", path, threads)])
+    server = ModelServer(http_port=port, enable_grpc=False, workers=1,
+                         enable_latency_logging=False)  # no per-request log lines: as ours
+    server.start([MNIST("mnist", path, threads)])
 '''
 
 # As tutorials write it: FastAPI, a pydantic body, the session at module level, a plain def

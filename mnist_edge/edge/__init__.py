@@ -19,6 +19,8 @@ a loop or an upward import); function-level imports are only for optional or hea
     predictor  images, runtime          photos and scans -> 28x28; Predictor on one runner
     tasks      evaluate, parity, bench, tune, predict, web
                                         data in as values, results out, nothing printed
+               protocol, batching, serve
+                                        the Open Inference Protocol server
 
 Above this subpackage: the training floor (model, checkpoint, train, export, quantize, doctor,
 layers, torch_backend) and the top (render, options, workflow, cli). Development tools (the
