@@ -7,8 +7,8 @@ The peers are installed in a scratch venv this script makes (`--venv`, default
 /tmp/mnist-edge-peers; `pip install kserve==0.21.0 fastapi uvicorn onnxruntime numpy`), never in
 the project's own dependencies. All three get the same request bodies (Open Inference Protocol
 JSON: one digit, FP32 [1, 1, 28, 28]; and the binary tensor extension for the two servers that
-speak it), ONNX Runtime with as many intra-op threads as cores, one process each, no
-per-request logging (KServe's latency log turned off, as mnist-edge logs nothing by default).
+speak it), ONNX Runtime with as many intra-op threads as cores, one process each, KServe's
+latency log turned off (its access log stays, as it ships), output to a file.
 Writes benchmarks/results/serve_peers.json.
 
     python benchmarks/serve_peers.py [--seconds 5] [--repeats 2]
@@ -131,10 +131,10 @@ class Peer:
         self.port = free_port()
         script = folder / f"{name}_server.py"
         script.write_text(code)
+        self.log = open(folder / f"{name}.log", "w+")  # a file: a full pipe would stall it
         self.proc = subprocess.Popen([str(python), str(script), str(pretrained_path()),
                                       str(self.port), str(cores())], cwd=folder,
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     text=True)  # fmt: skip
+                                     stdout=self.log, stderr=self.log, text=True)  # fmt: skip
         self.url = f"http://127.0.0.1:{self.port}/"
         for _ in range(600):
             try:
@@ -143,7 +143,8 @@ class Peer:
             except OSError:
                 time.sleep(0.1)
         self.proc.kill()
-        raise SystemExit(f"{name} did not start: {self.proc.stderr.read()[-2000:]}")
+        self.log.seek(0)
+        raise SystemExit(f"{name} did not start: {self.log.read()[-2000:]}")
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
@@ -151,6 +152,7 @@ class Peer:
             self.proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             self.proc.kill()
+        self.log.close()
 
 
 def main() -> None:
