@@ -166,3 +166,10 @@ def test_the_checks_catch_an_injected_fault(tmp_path, monkeypatch, fault):
     if fault == "loop":
         with pytest.raises(AssertionError):
             test_no_import_loop()
+
+
+def test_no_assert_in_the_package():
+    """A check that decides behaviour raises; `assert` vanishes under python -O."""
+    found = [f"{module_name(p)}:{n.lineno}" for p in PACKAGE.rglob("*.py")
+             for n in ast.walk(ast.parse(p.read_text())) if isinstance(n, ast.Assert)]  # fmt: skip
+    assert found == []

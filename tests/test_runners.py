@@ -2,6 +2,8 @@
 command, and what a backend cannot do here is one clear line."""
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -162,3 +164,23 @@ def test_one_outputs_function_for_every_runner(exported, mnist_dir):
     whole = runners.outputs(runner, images)
     assert whole.shape == (300, 10)
     assert_same_answers(whole, runners.outputs(runner, images, batch_size=7))
+
+
+@pytest.mark.parametrize("bad, words", [
+    (np.zeros((1, 1, 28, 28), np.float64), "float64"),
+    (np.zeros((1, 28, 28), np.float32), "(1, 28, 28)"),
+    (np.zeros((0, 1, 28, 28), np.float32), "N >= 1"),
+    ([[0.0]], "list"),
+])  # fmt: skip
+def test_every_runner_checks_its_input_before_the_engine_sees_it(bad, words):
+    """One check, in the Runner, for every backend: a wrong batch never reaches the engine."""
+    from mnist_edge.edge.backends.base import Runner
+    from mnist_edge.edge.errors import InputError
+
+    called = []
+    runner = Runner(Path("m.onnx"), "onnx", lambda x: called.append(x) or np.zeros((1, 10)))
+    with pytest.raises(InputError, match=re.escape(words)):
+        runner(bad)
+    assert called == []
+    runner(np.zeros((2, 1, 28, 28), np.float32))
+    assert len(called) == 1
