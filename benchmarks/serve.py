@@ -135,12 +135,18 @@ def main() -> None:
     print_table(["model", "batching", "encoding", "concurrency", "requests/s", "p50 ms",
                  "p99 ms", "not 200"], rows)  # fmt: skip
     for name, e in engine.items():
-        print(f"bare {name}: batch-1 p50 {e['b1_p50_ms']:.3f} ms, batch-64 "
-              f"{e['b64_images_per_s']:.0f} images/s ({cores()} threads)")
+        print(
+            f"bare {name}: batch-1 p50 {e['b1_p50_ms']:.3f} ms, batch-64 "
+            f"{e['b64_images_per_s']:.0f} images/s ({cores()} threads)"
+        )
 
     def cell(model: str, batching: str, encoding: str, c: int) -> dict:
-        return next(x for x in cells if (x["model"], x["batching"], x["encoding"],
-                                         x["concurrency"]) == (model, batching, encoding, c))
+        return next(
+            x
+            for x in cells
+            if (x["model"], x["batching"], x["encoding"], x["concurrency"])
+            == (model, batching, encoding, c)
+        )
 
     targets = {}
     if 64 in levels and 1 in levels:
@@ -150,9 +156,11 @@ def main() -> None:
                         for m in models for e in reqs for c in levels}  # fmt: skip
         targets = {"c64_binary_fp32_vs_bare_b64": hi, "c1_p99_minus_bare_b1_p50_ms": c1,
                    "batching_on_over_off": never_slower}  # fmt: skip
-        print(f"concurrency 64, fp32 binary: {hi:.0%} of bare batch-64 throughput (target 60%); "
-              f"concurrency 1 p99 - bare b1 p50 = {c1:.2f} ms (target <= 1); batching on/off: "
-              f"{min(never_slower.values()):.2f}..{max(never_slower.values()):.2f}x")
+        print(
+            f"concurrency 64, fp32 binary: {hi:.0%} of bare batch-64 throughput (target 60%); "
+            f"concurrency 1 p99 - bare b1 p50 = {c1:.2f} ms (target <= 1); batching on/off: "
+            f"{min(never_slower.values()):.2f}..{max(never_slower.values()):.2f}x"
+        )
     write_report(a.out, {"seconds": a.seconds, "repeats": a.repeats, "server_args": extra,
                          "bare": engine, "cells": cells, "targets": targets})  # fmt: skip
 

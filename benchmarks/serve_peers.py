@@ -35,7 +35,7 @@ from mnist_edge.edge.threads import cores
 
 PEERS = ("kserve==0.21.0", "fastapi", "uvicorn", "onnxruntime", "numpy")
 
-KSERVE = '''
+KSERVE = """
 import sys
 import uuid
 import numpy as np
@@ -67,11 +67,11 @@ if __name__ == "__main__":
     server = ModelServer(http_port=port, enable_grpc=False, workers=1,
                          enable_latency_logging=False)  # no per-request log lines: as ours
     server.start([MNIST("mnist", path, threads)])
-'''
+"""
 
 # As tutorials write it: FastAPI, a pydantic body, the session at module level, a plain def
 # route (FastAPI runs it in its thread pool), the answer as a list of lists.
-FASTAPI = '''
+FASTAPI = """
 import sys
 import numpy as np
 import onnxruntime as ort
@@ -106,7 +106,7 @@ def infer(req: Request):
             "shape": list(y.shape), "data": y.ravel().tolist()}]}
 
 uvicorn.run(app, host="127.0.0.1", port=port, log_level="error")
-'''
+"""
 
 
 def free_port() -> int:
@@ -169,9 +169,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         reqs = bodies(tmp)
-        servers = {"kserve": lambda: Peer(python, KSERVE, tmp, "kserve"),
-                   "fastapi": lambda: Peer(python, FASTAPI, tmp, "fastapi"),
-                   "mnist-edge": lambda: Server(["--model", str(pretrained_path())], tmp)}
+        servers = {
+            "kserve": lambda: Peer(python, KSERVE, tmp, "kserve"),
+            "fastapi": lambda: Peer(python, FASTAPI, tmp, "fastapi"),
+            "mnist-edge": lambda: Server(["--model", str(pretrained_path())], tmp),
+        }
         encodings = {"kserve": ("json", "binary"), "fastapi": ("json",),
                      "mnist-edge": ("json", "binary")}  # fmt: skip
         for name, start in servers.items():
@@ -202,14 +204,18 @@ def main() -> None:
 
     ratios = {}
     for encoding in ("json", "binary"):
-        ours, theirs = get("mnist-edge", encoding, max(levels)), get("kserve", encoding,
-                                                                       max(levels))
+        ours, theirs = (
+            get("mnist-edge", encoding, max(levels)),
+            get("kserve", encoding, max(levels)),
+        )
         if ours and theirs:
             ratios[f"{encoding}_c{max(levels)}_vs_kserve"] = ours["rps"] / theirs["rps"]
         ours1, theirs1 = get("mnist-edge", encoding, 1), get("kserve", encoding, 1)
         if ours1 and theirs1:
-            ratios[f"{encoding}_c1_p99_ms"] = {"mnist-edge": ours1["p99_ms"],
-                                               "kserve": theirs1["p99_ms"]}
+            ratios[f"{encoding}_c1_p99_ms"] = {
+                "mnist-edge": ours1["p99_ms"],
+                "kserve": theirs1["p99_ms"],
+            }
     print(ratios)
     write_report(a.out, {"seconds": a.seconds, "repeats": a.repeats, "peers": list(PEERS),
                          "cells": cells, "ratios": ratios})  # fmt: skip

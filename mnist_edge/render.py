@@ -401,7 +401,9 @@ def serving(url: str, server: Any) -> None:
 
 def serve_ready(server: Any) -> None:
     runner = server.predictor.runner
-    plain(f"ready: {server.cfg.name} = {server.predictor.path} ({runner.name}, "
-          f"{runner.threads or 'all'} engine threads; batches of up to "
-          f"{server.cfg.batch.max_batch} images, {server.cfg.batch.max_delay_us} us)")
+    plain(
+        f"ready: {server.cfg.name} = {server.predictor.path} ({runner.name}, "
+        f"{runner.threads or 'all'} engine threads; batches of up to "
+        f"{server.cfg.batch.max_batch} images, {server.cfg.batch.max_delay_us} us)"
+    )
     sys.stdout.flush()

@@ -266,8 +266,9 @@ class ModelServer:
         async for chunk in chunks:
             size += len(chunk)
             if size > self.cfg.max_body:
-                raise protocol.ProtocolError(f"the body is over the limit of "
-                                             f"{self.cfg.max_body:,} bytes (--max-body)", 413)
+                raise protocol.ProtocolError(
+                    f"the body is over the limit of {self.cfg.max_body:,} bytes (--max-body)", 413
+                )
             parts.append(chunk)
         return b"".join(parts)
 
@@ -298,8 +299,9 @@ class ModelServer:
                 raise protocol.ProtocolError(f"image {i}: {kind}") from None  # fmt: skip
         return self.predictor.preprocess(np.stack(digits))
 
-    def _counted(self, endpoint: str, status: int, body: bytes,
-                 headers: dict[str, str] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    def _counted(
+        self, endpoint: str, status: int, body: bytes, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes, dict[str, str]]:
         """(status, body, headers) of a response, counted, with the protocol's headers."""
         self.metrics.requests.labels(endpoint, str(status)).inc()
         headers = {"content-type": "application/json", **(headers or {})}
@@ -465,8 +467,13 @@ class _FastInfer:
 
         status, body, out = await self.server.answer(params, headers.get, chunks())
         out["content-length"] = str(len(body))
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(k.encode(), v.encode()) for k, v in out.items()]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode(), v.encode()) for k, v in out.items()],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
