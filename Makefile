@@ -16,7 +16,7 @@ export MNIST_EDGE_DATA := $(abspath ../shared/data/mnist)
 endif
 endif
 
-.PHONY: demo test lint install clean web-deps browser qemu loadgen check-arm
+.PHONY: demo test lint install clean web-deps browser qemu loadgen ray-deps check-arm
 
 # onnxruntime-web for `mnist-edge export --format web` (the version pinned in mnist_edge/edge/web.py),
 # from npm into .web/, where the exporter looks for it.
@@ -49,6 +49,13 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+# Ray for the cluster tests (tests/test_ray.py, run inside a network namespace): the [ray]
+# extra, into the same venv, the way chromium and hey are installed for theirs.
+ray-deps: $(VENV)/.ray
+$(VENV)/.ray: $(VENV)/.installed pyproject.toml
+	$(PY) -m pip install -q -e '.[ray]'
+	touch $@
+
 demo: install
 	$(BIN)/mnist-edge train $(TRAIN_FLAGS) --output-dir $(OUT)
 	$(BIN)/mnist-edge evaluate --checkpoint $(OUT)/mnist_cnn.pt --json $(OUT)/evaluation.json
@@ -71,7 +78,7 @@ lint: install
 
 # pytest exits 5 when it collected no tests: that is a failure here, not a pass. The order is
 # random (pytest-randomly); the seed is printed at the end, and `-p no:randomly` runs in file order.
-test: install lint web-deps browser qemu loadgen
+test: install lint web-deps browser qemu loadgen ray-deps
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 

@@ -258,15 +258,27 @@ def predict_cmd(
             "default: the cores the model's threads leave).",
         ),
     ] = None,  # fmt: skip
+    ray: o.UseRay = False,
+    ray_address: o.RayAddress = None,
+    actors: o.Actors = None,
 ) -> None:
     """Classify digit images: a line per file (label, confidence); unreadable files get their own
-    error line and make the exit code 1 (2 when no file could be read)."""
+    error line and make the exit code 1 (2 when no file could be read). With --ray, Ray Data
+    actors answer the files (each --threads engine threads, 1 by default); the rows come out
+    in input order once the job is done."""
     from .edge.predict import PredictConfig, predict_paths
 
     cfg = PredictConfig(o.opt_str(model), top, threads, workers, backend, precision,
                         o.opt_str(profile), o.opt_str(output))  # fmt: skip
-    with render.predict_rows(as_json) as (on_start, on_row):
-        summary = predict_paths(images, cfg, on_start=on_start, on_row=on_row)
+    with render.predict_rows(as_json) as (on_start, on_row, on_progress):
+        if ray or ray_address:
+            from .edge.cluster import RayConfig, predict_on_ray
+
+            ray_cfg = RayConfig(ray_address, cpus=threads or 1, actors=actors)
+            summary = predict_on_ray(images, cfg, ray_cfg, on_start=on_start,
+                                     on_progress=on_progress, on_row=on_row)  # fmt: skip
+        else:
+            summary = predict_paths(images, cfg, on_start=on_start, on_row=on_row)
     render.predicted(summary, as_json)
     if summary.failed:
         raise typer.Exit(o.EXIT_ERROR if summary.failed == summary.total else o.EXIT_FAILED)

@@ -73,6 +73,12 @@ WebFolder = Annotated[
 Host = Annotated[str, Opt("--host", help="Address to listen on.")]
 Port = Annotated[int, Opt("--port", help="0: any free port.")]
 Verbose = Annotated[bool, Opt("--verbose", help="Log every request.")]
+UseRay = Annotated[bool, Opt("--ray", help="On Ray: RAY_ADDRESS's cluster, else a local one.")]
+RayAddress = Annotated[
+    str | None, Opt("--ray-address", help="Join this Ray cluster (implies --ray).")
+]
+Actors = Annotated[int | None, Opt("--actors", min=1, help="Ray actors (default: CPUs/threads).")]
+Replicas = Annotated[int, Opt("--replicas", min=1, help="Ray Serve replicas (with --ray).")]
 ModelName = Annotated[str, Opt("--name", help="The model's name in /v2/models/NAME.")]
 MaxBatch = Annotated[int, Opt("--max-batch", help="Images per model call (1: no batching).")]
 MaxDelay = Annotated[int, Opt("--max-delay", help="Microseconds a request waits for others.")]

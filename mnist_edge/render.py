@@ -293,14 +293,16 @@ def prediction(row: Any) -> None:
 
 
 @contextmanager
-def predict_rows(as_json: bool) -> Iterator[tuple[Any, Any]]:
-    """(on_start, on_row) for predict_paths: which model runs (on stderr, unless --model named
-    it), a line per file as it comes (errors on stderr), and a progress bar on stderr for many
-    files on a terminal."""
+def predict_rows(as_json: bool) -> Iterator[tuple[Any, Any, Any]]:
+    """(on_start, on_row, on_progress) for predict_paths and predict_on_ray: which model runs
+    (on stderr, unless --model named it), a line per file (errors on stderr), and progress on
+    stderr for many files: a bar on a terminal; on Ray, where rows are printed once the job is
+    done, a line at every tenth of the files otherwise."""
     from contextlib import ExitStack
 
     with ExitStack() as stack:
         bar: list[Any] = []
+        said = [0]
 
         def on_start(summary: Any) -> None:
             if summary.source != "--model":
@@ -311,15 +313,22 @@ def predict_rows(as_json: bool) -> Iterator[tuple[Any, Any]]:
                 progress = stack.enter_context(Progress(console=err_console.get(), transient=True))
                 bar[:] = [progress, progress.add_task("predicting", total=summary.files)]
 
-        def on_row(row: Any) -> None:
+        def on_progress(done: int, total: int) -> None:
             if bar:
+                bar[0].update(bar[1], completed=done)
+            elif done * 10 // total > said[0] or done == total:
+                said[0] = done * 10 // total
+                plain(f"ray: {done}/{total} files answered", err=True)
+
+        def on_row(row: Any) -> None:
+            if bar and not bar[0].tasks[0].finished:
                 bar[0].advance(bar[1])
             if row.error is not None:
                 error(row.error)
             elif not as_json:
                 prediction(row)
 
-        yield on_start, on_row
+        yield on_start, on_row, on_progress
 
 
 def predicted(summary: Any, as_json: bool) -> None:
@@ -406,4 +415,15 @@ def serve_ready(server: Any) -> None:
         f"{runner.threads or 'all'} engine threads; batches of up to "
         f"{server.cfg.batch.max_batch} images, {server.cfg.batch.max_delay_us} us)"
     )
+    sys.stdout.flush()
+
+
+def serving_on_ray(url: str) -> None:
+    plain(f"deploying on Ray Serve at {url} (Ctrl-C stops)")
+    sys.stdout.flush()
+
+
+def ray_ready(url: str, replicas: int) -> None:
+    plain(f"serving at {url} on Ray Serve ({replicas} replicas): the Open Inference Protocol "
+          f"at {url}v2/models/")  # fmt: skip
     sys.stdout.flush()

@@ -26,9 +26,14 @@ def serve_cmd(
     max_connections: o.MaxConnections = policy.SERVE_MAX_CONNECTIONS,
     timeout: o.Timeout = policy.SERVE_TIMEOUT_S,
     verbose: o.Verbose = False,
+    ray: o.UseRay = False,
+    ray_address: o.RayAddress = None,
+    replicas: o.Replicas = 1,
 ) -> None:
     """Serve the model over the Open Inference Protocol (KServe V2, Triton) with dynamic
-    batching, and a web export beside it, until Ctrl-C or SIGTERM (then drain, exit 0)."""
+    batching, and a web export beside it, until Ctrl-C or SIGTERM (then drain, exit 0). With
+    --ray, the same app as a Ray Serve deployment of --replicas replicas (each --threads
+    engine threads, 1 by default)."""
     from .edge.batching import BatchConfig
     from .edge.serve import ServeConfig, default_web, serve
 
@@ -39,5 +44,11 @@ def serve_cmd(
         max_request_images=max_request_images, max_connections=max_connections,
         timeout_s=timeout, verbose=verbose,
     )  # fmt: skip
-    serve(cfg, on_start=render.serving, on_ready=render.serve_ready)
+    if ray or ray_address:
+        from .edge.cluster import RayConfig, serve_on_ray
+
+        ray_cfg = RayConfig(ray_address, cpus=threads or 1, replicas=replicas)
+        serve_on_ray(cfg, ray_cfg, on_start=render.serving_on_ray, on_ready=render.ray_ready)
+    else:
+        serve(cfg, on_start=render.serving, on_ready=render.serve_ready)
     render.console.print("stopped")

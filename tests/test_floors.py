@@ -24,13 +24,12 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "predictor": ("mnist_edge.edge.images", "mnist_edge.edge.runtime"),
     "tasks": tuple(f"mnist_edge.edge.{m}" for m in (
         "evaluate", "parity", "bench", "tune", "predict", "web", "serve", "batching",
-        "protocol")),
+        "protocol", "cluster")),
     "training": tuple(f"mnist_edge.{m}" for m in (
         "model", "checkpoint", "distributed", "train", "export", "quantize", "doctor", "layers",
         "torch_backend")),
     "top": tuple(f"mnist_edge.{m}" for m in (
-        "render", "options", "workflow", "serve_command", "cli", "__main__", "runtime",
-        "cluster")),
+        "render", "options", "workflow", "serve_command", "cli", "__main__", "runtime")),
 }  # fmt: skip
 LEVEL = {module: i for i, (_, mods) in enumerate(FLOORS.items()) for module in mods}
 HEAVY_PACKAGES = {"torch", "torchvision", "onnx", "onnxscript", "openvino", "ray"}

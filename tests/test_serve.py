@@ -67,8 +67,21 @@ class Server:
         return self.proc.returncode, out + err
 
 
+class Running:
+    """A server that is already up (MNIST_EDGE_SERVE_URL): test_ray.py runs the tests marked
+    `oip` against Ray Serve this way, inside the network namespace of its cluster."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/") + "/"
+        self.address = self.url.split("//", 1)[1].rstrip("/")
+        self.client = httpclient.InferenceServerClient(self.address, network_timeout=60)
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
+    if os.environ.get("MNIST_EDGE_SERVE_URL"):
+        yield Running(os.environ["MNIST_EDGE_SERVE_URL"])
+        return
     s = Server(cwd=tmp_path_factory.mktemp("serve"))
     yield s
     code, output = s.stop()
@@ -100,6 +113,7 @@ def png(digit: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+@pytest.mark.oip
 def test_the_protocol_endpoints(server):
     c = server.client
     assert c.is_server_live() and c.is_server_ready() and c.is_model_ready("mnist")
@@ -118,6 +132,7 @@ def test_the_protocol_endpoints(server):
     assert curl(server.url + "v2/health/live")[0] == 200
 
 
+@pytest.mark.oip
 @pytest.mark.parametrize("binary", [False, True])
 def test_answers_equal_the_predictor_on_1000_digits(server, digits, binary):
     """Binary tensors and JSON alike give the Predictor's log-probabilities, in requests of
@@ -135,6 +150,7 @@ def test_answers_equal_the_predictor_on_1000_digits(server, digits, binary):
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=1e-3)  # the parity rule
 
 
+@pytest.mark.oip
 def test_image_files_go_through_predicts_pipeline(server, digits):
     files = [png(d) for d in digits.images[:20]]
     out = infer(server.client, np.array(files, dtype=np.object_), True, name="image")
@@ -143,6 +159,7 @@ def test_image_files_go_through_predicts_pipeline(server, digits):
     assert out.argmax(1).tolist() == want
 
 
+@pytest.mark.oip
 def test_parallel_clients_get_their_own_rows(server, digits):
     """Requests gathered into one batch each get back exactly their own rows."""
     x = np.concatenate(list(batches(digits.images[:64], 64)))
@@ -205,6 +222,7 @@ _CUT = json.dumps(
 ).encode()
 
 
+@pytest.mark.oip
 @pytest.mark.parametrize("body, headers, status, words", [
     (_fp32(name="pixels"), {}, 400, "unknown input 'pixels'"),
     (_fp32(dtype="INT8"), {}, 400, "is FP32"),
@@ -223,6 +241,7 @@ def test_bad_requests_get_400_with_an_error_body(server, body, headers, status, 
     assert code == status and "error" in answer and words in answer["error"], answer
 
 
+@pytest.mark.oip
 @pytest.mark.parametrize(
     "path, words",
     [
@@ -313,6 +332,7 @@ def test_limits_body_queue_and_an_oversized_request(tmp_path, digits):
         assert s.stop()[0] == 0
 
 
+@pytest.mark.oip
 def test_a_slow_client_holds_nothing(server, digits):
     """A client that sends half its headers and waits does not stop others being answered."""
     host, port = server.address.split(":")

@@ -21,6 +21,7 @@ from pathlib import Path
 TRAIN_EXTRA = "pip install 'mnist-edge[train]'"
 # Modules that only the `train` extra brings; the edge install has numpy and onnxruntime alone.
 TRAIN_ONLY_MODULES = ("torch", "torchvision", "onnx", "onnxscript")
+EXTRAS = {"ray": "ray", "openvino": "openvino"}  # optional package -> the extra that installs it
 
 
 class MnistEdgeError(Exception):
@@ -51,6 +52,10 @@ class OutputError(MnistEdgeError):
     """An output file or folder cannot be written."""
 
 
+class ClusterError(MnistEdgeError):
+    """A Ray cluster cannot be reached, or a job on it did not give every answer."""
+
+
 class MissingDependency(MnistEdgeError, ImportError):
     """A command needs a package of an extra that is not installed."""
 
@@ -61,6 +66,10 @@ def missing_dependency(module: str, what: str = "this command") -> MissingDepend
     if top in TRAIN_ONLY_MODULES:
         return MissingDependency(
             f"{what} needs {top}, which the edge install leaves out; install it with {TRAIN_EXTRA}"
+        )
+    if top in EXTRAS:
+        return MissingDependency(
+            f"{what} needs {top}; install it with pip install 'mnist-edge[{EXTRAS[top]}]'"
         )
     return MissingDependency(f"{what} needs the Python package {top!r}; install it with pip")
 

@@ -426,8 +426,9 @@ class ModelServer:
 
         @contextlib.asynccontextmanager
         async def lifespan(app: Any):
-            loader = threading.Thread(target=self.load, name="mnist-edge-load", daemon=True)
-            loader.start()
+            if self.batcher is None:  # not loaded already (a Ray Serve replica loads first)
+                loader = threading.Thread(target=self.load, name="mnist-edge-load", daemon=True)
+                loader.start()
             try:
                 yield
             finally:
