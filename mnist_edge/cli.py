@@ -99,7 +99,9 @@ def evaluate_cmd(
 @app.command("export")
 @o.handle_errors
 def export_cmd(
-    format: Annotated[str, Opt("--format", help="onnx, torchscript, pt2, ort, web, all.")] = "onnx",
+    format: Annotated[
+        str, Opt("--format", help="onnx, torchscript, pt2, ort, web, triton, all.")
+    ] = "onnx",
     checkpoint: o.CheckpointOpt = DEFAULT.checkpoint,
     output_dir: o.OutputDir = DEFAULT.root,
     opset: Annotated[int | None, Opt("--opset", help="ONNX opset.")] = None,
@@ -120,13 +122,19 @@ def export_cmd(
     ),
 ) -> None:
     """Export the checkpoint, then check the exports against PyTorch (parity); `web` writes a
-    static page on onnxruntime-web for the ONNX model (the packaged one if none is exported)."""
+    static page on onnxruntime-web for the ONNX model (the packaged one if none is exported);
+    `triton` a Triton model repository (OUTPUT_DIR/triton) of the ONNX model, and of the INT8
+    one when there is one."""
     from .edge import web
 
     if not (names := o.csv_values(format, "--format", str)):
-        raise o.fail(f"--format takes onnx, torchscript, pt2, ort, web or all, got {format!r}")
+        raise o.fail(f"--format takes onnx, torchscript, pt2, ort, web, triton or all, got "
+                     f"{format!r}")  # fmt: skip
     with_web = "web" in names or (names == ("all",) and web.find_ort_web(ort_web) is not None)
-    if names := tuple(n for n in names if n != "web"):
+    with_triton = "triton" in names or names == ("all",)
+    if with_triton and "onnx" not in names and "all" not in names:
+        names = ("onnx", *names)  # the repository holds the ONNX file: export it first
+    if names := tuple(n for n in names if n not in ("web", "triton")):
         from .edge.layout import EXPORTED
         from .export import ExportConfig
         from .workflow import export_and_verify
@@ -149,6 +157,11 @@ def export_cmd(
         if no_parity:
             console.print("parity skipped (--no-parity); run `mnist-edge parity` to check")
         o.finish(run, json_path)
+    if with_triton:
+        from .edge.triton import write_repository
+
+        folder = Layout(output_dir)
+        render.triton_export(write_repository(output_dir, folder.onnx, folder.int8))
     if with_web:
         page, source = web.config_for(output_dir, web_dir, ort_web)
         render.web_export(web.export_web(page), source)

@@ -427,3 +427,12 @@ def ray_ready(url: str, replicas: int) -> None:
     plain(f"serving at {url} on Ray Serve ({replicas} replicas): the Open Inference Protocol "
           f"at {url}v2/models/")  # fmt: skip
     sys.stdout.flush()
+
+
+def triton_export(repo: Any) -> None:
+    """The Triton repository's models, and what was left out."""
+    for m in repo.models:
+        dims = ", ".join(f"{k} {v}" for k, v in {**m.inputs, **m.outputs}.items())
+        plain(f"wrote {m.config.parent} (Triton, onnxruntime backend; {dims} per item)")
+    for reason in repo.skipped:
+        plain(f"left out {reason}", err=True)

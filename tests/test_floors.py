@@ -24,7 +24,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "predictor": ("mnist_edge.edge.images", "mnist_edge.edge.runtime"),
     "tasks": tuple(f"mnist_edge.edge.{m}" for m in (
         "evaluate", "parity", "bench", "tune", "predict", "web", "serve", "batching",
-        "protocol", "cluster")),
+        "protocol", "cluster", "triton")),
     "training": tuple(f"mnist_edge.{m}" for m in (
         "model", "checkpoint", "distributed", "train", "export", "quantize", "doctor", "layers",
         "torch_backend")),

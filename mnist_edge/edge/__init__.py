@@ -6,7 +6,7 @@ predict, evaluate, bench, parity and tune where torch cannot be imported.
 Floors, bottom up. A module imports only from lower modules of its own floor and from the
 floors below (tests/test_floors.py reads every import, function-level ones too, and fails on
 a loop or an upward import); function-level imports are only for optional or heavy packages
-(openvino, Pillow, the quantizer).
+(openvino, ray, Pillow, the quantizer).
 
     core       spec, errors, policy     the contract, the error tree, every threshold/default
                layout                   the one Format table; where each file of a model lives
@@ -21,6 +21,8 @@ a loop or an upward import); function-level imports are only for optional or hea
                                         data in as values, results out, nothing printed
                protocol, batching, serve
                                         the Open Inference Protocol server
+               cluster                  the same on Ray: Ray Data batches, Ray Serve (ray extra)
+               triton                   a Triton model repository of the exported models
 
 Above this subpackage: the training floor (model, checkpoint, train, export, quantize, doctor,
 layers, torch_backend) and the top (render, options, workflow, cli). Development tools (the

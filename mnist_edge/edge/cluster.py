@@ -42,6 +42,7 @@ from .images import prepare_files
 from .predict import PredictConfig, PredictSummary, expand_inputs, open_predictor, write_rows
 from .runtime import FileResult
 from .serve import ModelServer, ServeConfig
+from .serve import open_predictor as open_served
 from .threads import cores
 
 APP_NAME = "mnist-edge"  # the Ray Serve application
@@ -277,8 +278,6 @@ def serve_on_ray(
 ) -> None:
     """Deploy the OIP app on Ray Serve and keep it up until SIGTERM or Ctrl-C (or `stop`);
     then Serve drains its replicas and shuts down, and a local instance stops."""
-    from .serve import open_predictor as open_served
-
     if cfg.port == 0:
         raise ConfigError("Ray Serve needs a port number: --port 0 works without --ray only")
     open_served(replace(cfg, threads=1))  # a model that cannot load fails here, in one line
