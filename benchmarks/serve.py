@@ -48,8 +48,21 @@ def bodies(folder: Path) -> dict[str, tuple[Path, list[str]]]:
             "json": (folder / "json.json", ["Content-Type: application/json"])}  # fmt: skip
 
 
-def hey(url: str, body: Path, headers: list[str], concurrency: int, seconds: float) -> dict:
-    cmd = ["hey", "-z", f"{seconds}s", "-c", str(concurrency), "-m", "POST", "-D", str(body)]
+def hey(url: str, body: Path, headers: list[str], concurrency: int, seconds: float,
+        prefix: tuple[str, ...] = ()) -> dict:  # fmt: skip
+    """hey's numbers; `prefix` runs it inside something (benchmarks/ray.py: nsenter)."""
+    cmd = [
+        *prefix,
+        "hey",
+        "-z",
+        f"{seconds}s",
+        "-c",
+        str(concurrency),
+        "-m",
+        "POST",
+        "-D",
+        str(body),
+    ]
     for h in headers:
         cmd += ["-H", h]
     out = subprocess.run([*cmd, url], capture_output=True, text=True,
