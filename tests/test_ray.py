@@ -61,10 +61,10 @@ def ns():
 def folder(tmp_path_factory, mnist_dir) -> Path:
     """2,000 image files: test digits as PNGs, and a few that cannot be read."""
     root = tmp_path_factory.mktemp("files")
-    digits = load_split("test", mnist_dir, FILES)
+    digits = load_split("test", mnist_dir, FILES).images  # synthetic MNIST has 1,000
     good = FILES - 4
     for i in range(good):
-        Image.fromarray(255 - digits.images[i]).save(root / f"{i:05d}.png")
+        Image.fromarray(255 - digits[i % len(digits)]).save(root / f"{i:05d}.png")
     (root / "broken-text.png").write_bytes(b"not an image")
     (root / "broken-empty.png").write_bytes(b"")
     (root / "broken-truncated.png").write_bytes((root / "00000.png").read_bytes()[:60])
