@@ -112,6 +112,50 @@ def test_web_export_and_serve_without_torch(folder, tmp_path):
     assert "--port" in one_error_line(r)
 
 
+def test_a_ray_actor_answers_without_torch(mnist_dir, tmp_path):
+    """What each Ray Data actor runs (edge/cluster.py's _PredictActor), called here without Ray
+    where torch cannot be imported: the edge install with the ray extra runs batch jobs."""
+    from PIL import Image
+
+    from mnist_edge.edge.data import load_split
+
+    digits = load_split("test", mnist_dir, 4)
+    for i, d in enumerate(digits.images):
+        Image.fromarray(255 - d).save(tmp_path / f"{i}.png")
+    (tmp_path / "bad.png").write_bytes(b"no")
+    code = BLOCK + (
+        "import json, numpy as np\n"
+        "from mnist_edge.edge.cluster import _PredictActor\n"
+        "from mnist_edge.edge.predict import PredictConfig\n"
+        f"actor = _PredictActor(PredictConfig(top=2), 1, 2, {str(tmp_path)!r})\n"
+        "files = ['0.png', '1.png', 'bad.png', '2.png', '3.png']\n"
+        "out = actor({'index': np.arange(5), 'path': np.array(files, dtype=object)})\n"
+        "print(json.dumps({'labels': out['labels'][:, 0].tolist(),\n"
+        "                  'errors': [str(e) for e in out['error']],\n"
+        "                  'torch': sys.modules.get('torch') is not None}))\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    got = json.loads(r.stdout.splitlines()[-1])
+    from mnist_edge.edge.runtime import Predictor
+
+    want = Predictor.pretrained().predict(digits.images).labels.tolist()
+    assert got["labels"][:2] + got["labels"][3:] == want and got["labels"][2] == -1
+    assert "bad.png" in got["errors"][2] and not any(got["errors"][i] for i in (0, 1, 3, 4))
+    assert got["torch"] is False
+
+
+def test_ray_without_the_ray_extra_says_what_to_install(tmp_path):
+    code = BLOCK.replace("'openvino')", "'openvino', 'ray')") + (
+        "from mnist_edge.cli import main\n"
+        f"sys.argv = ['mnist-edge', 'predict', {str(tmp_path)!r}, '--ray']\n"
+        "main()\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2
+    assert "pip install 'mnist-edge[ray]'" in one_error_line(r)
+
+
 @pytest.mark.parametrize(
     "args",
     [

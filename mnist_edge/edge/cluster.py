@@ -39,7 +39,7 @@ import numpy as np
 from . import policy
 from .errors import ClusterError, ConfigError, MnistEdgeError, missing_dependency
 from .images import prepare_files
-from .predict import PredictConfig, PredictSummary, expand_inputs, open_predictor, write_rows
+from .predict import PredictConfig, PredictSummary, collect, expand_inputs, open_predictor
 from .runtime import FileResult
 from .serve import ModelServer, ServeConfig
 from .serve import open_predictor as open_served
@@ -170,15 +170,7 @@ def predict_on_ray(
         rows = _run_job(ray, paths, actor_cfg, threads, ray_cfg, actors, on_progress)
     finally:
         disconnect(ray)
-    for i, path in enumerate(paths):
-        row = rows[i]
-        row = FileResult(str(path), row.label, row.confidence, row.top, row.error)
-        summary.rows.append(row)
-        if on_row:
-            on_row(row)
-    if cfg.output is not None:
-        write_rows(Path(cfg.output), summary.rows, cfg.top)
-    return summary
+    return collect(summary, (rows[i] for i in range(len(paths))), cfg, on_row)
 
 
 def _run_job(ray: Any, paths: list[Path], cfg: PredictConfig, threads: int, ray_cfg: RayConfig,
@@ -209,7 +201,7 @@ def _run_job(ray: Any, paths: list[Path], cfg: PredictConfig, threads: int, ray_
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             for j, index in enumerate(batch["index"].tolist()):
                 if index not in rows:  # a retried task answers its rows again: keep one
-                    rows[index] = _row("", batch["labels"][j], batch["probs"][j],
+                    rows[index] = _row(str(paths[index]), batch["labels"][j], batch["probs"][j],
                                        str(batch["error"][j]))  # fmt: skip
             if on_progress:
                 on_progress(len(rows), len(paths))

@@ -170,7 +170,14 @@ def predict_paths(
                              len(paths))  # fmt: skip
     if on_start:
         on_start(summary)
-    for row in predictor.predict_files(paths, top=cfg.top, workers=plan.workers):
+    rows = predictor.predict_files(paths, top=cfg.top, workers=plan.workers)
+    return collect(summary, rows, cfg, on_row)
+
+
+def collect(summary: PredictSummary, rows: Iterable[FileResult], cfg: PredictConfig,
+            on_row: Callable[[FileResult], None] | None = None) -> PredictSummary:  # fmt: skip
+    """The rows into the summary as they come (`on_row` hears each), then into cfg.output."""
+    for row in rows:
         if not summary.rows:
             phases.mark("predicting")
         summary.rows.append(row)
