@@ -154,11 +154,14 @@ def predict_on_ray(
     once the job is done, `on_progress` hears (rows, files) as answers come)."""
     paths = expand_inputs(items)
     threads = cfg.threads or ray_cfg.cpus
-    # Resolved here, once: the model, backend and precision every actor then loads (a worker's
-    # cwd is not this one, so paths go out absolute), and a bad --model fails before Ray starts.
+    # Resolved here, once: the model, backend and precision every actor then loads (its path
+    # absolute, for a node whose folders differ), and a bad --model fails before Ray starts.
     local, source = open_predictor(cfg, 1, spin=False)
     actor_cfg = replace(cfg, model=str(local.path.resolve()), backend=local.backend,
                         precision=local.precision, profile=None, output=None)  # fmt: skip
+    if not paths:  # nothing to hand out: no cluster to join
+        summary = PredictSummary(str(local.path), source, local.runner.name, [], cfg.output)
+        return collect(summary, [], cfg, on_row)
     ray, _ = connect(ray_cfg.address)
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -177,8 +180,6 @@ def _run_job(ray: Any, paths: list[Path], cfg: PredictConfig, threads: int, ray_
              actors: int, on_progress: Callable[[int, int], None] | None,
              ) -> dict[int, FileResult]:  # fmt: skip
     """Rows by input position, each exactly once."""
-    if not paths:
-        return {}
     import ray.data
 
     logging.getLogger("ray.data").setLevel(logging.ERROR)  # its per-run INFO lines
