@@ -12,7 +12,9 @@ Groups:
   MNIST test digits degraded the way real captures are (the same first N test digits in every
       group): as-is, upscaled 4-10x with blur, thick strokes, thin strokes, low contrast,
       gradient lighting, noise, JPEG artefacts, off-centre on a large canvas, coloured ink and
-      paper (RGB), transparent PNG.
+      paper (RGB), transparent PNG, and low resolution: the digit shrunk by area averaging to
+      8, 10 and 12 pixels tall, quantised to a few grey levels and upscaled smoothly, as digits
+      cropped from low-resolution scans are.
 
     python benchmarks/realworld.py --model exports/mnist_cnn.onnx [--int8 M.int8.onnx]
            [--per-group 300] [--fonts 80] [--keep DIR] [--out benchmarks/results/realworld.json]
@@ -199,11 +201,36 @@ def transparent(d, rng):
     return Image.fromarray(rgba, "RGBA")
 
 
+def low_resolution(size: int) -> Callable:
+    """A digit as a low-resolution scan holds it: the ink's box, padded square, shrunk by area
+    averaging so the digit is `size` pixels tall, 1 px of paper around it, quantised to 3-6
+    grey levels, then upscaled 3-6x with a smooth (bicubic) filter."""
+
+    def make(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
+        ys, xs = np.nonzero(d > 0)
+        box = d[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]
+        side = max(box.shape)
+        square = np.zeros((side, side), np.uint8)
+        y0, x0 = (side - box.shape[0]) // 2, (side - box.shape[1]) // 2
+        square[y0 : y0 + box.shape[0], x0 : x0 + box.shape[1]] = box
+        small = np.asarray(Image.fromarray(255 - square).resize((size, size), Image.BOX))
+        paper = np.full((size + 2, size + 2), 255, np.uint8)
+        paper[1:-1, 1:-1] = small
+        levels = int(rng.integers(3, 7))
+        q = np.round(paper / 255 * (levels - 1)) / (levels - 1) * 255
+        up = (size + 2) * int(rng.integers(3, 7))
+        return Image.fromarray(q.astype(np.uint8)).resize((up, up), Image.BICUBIC)
+
+    return make
+
+
 DEGRADATIONS: dict[str, Callable] = {
     "mnist as-is": as_is, "upscaled 4-10x + blur": upscaled_blur, "thick strokes": thick,
     "thin strokes": thin, "low contrast": low_contrast, "gradient lighting": gradient_lighting,
     "noise": noise, "jpeg artefacts": jpeg_artefacts, "off-centre, large canvas": off_centre,
     "coloured ink and paper (RGB)": coloured, "transparent png": transparent,
+    "low resolution 8 px": low_resolution(8), "low resolution 10 px": low_resolution(10),
+    "low resolution 12 px": low_resolution(12),
 }  # fmt: skip
 
 
