@@ -146,6 +146,9 @@ def test_a_ray_actor_answers_without_torch(mnist_dir, tmp_path):
 
 
 def test_ray_without_the_ray_extra_says_what_to_install(tmp_path):
+    from PIL import Image
+
+    Image.new("L", (28, 28), 255).save(tmp_path / "0.png")  # a file: a job to hand out
     code = BLOCK.replace("'openvino')", "'openvino', 'ray')") + (
         "from mnist_edge.cli import main\n"
         f"sys.argv = ['mnist-edge', 'predict', {str(tmp_path)!r}, '--ray']\n"
