@@ -99,9 +99,7 @@ def evaluate_cmd(
 @app.command("export")
 @o.handle_errors
 def export_cmd(
-    format: Annotated[
-        str, Opt("--format", help="onnx, torchscript, pt2, ort, web, triton, all.")
-    ] = "onnx",
+    format: o.ExportFormat = "onnx",
     checkpoint: o.CheckpointOpt = DEFAULT.checkpoint,
     output_dir: o.OutputDir = DEFAULT.root,
     opset: Annotated[int | None, Opt("--opset", help="ONNX opset.")] = None,
@@ -117,9 +115,7 @@ def export_cmd(
     min_agreement: o.MinAgreement = policy.INT8_MIN_AGREEMENT,
     ort_web: o.OrtWeb = None,
     web_dir: Annotated[Path | None, Opt("--web-dir", help="Default: OUTPUT_DIR/web.")] = None,
-    ort_platform: Annotated[str, Opt("--ort-platform", help="amd64 or arm (the .ort's CPU).")] = (
-        "amd64"
-    ),
+    ort_platform: o.OrtPlatform = "amd64",
 ) -> None:
     """Export the checkpoint, then check the exports against PyTorch (parity); `web` writes a
     static page on onnxruntime-web for the ONNX model (the packaged one if none is exported);
@@ -255,22 +251,12 @@ def predict_cmd(
     model: Annotated[Path | None, Opt("--model", help="Default: exported, else packaged.")] = None,
     top: Annotated[int, Opt("--top", min=1, max=10, help="Show the K best.")] = 1,
     as_json: Annotated[bool, Opt("--json", help="Print JSON instead.")] = False,
-    output: Annotated[
-        Path | None, Opt("--output", help="Write results to a .csv or .jsonl file.")
-    ] = None,
+    output: o.RowsOutput = None,
     threads: o.Threads = None,
     backend: o.Backend = None,
     precision: o.Precision = None,
     profile: Annotated[Path | None, Opt("--profile", help="A deploy.json from tune.")] = None,
-    workers: Annotated[
-        int | None,
-        Opt(
-            "--workers",
-            min=0,
-            help="Processes preparing images (0: this one; "
-            "default: the cores the model's threads leave).",
-        ),
-    ] = None,  # fmt: skip
+    workers: o.FileWorkers = None,
     ray: o.UseRay = False,
     ray_address: o.RayAddress = None,
     actors: o.Actors = None,

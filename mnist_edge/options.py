@@ -73,6 +73,17 @@ WebFolder = Annotated[
 Host = Annotated[str, Opt("--host", help="Address to listen on.")]
 Port = Annotated[int, Opt("--port", help="0: any free port.")]
 Verbose = Annotated[bool, Opt("--verbose", help="Log every request.")]
+FileWorkers = Annotated[
+    int | None,
+    Opt("--workers", min=0,
+        help="Processes preparing images (0: this one; default: the cores the model's threads "
+             "leave)."),
+]  # fmt: skip
+RowsOutput = Annotated[Path | None, Opt("--output", help="Write results to a .csv or .jsonl file.")]
+ExportFormat = Annotated[
+    str, Opt("--format", help="onnx, torchscript, pt2, ort, web, triton, all.")
+]
+OrtPlatform = Annotated[str, Opt("--ort-platform", help="amd64 or arm (the .ort's CPU).")]
 UseRay = Annotated[bool, Opt("--ray", help="On Ray: RAY_ADDRESS's cluster, else a local one.")]
 RayAddress = Annotated[
     str | None, Opt("--ray-address", help="Join this Ray cluster (implies --ray).")
