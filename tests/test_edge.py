@@ -145,6 +145,22 @@ def test_a_ray_actor_answers_without_torch(mnist_dir, tmp_path):
     assert got["torch"] is False
 
 
+def test_a_triton_repository_is_written_without_torch_or_onnx(tmp_path):
+    """The Triton writer reads shapes with ONNX Runtime: a device-side install can hand the
+    packaged models to Triton (export --format triton itself needs torch for the export)."""
+    code = BLOCK + (
+        "from mnist_edge.edge.runtime import pretrained_path\n"
+        "from mnist_edge.edge.triton import write_repository\n"
+        f"repo = write_repository({str(tmp_path)!r}, pretrained_path(),"
+        " pretrained_path(int8=True))\n"
+        "print([m.name for m in repo.models], repo.models[0].inputs, repo.models[0].outputs)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "['mnist', 'mnist_int8'] {'input': [1, 28, 28]} {'log_probs': [10]}" in r.stdout
+    assert (tmp_path / "triton" / "mnist_int8" / "1" / "model.onnx").is_file()
+
+
 def test_ray_without_the_ray_extra_says_what_to_install(tmp_path):
     from PIL import Image
 

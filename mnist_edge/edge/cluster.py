@@ -76,20 +76,21 @@ def _import_ray() -> Any:
     return ray
 
 
-def connect(address: str | None) -> tuple[Any, bool]:
-    """(the ray module, connected; whether this process started the instance)."""
+def connect(address: str | None) -> Any:
+    """The ray module, connected: to `address`, else RAY_ADDRESS, else a local instance that
+    lives until `disconnect`."""
     ray = _import_ray()
     if ray.is_initialized():
-        return ray, False
+        return ray
     target = address or os.environ.get("RAY_ADDRESS") or None
     quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "configure_logging": True}
     try:
         if target is not None:
             ray.init(address=target, **quiet)
-            return ray, False
-        ray.init(num_cpus=cores(), include_dashboard=False, _node_ip_address="127.0.0.1",
-                 **quiet)  # fmt: skip
-        return ray, True
+        else:
+            ray.init(num_cpus=cores(), include_dashboard=False, _node_ip_address="127.0.0.1",
+                     **quiet)  # fmt: skip
+        return ray
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
         where = f"the Ray cluster at {target}" if target else "a local Ray instance"
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -162,7 +163,7 @@ def predict_on_ray(
     if not paths:  # nothing to hand out: no cluster to join
         summary = PredictSummary(str(local.path), source, local.runner.name, [], cfg.output)
         return collect(summary, [], cfg, on_row)
-    ray, _ = connect(ray_cfg.address)
+    ray = connect(ray_cfg.address)
     try:
         cpus = int(ray.cluster_resources().get("CPU", 1))
         actors = ray_cfg.actors or max(1, cpus // threads)
@@ -274,7 +275,7 @@ def serve_on_ray(
     if cfg.port == 0:
         raise ConfigError("Ray Serve needs a port number: --port 0 works without --ray only")
     open_served(replace(cfg, threads=1))  # a model that cannot load fails here, in one line
-    ray, _ = connect(ray_cfg.address)
+    ray = connect(ray_cfg.address)
     stop = stop or threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
