@@ -52,6 +52,7 @@ def train_cmd(
     recipe: o.Recipe = "default",
     lr_schedule: o.LrSchedule = None,
     augment: o.Augment = None,
+    low_res: o.LowRes = None,
     weight_decay: o.WeightDecay = None,
     device: o.Device = "auto",
     amp: o.Amp = False,
@@ -63,7 +64,7 @@ def train_cmd(
         recipe, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, seed=seed,
         limit=limit, test_limit=test_limit, threads=threads, data_dir=o.opt_str(data_dir),
         output_dir=str(output_dir), lr_schedule=lr_schedule, augment=augment,
-        weight_decay=weight_decay, device=device, amp=amp,
+        low_res=low_res, weight_decay=weight_decay, device=device, amp=amp,
     )  # fmt: skip
     with render.training_progress(cfg.epochs) as (on_step, on_epoch):
         result = train(cfg, resume=resume, on_step=on_step, on_epoch=on_epoch)

@@ -61,6 +61,9 @@ Resume = Annotated[bool, Opt("--resume", help="Continue OUTPUT_DIR/mnist_cnn.pt.
 Recipe = Annotated[str, Opt("--recipe", help="default or original.")]
 LrSchedule = Annotated[str | None, Opt("--lr-schedule", help="cosine, constant.")]
 Augment = Annotated[bool | None, Opt("--augment/--no-augment", help="Shifts.")]
+LowRes = Annotated[
+    float | None, Opt("--low-res", help="Share of images made low resolution (0..1).")
+]
 WeightDecay = Annotated[float | None, Opt("--weight-decay", help="Adam L2 penalty.")]
 Device = Annotated[str, Opt("--device", help="auto, cpu, cuda or mps.")]
 Amp = Annotated[bool, Opt("--amp", help="Mixed precision on CUDA.")]

@@ -2,8 +2,10 @@
 
 The original script's recipe: Adam, batch 64, learning rate 1e-3, shuffled every epoch, NLL loss
 on log-softmax outputs, no schedule, no augmentation (`recipe="original"`). The default recipe
-adds two regularisers that leave the architecture alone and remove the original's overfitting:
-a cosine learning-rate decay per step and random shifts of up to 2 pixels (benchmarks/README.md).
+adds regularisers that leave the architecture alone: a cosine learning-rate decay per step and
+random shifts of up to 2 pixels, which remove the original's overfitting, and a share of digits
+shown as low-resolution captures read by the project's preprocessing (augment.py), so that small,
+blurry digits are read too (benchmarks/README.md).
 Shuffling and augmentation draw from a generator seeded by (seed, epoch), so a run resumed from an
 end-of-epoch checkpoint reaches the same weights as one that never stopped.
 """
@@ -21,6 +23,7 @@ import torch.nn.functional as F
 
 from . import checkpoint as ckpt_io
 from . import distributed as dist
+from .augment import LOW_RES_SHARE, low_resolution, random_shift
 from .edge import phases, policy, spec
 from .edge.data import Split, load_split
 from .edge.errors import ConfigError, OutputError
@@ -30,8 +33,8 @@ from .model import MnistCNN
 SCHEDULES = ("constant", "cosine")
 # Named recipes: the settings each one fixes (everything else keeps TrainConfig's defaults).
 RECIPES = {
-    "default": {"lr_schedule": "cosine", "augment": True},
-    "original": {"lr_schedule": "constant", "augment": False, "weight_decay": 0.0},
+    "default": {"lr_schedule": "cosine", "augment": True, "low_res": LOW_RES_SHARE},
+    "original": {"lr_schedule": "constant", "augment": False, "weight_decay": 0.0, "low_res": 0.0},
 }
 
 
@@ -50,6 +53,8 @@ class TrainConfig:
     output_dir: str = "exports"  # where mnist_cnn.pt is written
     lr_schedule: str = "cosine"  # "cosine" (decay to 0 per step) or "constant" (original)
     augment: bool = True  # random shifts of up to 2 pixels in x and y (original: off)
+    # share of training images shown as a low-resolution capture, preprocessed (original: 0)
+    low_res: float = LOW_RES_SHARE
     weight_decay: float = 0.0  # Adam's L2 penalty
     device: str = "auto"  # auto (an accelerator when present), cpu, cuda or mps
     amp: bool = False  # automatic mixed precision (float16) on CUDA; ignored elsewhere
@@ -71,6 +76,10 @@ class TrainConfig:
             (
                 math.isfinite(self.weight_decay) and self.weight_decay >= 0,
                 f"weight decay must be a finite number >= 0, got {self.weight_decay}",
+            ),
+            (
+                math.isfinite(self.low_res) and 0 <= self.low_res <= 1,
+                f"low-res share must be between 0 and 1, got {self.low_res}",
             ),
             (self.device in dist.DEVICES, f"device must be one of {', '.join(dist.DEVICES)}"),
         ]
@@ -132,18 +141,6 @@ def to_tensor(split: Split) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised images (N, 1, 28, 28) float32 and labels (N,) int64."""
     x = torch.from_numpy(spec.normalize(split.images))[:, None]  # (N, 1, 28, 28)
     return x, torch.from_numpy(split.labels)
-
-
-def random_shift(x: torch.Tensor, gen: torch.Generator, max_shift: int = 2) -> torch.Tensor:
-    """Shift each image by up to `max_shift` pixels in x and y, filling with background."""
-    n, _, h, w = x.shape
-    background = (0.0 - spec.MEAN) / spec.STD  # a black pixel after normalisation
-    padded = F.pad(x, (max_shift,) * 4, value=background)  # (N, 1, h+2s, w+2s)
-    dy = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    dx = torch.randint(0, 2 * max_shift + 1, (n,), generator=gen)
-    rows = (dy[:, None] + torch.arange(h))[:, :, None]  # (N, h, 1)
-    cols = (dx[:, None] + torch.arange(w))[:, None, :]  # (N, 1, w)
-    return padded[torch.arange(n)[:, None, None], 0, rows, cols][:, None]  # (N, 1, h, w)
 
 
 @torch.inference_mode()
@@ -286,6 +283,8 @@ def _run(
         for step in range(steps):
             idx = perm[step * cfg.batch_size : (step + 1) * cfg.batch_size].to(device)
             xb, yb = x_train[idx], y_train[idx]  # (B, 1, 28, 28), (B,)
+            if cfg.low_res > 0:
+                xb = low_resolution(xb.cpu(), gen, cfg.low_res).to(device)
             if cfg.augment:
                 xb = random_shift(xb.cpu(), gen).to(device)
             for group in opt.param_groups:

@@ -26,8 +26,8 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "evaluate", "parity", "bench", "tune", "predict", "web", "serve", "batching",
         "protocol", "cluster", "triton")),
     "training": tuple(f"mnist_edge.{m}" for m in (
-        "model", "checkpoint", "distributed", "train", "export", "quantize", "doctor", "layers",
-        "torch_backend")),
+        "model", "checkpoint", "distributed", "augment", "train", "export", "quantize", "doctor",
+        "layers", "torch_backend")),
     "top": tuple(f"mnist_edge.{m}" for m in (
         "render", "options", "workflow", "serve_command", "cli", "__main__", "runtime")),
 }  # fmt: skip

@@ -1,12 +1,16 @@
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
 from mnist_edge import checkpoint as ckpt_io
+from mnist_edge.augment import LOW_RES_SHARE, low_resolution, low_resolution_capture
+from mnist_edge.edge import spec
 from mnist_edge.edge.data import load_split
 from mnist_edge.edge.errors import ConfigError, DataError, OutputError
 from mnist_edge.edge.evaluate import evaluate
+from mnist_edge.edge.images import center_by_mass
 from mnist_edge.train import RECIPES, TrainConfig, random_shift, train
 
 
@@ -37,6 +41,7 @@ def test_two_thousand_images_one_epoch_reach_90_percent(trained):
 def test_recipes():
     default, original = TrainConfig(), TrainConfig.from_recipe("original")
     assert (default.lr_schedule, default.augment) == ("cosine", True)
+    assert default.low_res == LOW_RES_SHARE > 0 and original.low_res == 0
     assert TrainConfig.from_recipe("default") == default
     assert (original.lr_schedule, original.augment, original.weight_decay) == ("constant", False, 0)
     # the original script's flags keep their meaning under either recipe
@@ -77,11 +82,15 @@ def _epoch_orders(mnist_dir, out, monkeypatch, **kw) -> list[list[float]]:
 def test_every_epoch_sees_every_image_once_in_a_new_order(mnist_dir, tmp_path, monkeypatch):
     """A shuffle seeded by the seed alone (the same order every epoch) fails here; the resume
     tests cannot see it, since both of their runs would share it."""
-    orders = _epoch_orders(mnist_dir, tmp_path / "a", monkeypatch, epochs=3, augment=False)
+    orders = _epoch_orders(
+        mnist_dir, tmp_path / "a", monkeypatch, epochs=3, augment=False, low_res=0.0
+    )
     assert len(orders[0]) == 256
     assert sorted(orders[0]) == sorted(orders[1]) == sorted(orders[2])  # each image once
     assert orders[0] != orders[1] and orders[1] != orders[2] and orders[0] != orders[2]
-    again = _epoch_orders(mnist_dir, tmp_path / "b", monkeypatch, epochs=3, augment=False)
+    again = _epoch_orders(
+        mnist_dir, tmp_path / "b", monkeypatch, epochs=3, augment=False, low_res=0.0
+    )
     assert again == orders  # and the orders follow the seed
 
 
@@ -124,6 +133,9 @@ def test_resume_past_the_end_is_a_config_error(trained):
         ({"batch_size": 0}, "batch size must be at least 1"),
         ({"limit": 0}, "limit must be at least 1"),
         ({"lr_schedule": "step"}, "lr schedule must be one of"),
+        ({"low_res": -0.1}, "low-res share must be between 0 and 1"),
+        ({"low_res": 1.5}, "low-res share must be between 0 and 1"),
+        ({"low_res": float("nan")}, "low-res share must be between 0 and 1"),
     ],
 )
 def test_nonsense_settings_are_refused(kw, message):
@@ -152,3 +164,48 @@ def test_random_shift_moves_ink_and_keeps_background():
     ys, xs = torch.nonzero(out[:, 0] > 0, as_tuple=True)[1:]
     assert ys.sub(14).abs().max() <= 2 and xs.sub(14).abs().max() <= 2
     assert (out > 0).sum() == 4  # one ink pixel each: nothing lost or duplicated
+
+
+def _digits(mnist_dir, n):
+    split = load_split("train", str(mnist_dir), n)
+    return torch.from_numpy(spec.normalize(split.images))[:, None], split.images
+
+
+def test_low_resolution_replaces_its_share_and_follows_the_seed(mnist_dir):
+    x, _ = _digits(mnist_dir, 400)
+    out = low_resolution(x, torch.Generator().manual_seed(3), 0.5)
+    changed = (out != x).flatten(1).any(1)
+    # binomial(400, 0.5): mean 200, sd 10; 5 sd either side
+    assert 150 <= int(changed.sum()) <= 250
+    assert torch.equal(out[~changed], x[~changed])  # the others are left exactly as they were
+    again = low_resolution(x, torch.Generator().manual_seed(3), 0.5)
+    assert torch.equal(out, again)
+    assert torch.equal(low_resolution(x, torch.Generator().manual_seed(3), 0.0), x)
+    every = low_resolution(x[:50], torch.Generator(), 1.0)
+    assert bool((every != x[:50]).flatten(1).any(1).all())
+
+
+def test_low_resolution_images_are_what_the_preprocessing_makes_of_them(mnist_dir):
+    """Replaced images are MNIST-style: ink within a 20-pixel box, centred by mass, in range."""
+    x, _ = _digits(mnist_dir, 60)
+    out = low_resolution(x, torch.Generator().manual_seed(0), 1.0)
+    pixels = torch.round((out[:, 0] * spec.STD + spec.MEAN) * 255).numpy()
+    assert pixels.min() >= 0 and pixels.max() <= 255
+    for p in pixels.astype("uint8"):
+        ys, xs = p.nonzero()
+        assert max(ys.max() - ys.min(), xs.max() - xs.min()) + 1 <= 20
+        assert (center_by_mass(p[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1]) == p).all()
+        assert p.max() >= 254  # stretched to full contrast (a truncated 254.99 reads 254)
+
+
+def test_a_low_resolution_capture_holds_the_digit_at_7_to_14_pixels(mnist_dir):
+    """Dark ink on white paper, upscaled by a whole factor from a digit 7-14 pixels tall: every
+    capture must downscale (by its factor) to a size between those bounds plus the margins."""
+    _, images = _digits(mnist_dir, 40)
+    gen = torch.Generator().manual_seed(1)
+    for digit in images:
+        im = low_resolution_capture(digit, gen)
+        g = np.asarray(im.convert("L"), np.float32)
+        assert g[0].mean() > 200 and g.min() < 128  # white paper round dark ink
+        sides = [s for s in range(2, 9) if im.width % s == 0 and im.height % s == 0]
+        assert any(7 + 2 <= max(im.size) // s <= 14 + 6 for s in sides), im.size

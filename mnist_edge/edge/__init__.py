@@ -24,7 +24,7 @@ a loop or an upward import); function-level imports are only for optional or hea
                cluster                  the same on Ray: Ray Data batches, Ray Serve (ray extra)
                triton                   a Triton model repository of the exported models
 
-Above this subpackage: the training floor (model, checkpoint, train, export, quantize, doctor,
-layers, torch_backend) and the top (render, options, workflow, cli). Development tools (the
+Above this subpackage: the training floor (model, checkpoint, augment, train, export, quantize,
+doctor, layers, torch_backend) and the top (render, options, workflow, cli). Development tools (the
 browser driver, QEMU) live in tests/devtools/, outside the wheel.
 """
