@@ -274,3 +274,51 @@ def test_the_median_is_numpys():
         assert images.median(v) == np.median(v) and images.median(v).dtype == np.float32
         w = np.round(rng.normal(size=n) * 3)  # ties
         assert images.median(w) == np.median(w)
+
+
+def low_resolution(d: np.ndarray, tall: int = 9) -> Image.Image:
+    """The digit as a low-resolution scan holds it: `tall` pixels high, dark on white, 4 grey
+    levels, not enlarged."""
+    ys, xs = np.nonzero(d)
+    ink = Image.fromarray(255 - d[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+    small = ink.resize((max(1, round(ink.width * tall / ink.height)), tall), Image.BOX)
+    paper = Image.new("L", (small.width + 4, small.height + 4), 255)
+    paper.paste(small, (2, 2))
+    return paper.point(lambda v: round(v / 85) * 85)
+
+
+@pytest.mark.parametrize("factor", [2, 3, 5, 7])
+def test_a_nearest_neighbour_enlargement_reads_as_the_small_image(digits, factor):
+    """Step 2b: an image enlarged with nearest-neighbour (and cut at an arbitrary place, so the
+    blocks do not start at the corner) is read as the small image itself."""
+    for d in digits.images[:20]:
+        small = low_resolution(d)
+        big = small.resize((small.width * factor, small.height * factor), Image.NEAREST)
+        cut = big.crop((1, factor - 1, big.width, big.height))  # a partial block on two edges
+        assert images.pixel_block(np.asarray(cut, np.float32))[0] == factor
+        np.testing.assert_array_equal(images.prepare_image(cut), images.prepare_image(small))
+
+
+def test_images_that_are_not_pixel_blocks_are_left_alone(digits, tmp_path):
+    """MNIST digits, their smooth enlargements and JPEGs of blocky images are not blocks."""
+    for d in digits.images[:30]:
+        small = low_resolution(d)
+        cases = [d, on_paper(d, 3), np.asarray(small.resize((small.width * 4,) * 2, Image.BICUBIC))]
+        big = small.resize((small.width * 5, small.height * 5), Image.NEAREST)
+        big.save(tmp_path / "b.jpg", quality=30)
+        cases.append(np.asarray(Image.open(tmp_path / "b.jpg")))
+        for g in cases:
+            assert images.pixel_block(np.asarray(g, np.float32))[0] == 1
+
+
+def test_crops_under_three_quarters_of_the_box_are_enlarged_bicubic(digits):
+    """Step 8: a crop of a digit a few pixels tall is enlarged bicubic; MNIST's own crops
+    (16-20 px) keep Lanczos, so clean digits read exactly as before."""
+    ink = np.asarray(low_resolution(digits.images[0]), np.float32)
+    for crop, resample in (
+        (255 - ink, Image.BICUBIC),
+        (digits.images[0][4:24, 4:24], Image.LANCZOS),
+    ):
+        crop = crop.astype(np.float32)
+        want = images._resized(crop, 20 / max(crop.shape), resample)
+        np.testing.assert_allclose(images._fit_box(crop, 20), want * (255 / want.max()), rtol=1e-6)

@@ -292,7 +292,7 @@ def _image_set(root: Path, digits: np.ndarray) -> list[Path]:
     rng = np.random.default_rng(3)
     paths = []
     for i, d in enumerate(digits):
-        kind = i % 8
+        kind = i % 10
         scale = int(rng.integers(3, 9))
         paper = Image.fromarray(255 - d).resize((28 * scale,) * 2, Image.BICUBIC)
         if kind == 0:
@@ -318,6 +318,16 @@ def _image_set(root: Path, digits: np.ndarray) -> list[Path]:
             a = np.asarray(paper, np.float32)[..., None] / 255
             ink, bg = np.array([30, 40, 160]), np.array([250, 240, 200])
             im, ext = Image.fromarray((ink + (bg - ink) * a).astype(np.uint8), "RGB"), "png"
+        elif kind in (8, 9):  # a low-resolution scan, 8-12 px tall: enlarged pixelated, or not
+            ys, xs = np.nonzero(d)
+            ink = Image.fromarray(255 - d[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+            tall = int(rng.integers(8, 13))
+            small = ink.resize((max(1, round(ink.width * tall / ink.height)), tall), Image.BOX)
+            im = Image.new("L", (small.width + 2, small.height + 2), 255)
+            im.paste(small.point(lambda v: round(v / 64) * 64), (1, 1))
+            if kind == 8:
+                im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+            ext = "png"
         else:  # transparent PNG: ink in the alpha channel
             alpha = 255 - np.asarray(paper)
             rgba = np.zeros((*alpha.shape, 4), np.uint8)
@@ -344,9 +354,12 @@ def test_page_preprocessing_agrees_with_predict_image(page, site, mnist_dir):
     ), np.uint8).reshape(-1, 28, 28)  # fmt: skip
     got_labels = predictor.predict(got).labels
     agreement = (got_labels == want_labels).mean()
-    mad = np.abs(got.astype(int) - want.astype(int)).mean()
-    print(f"preprocessing: {agreement:.1%} same label, mean |diff| {mad:.3f} grey levels")
-    assert agreement >= 0.99 and mad < 2.0
+    per_image = np.abs(got.astype(int) - want.astype(int)).mean(axis=(1, 2))
+    mad = per_image.mean()
+    print(f"preprocessing: {agreement:.1%} same label, mean |diff| {mad:.3f} grey levels, "
+          f"worst image {per_image.max():.3f}")  # fmt: skip
+    # a step the port lacks moves every image it applies to by grey levels, not by rounding
+    assert agreement >= 0.99 and mad < 2.0 and per_image.max() < 1.0
 
 
 def _stroke(page, points: list[tuple[float, float]]) -> None:

@@ -8,6 +8,12 @@ step (each step measured on benchmarks/realworld.py; benchmarks/README.md has th
     to 0..255; colour becomes luminance;
  2. shrink so that the longer side is at most WORK_SIDE (512) pixels (box filter): the digit
     ends up 20 pixels tall, and this bounds time and memory on huge photos;
+ 2b. pixel blocks: an image made of flat f x f blocks of pixels (a small image enlarged with
+    nearest-neighbour: a thumbnail, a zoomed crop of a low-resolution scan) is taken back to one
+    pixel per block, its own resolution, so that steps 7-8 smooth its staircase edges instead of
+    keeping them. Decided on the pixels alone: every change between neighbouring rows and columns
+    (more than BLOCK_TOLERANCE grey levels) falls on one lattice of period f >= 2, which
+    means each block is flat, so nothing is lost; any other image is left alone;
  3. noise: when the pixel-to-pixel noise (robust, from horizontal differences) is above
     NOISE_LEVEL (5 grey levels), a 3x3 median filter;
  4. polarity: MNIST is light ink on black. Fit a plane to the border (mostly paper) by robust
@@ -23,8 +29,10 @@ step (each step measured on benchmarks/realworld.py; benchmarks/README.md has th
     BLANK_LEVEL grey levels above the paper everywhere is a blank image (an error);
  7. crop to the pixels above 30% of that; for noisy images the mask is first opened (3x3) so
     that specks do not widen the crop;
- 8. resize the longer side to `box` (20) pixels keeping the aspect ratio (Lanczos), stretch to
-    0..255 again, and place it in 28x28 with its centre of mass at the centre, as MNIST was made;
+ 8. resize the longer side to `box` (20) pixels keeping the aspect ratio (Lanczos; bicubic when
+    the crop is under SMALL_INK (3/4) of the box, a digit only a few pixels tall, whose pixels
+    Lanczos would ring around; MNIST's own crops are 16-20 pixels), stretch to 0..255 again,
+    and place it in 28x28 with its centre of mass at the centre, as MNIST was made;
  9. stroke width: measure it on that 28x28 result (2 x ink area / ink perimeter, ink = pixels
     >= 128). MNIST's strokes are 1.2-2.9 pixels wide (5th-95th percentile of the test set,
     median 1.84). When a stroke is outside STROKE_RANGE (1.5-2.3 px) a marker pen or a hairline,
@@ -58,6 +66,9 @@ WORK_SIDE = 512  # longer side the image is shrunk to first (the digit ends up 2
 NOISE_LEVEL = 5.0  # grey levels of pixel noise above which a median filter is applied
 BLANK_LEVEL = 16.0  # grey levels of ink contrast below which an image counts as blank
 INK_FRACTION = 0.3  # the crop keeps pixels above this fraction of the brightest ink
+BLOCK_TOLERANCE = 8.0  # grey levels two pixels of one flat block may differ by (compression)
+MAX_BLOCK = 16  # the largest pixel block (nearest-neighbour enlargement) taken back
+SMALL_INK = 0.75  # a crop under this share of the box is enlarged bicubic, not Lanczos
 STROKE_RANGE = (1.5, 2.3)  # stroke widths (px in 28x28) left alone; outside, moved to the edge
 STROKE_WORK = 4  # the crop is upscaled to this many times `box` to thin or thicken its strokes
 STROKE_ROUNDS = 3  # tries to bring a stroke width into STROKE_RANGE
@@ -318,7 +329,7 @@ def prepare_image(
     mass in a 20-pixel box, as MNIST was made (the steps are in this module's docstring)."""
     if not 1 <= box <= spec.IMAGE_SIZE:
         raise InputError(f"box must be 1..{spec.IMAGE_SIZE} pixels, got {box}")
-    ink, noisy = ink_image(load_gray(image, max_pixels))
+    ink, noisy = ink_image(native_resolution(load_gray(image, max_pixels)))
     mask = ink > INK_FRACTION * 255
     if noisy:  # specks left by the noise must not widen the crop
         opened = _filtered(_filtered(mask * 255.0, "min"), "max") > 0
@@ -331,6 +342,37 @@ def prepare_image(
         return digit
     restroked = _restroke(crop, box, width)
     return digit if restroked is None else restroked
+
+
+def _changes(g: np.ndarray, axis: int) -> np.ndarray:
+    """Positions i where line i and line i+1 of `g` along `axis` differ somewhere."""
+    step = np.abs(np.diff(g, axis=axis)).max(axis=1 - axis)
+    return np.flatnonzero(step > BLOCK_TOLERANCE)
+
+
+def pixel_block(g: np.ndarray) -> tuple[int, int, int]:
+    """Step 2b's evidence: (f, row offset, column offset) of the lattice of flat f x f blocks
+    that `g` is made of, or (1, 0, 0) when it is not made of blocks (f = the greatest common
+    divisor of the distances between changes, on both axes at once)."""
+    rows, cols = _changes(g, 0), _changes(g, 1)
+    if len(rows) < 2 or len(cols) < 2:
+        return 1, 0, 0
+    f = int(np.gcd.reduce(np.concatenate([np.diff(rows), np.diff(cols)])))
+    if not 2 <= f <= MAX_BLOCK:
+        return 1, 0, 0
+    return f, int(rows[0] + 1) % f, int(cols[0] + 1) % f
+
+
+def native_resolution(g: np.ndarray) -> np.ndarray:
+    """Step 2b: an image of flat f x f pixel blocks -> one pixel per block (a partial block at
+    an edge counts as a block); any other image as it is."""
+    f, top, left = pixel_block(g)
+    if f == 1:
+        return g
+    h, w = g.shape
+    rows = ([0] if top else []) + list(range(top, h, f))
+    cols = ([0] if left else []) + list(range(left, w, f))
+    return np.ascontiguousarray(g[np.ix_(rows, cols)])
 
 
 def _crop(ink: np.ndarray, mask: np.ndarray) -> np.ndarray:
@@ -348,10 +390,12 @@ def _resized(a: np.ndarray, scale: float, resample: int) -> np.ndarray:
 
 
 def _fit_box(crop: np.ndarray, box: int) -> np.ndarray:
-    """Step 8's resize: the longer side to `box` pixels (Lanczos), brightest ink at 255."""
+    """Step 8's resize: the longer side to `box` pixels (Lanczos; bicubic to enlarge a crop
+    under SMALL_INK of the box), brightest ink at 255."""
     from PIL import Image
 
-    digit = _resized(crop, box / max(crop.shape), Image.LANCZOS)
+    smooth = Image.BICUBIC if max(crop.shape) < SMALL_INK * box else Image.LANCZOS
+    digit = _resized(crop, box / max(crop.shape), smooth)
     if digit.max() <= 0:
         raise InputError("the image looks blank: the ink vanished when scaled to 20 pixels")
     return digit * (255.0 / digit.max())

@@ -11,6 +11,7 @@
   const C = {
     WORK_SIDE: 512, NOISE_LEVEL: 5.0, BLANK_LEVEL: 16.0, INK_FRACTION: 0.3,
     STROKE_RANGE: [1.5, 2.3], STROKE_WORK: 4, STROKE_ROUNDS: 3, BOX: 20, SIDE: 28,
+    BLOCK_TOLERANCE: 8.0, MAX_BLOCK: 16, SMALL_INK: 0.75,
   };
 
   class InputError extends Error {}
@@ -264,7 +265,8 @@
     return { a: Float64Array.from(resize(toUint8(c.a), c.w, c.h, w2, h2, filter)), w: w2, h: h2 };
   }
   function fitBox(c, box) { // step 8's resize: longer side to `box` (Lanczos), brightest at 255
-    const d = resized(c, box / Math.max(c.w, c.h), "lanczos"), top = amax(d.a);
+    const smooth = Math.max(c.w, c.h) < C.SMALL_INK * box ? "bicubic" : "lanczos"; // a tiny crop
+    const d = resized(c, box / Math.max(c.w, c.h), smooth), top = amax(d.a);
     if (top <= 0) throw new InputError("the image looks blank: the ink vanished when scaled to 20 pixels");
     d.a = d.a.map((v) => v * (255 / top));
     return d;
@@ -309,10 +311,42 @@
     return best;
   }
 
-  /** Steps 3-9 on a grey image (0..255, any size up to WORK_SIDE) -> Uint8Array(784). */
-  function prepareGray(g, w, h, box = C.BOX) {
-    if (w < 1 || h < 1) throw new InputError(`the image is empty (${w}x${h})`);
-    const { ink, noisy } = inkImage(Float64Array.from(g), w, h);
+  // step 2b: an image of flat f x f pixel blocks (nearest-neighbour enlarged) -> one per block
+  function changes(g, w, h, alongRows) { // i where line i and i+1 differ somewhere
+    const n = alongRows ? h : w, m = alongRows ? w : h, out = [];
+    for (let i = 0; i + 1 < n; i++) {
+      let step = 0;
+      for (let j = 0; j < m; j++) {
+        const a = alongRows ? g[i * w + j] : g[j * w + i], b = alongRows ? g[(i + 1) * w + j] : g[j * w + i + 1];
+        step = Math.max(step, Math.abs(b - a));
+      }
+      if (step > C.BLOCK_TOLERANCE) out.push(i);
+    }
+    return out;
+  }
+  function pixelBlock(g, w, h) { // [f, row offset, column offset]; f = 1: not made of blocks
+    const rows = changes(g, w, h, true), cols = changes(g, w, h, false);
+    if (rows.length < 2 || cols.length < 2) return [1, 0, 0];
+    const gcd = (a, b) => (b ? gcd(b, a % b) : a);
+    let f = 0;
+    for (const c of [rows, cols]) for (let i = 1; i < c.length; i++) f = gcd(f, c[i] - c[i - 1]);
+    if (f < 2 || f > C.MAX_BLOCK) return [1, 0, 0];
+    return [f, (rows[0] + 1) % f, (cols[0] + 1) % f];
+  }
+  function nativeResolution(g, w, h) {
+    const [f, top, left] = pixelBlock(g, w, h);
+    if (f === 1) return { g, w, h };
+    const pick = (n, o) => { const at = o ? [0] : []; for (let i = o; i < n; i += f) at.push(i); return at; };
+    const rows = pick(h, top), cols = pick(w, left), out = new Float64Array(rows.length * cols.length);
+    rows.forEach((y, r) => cols.forEach((x, c) => { out[r * cols.length + c] = g[y * w + x]; }));
+    return { g: out, w: cols.length, h: rows.length };
+  }
+
+  /** Steps 2b-9 on a grey image (0..255, any size up to WORK_SIDE) -> Uint8Array(784). */
+  function prepareGray(g0, w0, h0, box = C.BOX) {
+    if (w0 < 1 || h0 < 1) throw new InputError(`the image is empty (${w0}x${h0})`);
+    const { g, w, h } = nativeResolution(Float64Array.from(g0), w0, h0);
+    const { ink, noisy } = inkImage(g, w, h);
     let mask = ink.map((v) => (v > C.INK_FRACTION * 255 ? 1 : 0));
     if (noisy) { // specks left by the noise must not widen the crop
       const opened = filtered(filtered(mask.map((v) => v * 255), w, h, "min"), w, h, "max");
@@ -339,7 +373,7 @@
   }
 
   const api = { C, InputError, prepareRGBA, prepareGray, grayFromRGBA, shrink, normalise, strokeWidth,
-    resize, rankFilter, pyRound };
+    resize, rankFilter, pyRound, pixelBlock };
   root.MnistPreprocess = api;
   if (typeof module !== "undefined" && module.exports) module.exports = api;
 })(typeof globalThis !== "undefined" ? globalThis : this);
