@@ -14,7 +14,8 @@ Groups:
       gradient lighting, noise, JPEG artefacts, off-centre on a large canvas, coloured ink and
       paper (RGB), transparent PNG, and low resolution: the digit shrunk by area averaging to
       8, 10 and 12 pixels tall, quantised to a few grey levels and upscaled smoothly, as digits
-      cropped from low-resolution scans are.
+      cropped from low-resolution scans are; and at 8 px enlarged pixelated (nearest-neighbour)
+      or not enlarged at all.
 
     python benchmarks/realworld.py --model exports/mnist_cnn.onnx [--int8 M.int8.onnx]
            [--per-group 300] [--fonts 80] [--keep DIR] [--out benchmarks/results/realworld.json]
@@ -201,10 +202,11 @@ def transparent(d, rng):
     return Image.fromarray(rgba, "RGBA")
 
 
-def low_resolution(size: int) -> Callable:
+def low_resolution(size: int, enlarge: str | None = "bicubic") -> Callable:
     """A digit as a low-resolution scan holds it: the ink's box, padded square, shrunk by area
     averaging so the digit is `size` pixels tall, 1 px of paper around it, quantised to 3-6
-    grey levels, then upscaled 3-6x with a smooth (bicubic) filter."""
+    grey levels, then upscaled 3-6x with a smooth (bicubic) filter; or with nearest-neighbour
+    (pixelated, as an image viewer or a browser zooms); or left at its own size."""
 
     def make(d: np.ndarray, rng: np.random.Generator) -> Image.Image:
         ys, xs = np.nonzero(d > 0)
@@ -219,7 +221,10 @@ def low_resolution(size: int) -> Callable:
         levels = int(rng.integers(3, 7))
         q = np.round(paper / 255 * (levels - 1)) / (levels - 1) * 255
         up = (size + 2) * int(rng.integers(3, 7))
-        return Image.fromarray(q.astype(np.uint8)).resize((up, up), Image.BICUBIC)
+        small = Image.fromarray(q.astype(np.uint8))
+        if enlarge is None:
+            return small
+        return small.resize((up, up), Image.NEAREST if enlarge == "nearest" else Image.BICUBIC)
 
     return make
 
@@ -231,6 +236,8 @@ DEGRADATIONS: dict[str, Callable] = {
     "coloured ink and paper (RGB)": coloured, "transparent png": transparent,
     "low resolution 8 px": low_resolution(8), "low resolution 10 px": low_resolution(10),
     "low resolution 12 px": low_resolution(12),
+    "low resolution 8 px, pixelated": low_resolution(8, "nearest"),
+    "low resolution 8 px, not enlarged": low_resolution(8, None),
 }  # fmt: skip
 
 

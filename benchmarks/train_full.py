@@ -1,10 +1,10 @@
 """The full training run: 10 epochs, batch 64, learning rate 1e-3, all 60,000 images.
 
 Writes test accuracy per epoch, wall time and images/s, with the machine and versions, to
-benchmarks/results/train_full.json. Extra flags (e.g. --lr-schedule cosine --augment) pass
-through to the trainer's config. Takes an hour or more on 2 cores.
+benchmarks/results/train_full.json. Extra flags (e.g. --lr-schedule cosine --augment --low-res
+0.2, the default recipe) pass through to the trainer's config. Takes an hour or more on 2 cores.
 
-    python benchmarks/train_full.py [--lr-schedule cosine] [--augment] [--out FILE]
+    python benchmarks/train_full.py [--lr-schedule cosine] [--augment] [--low-res P] [--out FILE]
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr-schedule", default="constant", choices=["constant", "cosine"])
     p.add_argument("--augment", action="store_true")
+    p.add_argument("--low-res", type=float, default=0.0, help="The default recipe's is 0.2.")
     p.add_argument("--weight-decay", type=float, default=0.0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--data-dir", default=None)
@@ -34,6 +35,7 @@ def main() -> None:
         epochs=a.epochs,
         lr_schedule=a.lr_schedule,
         augment=a.augment,
+        low_res=a.low_res,
         weight_decay=a.weight_decay,
         threads=a.threads,
         data_dir=a.data_dir,
