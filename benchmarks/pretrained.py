@@ -132,16 +132,16 @@ def main() -> None:
                 "good": True,
                 **({"int8_gate": run.gate.to_dict()} if fmt == "onnx-int8" else {}),
             }
+        if a.consistency:  # checked before anything is copied: no half-made package
+            table = json.loads(Path(a.consistency).read_text())
+            if table["int8_sha256"] != files["mnist_cnn.int8.onnx"]["sha256"]:
+                raise SystemExit(f"{a.consistency} measured another INT8 file")
+            files["mnist_cnn.int8.onnx"]["consistency"] = {
+                k: table[k] for k in ("images", "emulated_images", "measured_on", "runs", "pairs")
+            }
         dest.mkdir(parents=True, exist_ok=True)
         for name in files:
             shutil.copyfile(stage.root / name, dest / name)
-    if a.consistency:
-        table = json.loads(Path(a.consistency).read_text())
-        if table["int8_sha256"] != files["mnist_cnn.int8.onnx"]["sha256"]:
-            raise SystemExit(f"{a.consistency} measured another INT8 file")
-        files["mnist_cnn.int8.onnx"]["consistency"] = {
-            k: table[k] for k in ("images", "emulated_images", "measured_on", "runs", "pairs")
-        }
     manifest = path_free({
         "created": utc_now(),
         "source_checkpoint_sha256": made["source_checkpoint_sha256"],

@@ -7,9 +7,11 @@ import numpy as np
 import onnx
 import pytest
 from conftest import ABSOLUTE_PATH, REAL, REPO, binomial_floor, cli, decisive
+from PIL import Image
 
 from mnist_edge.edge.data import load_split
 from mnist_edge.edge.files import sha256
+from mnist_edge.edge.images import prepare_image
 from mnist_edge.edge.machine import isa_class
 from mnist_edge.edge.parity import ATOL, RTOL
 from mnist_edge.edge.runtime import PACKAGED, Predictor, pretrained_path
@@ -46,8 +48,11 @@ def test_the_layers_can_still_be_paired():
 
 
 def test_made_by_the_default_recipe_for_ten_epochs():
+    from mnist_edge.train import TrainConfig
+
     recipe = MANIFEST["training"]["recipe"]
     assert (recipe["lr_schedule"], recipe["augment"]) == ("cosine", True)
+    assert recipe["low_res"] == TrainConfig().low_res > 0  # the low-resolution share, today's
     assert MANIFEST["training"]["epochs"] == recipe["epochs"] == 10
     assert MANIFEST["files"]["mnist_cnn.onnx"]["test_accuracy"] >= 99.4
     int8 = MANIFEST["files"]["mnist_cnn.int8.onnx"]["int8_gate"]["settings"]
@@ -79,6 +84,33 @@ def test_pretrained_accuracy(mnist_dir, int8):
     else:
         near_ties = int((~decisive(out, ATOL, RTOL)).sum())
         assert abs(accuracy - entry["test_accuracy"]) <= near_ties / len(test.labels) * 100 + 1e-9
+
+
+def _low_resolution_scan(d: np.ndarray, tall: int, rng: np.random.Generator) -> Image.Image:
+    """A test digit as a low-resolution scan holds it (this test's own generator, not the
+    benchmark's): `tall` pixels high by area averaging, 4-6 grey levels, enlarged 3-5x smoothly."""
+    ys, xs = np.nonzero(d)
+    ink = Image.fromarray(255 - d[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+    small = ink.resize((max(1, round(ink.width * tall / ink.height)), tall), Image.BOX)
+    paper = Image.new("L", (small.width + 2, small.height + 2), 255)
+    levels = int(rng.integers(4, 7)) - 1
+    paper.paste(small.point(lambda v: round(v * levels / 255) * 255 // levels), (1, 1))
+    f = int(rng.integers(3, 6))
+    return paper.resize((paper.width * f, paper.height * f), Image.BILINEAR)
+
+
+@pytest.mark.parametrize("int8", [False, True])
+def test_the_packaged_model_reads_digits_8_pixels_tall(mnist_dir, int8):
+    """The low-resolution target (98% a group, 8 px included), judged on 2,000 test digits with
+    the binomial floor of 98%, 96.4% (a model reading 98% falls below it once in a million
+    runs; the model before the low-resolution recipe read 95.7-95.9% and failed here)."""
+    predictor = Predictor.pretrained(int8=int8)
+    test = load_split("test", mnist_dir, 2000)
+    rng = np.random.default_rng(8)
+    x = np.stack([prepare_image(_low_resolution_scan(d, 8, rng)) for d in test.images])
+    correct = int((predictor.predict(x).labels == test.labels).sum())
+    floor = binomial_floor(len(x), 0.98) if REAL else binomial_floor(len(x), 0.5)
+    assert correct >= floor, (correct, floor)
 
 
 def output_step(model: onnx.ModelProto) -> float:
