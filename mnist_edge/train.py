@@ -203,6 +203,7 @@ def _resume_config(cfg: TrainConfig, saved: dict) -> TrainConfig:
     """The saved run's settings, with this call's epochs, threads, data and output folders."""
     keep = {"epochs", "threads", "data_dir", "output_dir", "device", "amp"}
     fields = {k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__}
+    fields.setdefault("low_res", 0.0)  # saved before the low-resolution share existed: none
     return TrainConfig(**{**fields, **{k: getattr(cfg, k) for k in keep}})
 
 

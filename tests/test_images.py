@@ -322,4 +322,3 @@ def test_crops_under_three_quarters_of_the_box_are_enlarged_bicubic(digits):
         crop = crop.astype(np.float32)
         want = images._resized(crop, 20 / max(crop.shape), resample)
         np.testing.assert_allclose(images._fit_box(crop, 20), want * (255 / want.max()), rtol=1e-6)
-

@@ -209,3 +209,16 @@ def test_a_low_resolution_capture_holds_the_digit_at_7_to_14_pixels(mnist_dir):
         assert g[0].mean() > 200 and g.min() < 128  # white paper round dark ink
         sides = [s for s in range(2, 9) if im.width % s == 0 and im.height % s == 0]
         assert any(7 + 2 <= max(im.size) // s <= 14 + 6 for s in sides), im.size
+
+
+def test_a_run_saved_before_the_low_resolution_share_resumes_without_it(mnist_dir, tmp_path):
+    """A checkpoint whose recipe has no `low_res` (written before it existed) trained without
+    it, and resuming it must not switch it on halfway."""
+    cfg = small(mnist_dir, tmp_path, epochs=2, low_res=0.0)
+    with pytest.raises(Interrupt):
+        train(cfg, on_epoch=stop_after_first_epoch)
+    saved = ckpt_io.load(cfg.checkpoint_path)
+    old_recipe = {k: v for k, v in saved.train_config.items() if k != "low_res"}
+    ckpt_io.save(replace(saved, train_config=old_recipe))
+    resumed = train(replace(cfg, low_res=LOW_RES_SHARE), resume=True)
+    assert resumed.config.low_res == 0.0
