@@ -219,3 +219,15 @@ def binomial_floor(n: int, p: float, alpha: float = 1e-6) -> int:
         if below > alpha:  # P(X <= k) is past alpha: k successes is the floor
             return k
     return n
+
+
+def output_step(model) -> float:
+    """The quantization step of an INT8 model's logits (the scale of the DequantizeLinear that
+    feeds LogSoftmax)."""
+    from onnx import numpy_helper
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    dq = producer[next(n for n in model.graph.node if n.op_type == "LogSoftmax").input[0]]
+    assert dq.op_type == "DequantizeLinear"
+    init = {i.name: i for i in model.graph.initializer}
+    return float(numpy_helper.to_array(init[dq.input[1]]))

@@ -8,7 +8,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import assert_same_answers, cli
+from conftest import assert_same_answers, cli, decisive, output_step
 
 from mnist_edge.edge import parity, runners
 from mnist_edge.edge.data import batches, load_split
@@ -36,14 +36,24 @@ def x(mnist_dir):
 @pytest.mark.parametrize("int8", [False, True])
 def test_openvino_answers_as_onnx_runtime(openvino, x, int8):
     """fp32: the parity rule. INT8 (7-bit weights, no saturation): OpenVINO's integer kernels
-    sum exactly too, so the same rule holds against ONNX Runtime's INT8."""
+    sum exactly too, but the float tail that requantizes the logits may round a sum to the
+    neighbouring step, as onnx.reference does: every logit within one step of the output's
+    quantization, and the same answer wherever that step cannot turn it."""
     model = pretrained_path(int8=int8)
     ov = runners.load_runner(model, backend="openvino", threads=1)
     assert ov.backend == "openvino" and ov.precision == ("int8" if int8 else "fp32")
     assert ov.metadata["mnist_edge.mean"] == "0.1307"  # the ONNX metadata, read by OpenVINO
     want, got = runners.load_runner(model)(x), ov(x)
-    assert parity.compare("openvino", want, got)
-    assert_same_answers(want, got)
+    if not int8:
+        assert parity.compare("openvino", want, got)
+        assert_same_answers(want, got)
+        return
+    import onnx
+
+    step = output_step(onnx.load(str(model)))
+    assert np.abs(got - want).max() <= step * 1.001, (np.abs(got - want).max(), step)
+    keep = decisive(want, atol=step * 1.001, rtol=0)
+    assert (got.argmax(1) == want.argmax(1))[keep].all()
 
 
 def test_bf16_is_offered_only_where_the_cpu_has_it(openvino, monkeypatch):

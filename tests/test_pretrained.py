@@ -6,7 +6,7 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import ABSOLUTE_PATH, REAL, REPO, binomial_floor, cli, decisive
+from conftest import ABSOLUTE_PATH, REAL, REPO, binomial_floor, cli, decisive, output_step
 from PIL import Image
 
 from mnist_edge.edge.data import load_split
@@ -111,18 +111,6 @@ def test_the_packaged_model_reads_digits_8_pixels_tall(mnist_dir, int8):
     correct = int((predictor.predict(x).labels == test.labels).sum())
     floor = binomial_floor(len(x), 0.98) if REAL else binomial_floor(len(x), 0.5)
     assert correct >= floor, (correct, floor)
-
-
-def output_step(model: onnx.ModelProto) -> float:
-    """The quantization step of an INT8 model's logits (the scale of the DequantizeLinear that
-    feeds LogSoftmax)."""
-    from onnx import numpy_helper
-
-    producer = {o: n for n in model.graph.node for o in n.output}
-    dq = producer[next(n for n in model.graph.node if n.op_type == "LogSoftmax").input[0]]
-    assert dq.op_type == "DequantizeLinear"
-    init = {i.name: i for i in model.graph.initializer}
-    return float(numpy_helper.to_array(init[dq.input[1]]))
 
 
 def test_int8_computes_what_the_onnx_reference_computes(mnist_dir):
