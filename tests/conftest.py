@@ -231,3 +231,13 @@ def output_step(model) -> float:
     assert dq.op_type == "DequantizeLinear"
     init = {i.name: i for i in model.graph.initializer}
     return float(numpy_helper.to_array(init[dq.input[1]]))
+
+
+def shrunk_ink(d: np.ndarray, tall: int):
+    """A 28x28 MNIST digit's ink box, dark on white, shrunk by area averaging to `tall` pixels
+    high (keeping the aspect): the digit as a low-resolution scan holds it, before paper."""
+    from PIL import Image
+
+    ys, xs = np.nonzero(d)
+    ink = Image.fromarray(255 - d[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
+    return ink.resize((max(1, round(ink.width * tall / ink.height)), tall), Image.BOX)

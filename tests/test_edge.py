@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import shrunk_ink
 
 from mnist_edge.edge.layout import Layout
 
@@ -99,6 +100,27 @@ def test_predict_files_and_a_folder_without_torch(folder, mnist_dir, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert [row["file"] for row in rows] == [str(images / f"{i}.png") for i in range(6)]
+
+
+def test_a_pixelated_digit_reads_as_its_small_self_without_torch(folder, mnist_dir, tmp_path):
+    """Step 2b in the edge install: a digit 8 px tall and the same file enlarged 5x with
+    nearest-neighbour give the same 28x28 input, so the same label and confidence."""
+    from PIL import Image
+
+    from mnist_edge.edge.data import load_split
+
+    d = load_split("test", mnist_dir, 1).images[0]
+    small = shrunk_ink(d, 8)
+    paper = Image.new("L", (small.width + 2, 10), 255)
+    paper.paste(small, (1, 1))
+    paper.save(tmp_path / "small.png")
+    paper.resize((paper.width * 5, 50), Image.NEAREST).save(tmp_path / "pixelated.png")
+    out = tmp_path / "rows.jsonl"
+    files = [tmp_path / "small.png", tmp_path / "pixelated.png"]
+    r = edge("predict", *files, "--model", Layout(folder).onnx, "--output", out)
+    assert r.returncode == 0, r.stderr
+    a, b = (json.loads(line) for line in out.read_text().splitlines())
+    assert (a["label"], a["confidence"]) == (b["label"], b["confidence"])
 
 
 def test_web_export_and_serve_without_torch(folder, tmp_path):

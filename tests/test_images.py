@@ -7,7 +7,7 @@ import zlib
 
 import numpy as np
 import pytest
-from conftest import P_AGREE, binomial_floor
+from conftest import P_AGREE, binomial_floor, shrunk_ink
 from PIL import Image, ImageFilter
 
 from mnist_edge.edge import images, threads
@@ -279,9 +279,7 @@ def test_the_median_is_numpys():
 def low_resolution(d: np.ndarray, tall: int = 9) -> Image.Image:
     """The digit as a low-resolution scan holds it: `tall` pixels high, dark on white, 4 grey
     levels, not enlarged."""
-    ys, xs = np.nonzero(d)
-    ink = Image.fromarray(255 - d[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
-    small = ink.resize((max(1, round(ink.width * tall / ink.height)), tall), Image.BOX)
+    small = shrunk_ink(d, tall)
     paper = Image.new("L", (small.width + 4, small.height + 4), 255)
     paper.paste(small, (2, 2))
     return paper.point(lambda v: round(v / 85) * 85)

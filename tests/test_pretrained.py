@@ -6,7 +6,16 @@ import json
 import numpy as np
 import onnx
 import pytest
-from conftest import ABSOLUTE_PATH, REAL, REPO, binomial_floor, cli, decisive, output_step
+from conftest import (
+    ABSOLUTE_PATH,
+    REAL,
+    REPO,
+    binomial_floor,
+    cli,
+    decisive,
+    output_step,
+    shrunk_ink,
+)
 from PIL import Image
 
 from mnist_edge.edge.data import load_split
@@ -89,9 +98,7 @@ def test_pretrained_accuracy(mnist_dir, int8):
 def _low_resolution_scan(d: np.ndarray, tall: int, rng: np.random.Generator) -> Image.Image:
     """A test digit as a low-resolution scan holds it (this test's own generator, not the
     benchmark's): `tall` pixels high by area averaging, 4-6 grey levels, enlarged 3-5x smoothly."""
-    ys, xs = np.nonzero(d)
-    ink = Image.fromarray(255 - d[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
-    small = ink.resize((max(1, round(ink.width * tall / ink.height)), tall), Image.BOX)
+    small = shrunk_ink(d, tall)
     paper = Image.new("L", (small.width + 2, small.height + 2), 255)
     levels = int(rng.integers(4, 7)) - 1
     paper.paste(small.point(lambda v: round(v * levels / 255) * 255 // levels), (1, 1))

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import assert_clean_error, assert_same_answers, cli
+from conftest import assert_clean_error, assert_same_answers, cli, shrunk_ink
 from devtools import browser as driver
 from PIL import Image, ImageFilter
 
@@ -319,10 +319,7 @@ def _image_set(root: Path, digits: np.ndarray) -> list[Path]:
             ink, bg = np.array([30, 40, 160]), np.array([250, 240, 200])
             im, ext = Image.fromarray((ink + (bg - ink) * a).astype(np.uint8), "RGB"), "png"
         elif kind in (8, 9):  # a low-resolution scan, 8-12 px tall: enlarged pixelated, or not
-            ys, xs = np.nonzero(d)
-            ink = Image.fromarray(255 - d[ys.min() : ys.max() + 1, xs.min() : xs.max() + 1])
-            tall = int(rng.integers(8, 13))
-            small = ink.resize((max(1, round(ink.width * tall / ink.height)), tall), Image.BOX)
+            small = shrunk_ink(d, int(rng.integers(8, 13)))
             im = Image.new("L", (small.width + 2, small.height + 2), 255)
             im.paste(small.point(lambda v: round(v / 64) * 64), (1, 1))
             if kind == 8:
