@@ -125,23 +125,26 @@ def export_cmd(
     from .edge import web
 
     if not (names := o.csv_values(format, "--format", str)):
-        raise o.fail(f"--format takes onnx, torchscript, pt2, ort, web, triton or all, got "
-                     f"{format!r}")  # fmt: skip
+        raise o.fail(f"--format takes onnx, torchscript, pt2, ort, executorch, litert, web, "
+                     f"triton or all, got {format!r}")  # fmt: skip
     with_web = "web" in names or (names == ("all",) and web.find_ort_web(ort_web) is not None)
     with_triton = "triton" in names or names == ("all",)
     if with_triton and "onnx" not in names and "all" not in names:
         names = ("onnx", *names)  # the repository holds the ONNX file: export it first
     if names := tuple(n for n in names if n not in ("web", "triton")):
-        from .edge.layout import EXPORTED
+        from .edge.layout import EXPORTED, QUANTIZABLE, exportable
         from .export import ExportConfig
         from .workflow import export_and_verify
 
-        formats = EXPORTED if names == ("all",) else names
+        formats = exportable() if names == ("all",) else names
+        if names == ("all",) and (left := [f for f in EXPORTED if f not in formats]):
+            render.formats_left_out(left)
         cfg = ExportConfig(str(checkpoint), str(output_dir), formats, opset, ort_platform)
         if quantize not in (None, "int8"):
             raise o.fail(f"--quantize takes int8, got {quantize!r}")
-        if quantize and "onnx" not in cfg.formats:
-            raise o.fail("--quantize int8 needs --format onnx (or all): INT8 is made from the ONNX")
+        if quantize and not set(QUANTIZABLE) & set(cfg.formats):
+            raise o.fail(f"--quantize int8 needs --format {', '.join(QUANTIZABLE)} (or all): "
+                         "INT8 is made beside those")  # fmt: skip
         quant = None if not quantize else o.quant_config(
             Layout(output_dir).onnx, None, calibration_size=calibration_size,
             max_accuracy_drop=max_accuracy_drop, min_argmax_agreement=min_agreement,

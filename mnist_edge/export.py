@@ -1,8 +1,12 @@
-"""Checkpoint -> ONNX / TorchScript / torch.export (.pt2) / ORT files, listed in the manifest.
+"""Checkpoint -> ONNX / TorchScript / torch.export (.pt2) / ORT / ExecuTorch (.pte) / LiteRT
+(.tflite) files, listed in the manifest; and the INT8 versions of the formats that have one
+beside ONNX (write_int8: ExecuTorch through PT2E, LiteRT through ai-edge-quantizer).
 
 Every artifact carries the preprocessing contract (spec.Contract) and its provenance in its own
 metadata, is written atomically, and is registered in OUTPUT_DIR/manifest.json (manifest.py) with
-its sha256. Checking and recording verdicts is workflow.py's job (export_and_verify).
+its sha256. Checking and recording verdicts is workflow.py's job (export_and_verify). A format
+whose converter is an extra of its own (executorch, litert-export) is refused before anything is
+written when that extra is missing.
 """
 
 from __future__ import annotations
@@ -13,20 +17,30 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import __version__
 from .checkpoint import Checkpoint
 from .checkpoint import load as load_checkpoint
 from .edge import layout, manifest, phases, spec
-from .edge.errors import ArtifactError, ConfigError, MnistEdgeError, interrupted, reason
+from .edge.errors import (
+    ArtifactError,
+    ConfigError,
+    MnistEdgeError,
+    interrupted,
+    missing_dependency,
+    reason,
+)
 from .edge.files import atomic_write, save_onnx
 from .edge.layout import Layout
 from .edge.manifest import Artifact
+from .edge.metrics import TaskRule
 from .edge.runners import EXTRA_FILE
 from .quantize import convert_to_ort
 
-FORMATS = layout.EXPORTED  # onnx, torchscript, pt2, ort ("ort" is converted from the ONNX file)
+# onnx, torchscript, pt2, ort ("ort" is converted from the ONNX file), executorch, litert
+FORMATS = layout.EXPORTED
 ORT_PLATFORMS = ("amd64", "arm")  # convert_onnx_models_to_ort --target_platform
 EXAMPLE_BATCH = 4  # an example batch of 1 would silently fix the batch dimension at 1
 
@@ -159,8 +173,28 @@ def export_pt2(model: torch.nn.Module, meta: dict[str, str], dest: Path) -> None
     atomic_write(dest, lambda tmp: torch.export.save(program, str(tmp), extra_files=extra))
 
 
+def require_converters(formats: tuple[str, ...] | list[str]) -> None:
+    """A MissingDependency naming the extra, for the first format this install cannot write."""
+    for fmt in formats:
+        if not layout.converter_installed(fmt):
+            converter = layout.get(fmt).converter or fmt
+            raise missing_dependency(converter, f"exporting {fmt}")
+
+
+def _writer(fmt: str):
+    """The function that writes fp32 `fmt` (model, metadata, destination)."""
+    if fmt == "executorch":
+        from .executorch_export import export_executorch
+
+        return export_executorch
+    from .litert_export import export_litert
+
+    return export_litert
+
+
 def export(cfg: ExportConfig) -> list[Artifact]:
     """Write the requested formats and list them in the manifest (parity not yet run)."""
+    require_converters(cfg.formats)
     ckpt = load_checkpoint(cfg.checkpoint)
     model = ckpt.build_model()
     out = Path(cfg.output_dir)
@@ -181,6 +215,8 @@ def export(cfg: ExportConfig) -> list[Artifact]:
                 export_torchscript(model, meta, dest)
             elif fmt == "pt2":
                 export_pt2(model, meta, dest)
+            elif fmt in ("executorch", "litert"):
+                _writer(fmt)(model, meta, dest)
             else:
                 _, config = convert_to_ort(folder.onnx, out, cfg.ort_platform)
                 opset, extra = artifacts[0].opset, {"required_operators_config": config.name,
@@ -195,3 +231,40 @@ def export(cfg: ExportConfig) -> list[Artifact]:
             manifest.register(out, dest, fmt, cfg.checkpoint, opset=opset, extra=extra)
         )
     return artifacts
+
+
+def write_int8(
+    fmt: str, checkpoint: str | Path, output_dir: str | Path, calibration: np.ndarray,
+    rule: TaskRule,
+) -> tuple[Path, dict[str, object]]:  # fmt: skip
+    """The INT8 version of `fmt` (executorch or litert) made from the checkpoint, calibrated on
+    `calibration` (uint8 (N, 28, 28) training images), its file carrying the rule it is judged
+    by; returns (its path, how it was made). The gate is the caller's (quantize.gate)."""
+    int8 = layout.get(fmt).int8
+    if fmt not in ("executorch", "litert") or int8 is None:
+        raise ConfigError(f"no INT8 path for {fmt} here; INT8 is made for "
+                          f"{', '.join(layout.QUANTIZABLE)}")  # fmt: skip
+    require_converters([int8])
+    if fmt == "executorch":
+        from .executorch_export import int8_settings
+        from .executorch_export import quantize_executorch as write
+    else:
+        from .litert_export import int8_settings
+        from .litert_export import quantize_litert as write
+    ckpt = load_checkpoint(checkpoint)
+    settings = int8_settings(len(calibration))
+    meta = metadata(ckpt, int8, None)
+    meta.update({f"{spec.METADATA_PREFIX}int8.{k}": json.dumps(v) if isinstance(v, list) else str(v)
+                 for k, v in settings.items()})  # fmt: skip
+    meta.update(rule.to_metadata())
+    dest = Layout(Path(output_dir)).artifact(int8)
+    phases.mark(f"quantize {fmt}")
+    try:
+        write(ckpt.build_model(), meta, dest, calibration)
+    except MnistEdgeError:
+        raise
+    except Exception as exc:  # the quantizers fail in many types; say which format broke
+        if interrupted(exc):
+            raise KeyboardInterrupt from None
+        raise ArtifactError(f"quantizing {fmt} to INT8 failed: {reason(exc)}") from exc
+    return dest, settings

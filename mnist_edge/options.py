@@ -36,7 +36,11 @@ Rtol = Annotated[float, Opt("--rtol", help="Relative tolerance per element.")]
 NoParity = Annotated[bool, Opt("--no-parity", help="Skip the parity check.")]
 CalibrationSize = Annotated[int, Opt("--calibration-size", help="Training images to calibrate.")]
 Backend = Annotated[
-    str | None, Opt("--backend", help="onnxruntime, openvino or torch (default: the file's own).")
+    str | None,
+    Opt(
+        "--backend",
+        help="onnxruntime, openvino, executorch, litert or torch (default: the file's own).",
+    ),
 ]
 Precision = Annotated[
     str | None, Opt("--precision", help="fp32, bf16 or int8 (default: the file's).")
@@ -84,7 +88,7 @@ FileWorkers = Annotated[
 ]  # fmt: skip
 RowsOutput = Annotated[Path | None, Opt("--output", help="Write results to a .csv or .jsonl file.")]
 ExportFormat = Annotated[
-    str, Opt("--format", help="onnx, torchscript, pt2, ort, web, triton, all.")
+    str, Opt("--format", help="onnx, torchscript, pt2, ort, executorch, litert, web, triton, all.")
 ]
 OrtPlatform = Annotated[str, Opt("--ort-platform", help="amd64 or arm (the .ort's CPU).")]
 UseRay = Annotated[bool, Opt("--ray", help="On Ray: RAY_ADDRESS's cluster, else a local one.")]

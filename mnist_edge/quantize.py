@@ -27,7 +27,7 @@ from .edge.errors import ArtifactError, ConfigError, OutputError, reason
 from .edge.files import atomic_write, save_onnx
 from .edge.layout import FILENAMES, ORT_CONFIG, Layout
 from .edge.metrics import TaskRule, accuracy
-from .edge.runners import load_runner, outputs
+from .edge.runners import Runner, load_runner, outputs
 
 INT8_NAME = FILENAMES["onnx-int8"]
 ORT_NAME = FILENAMES["ort"]
@@ -97,6 +97,7 @@ class QuantResult:
     max_accuracy_drop: float
     settings: dict[str, object]
     min_argmax_agreement: float = policy.INT8_MIN_AGREEMENT
+    format: str = "onnx-int8"  # the INT8 file's format (onnx-int8, executorch-int8, litert-int8)
 
     @property
     def accuracy_drop(self) -> float:
@@ -206,19 +207,29 @@ def quantize(cfg: QuantConfig, test: Split, calibration: np.ndarray) -> QuantRes
     fp32 and int8 in ONNX Runtime on `test`, judged by cfg.rule."""
     fp32 = load_runner(cfg.model, fmt="onnx")
     out = quantize_model(cfg, calibration)
+    return gate(fp32, out, test, cfg, cfg.settings())
+
+
+def gate(fp32: Runner | Path | str, int8: Path | str, test: Split, cfg: QuantConfig,
+         settings: dict[str, object]) -> QuantResult:  # fmt: skip
+    """The INT8 gate, the same for every format: the fp32 file and its INT8 version, each in its
+    own runtime, on `test`, judged by cfg.rule (accuracy drop, argmax agreement)."""
+    fp32 = fp32 if isinstance(fp32, Runner) else load_runner(fp32)
+    int8_runner = load_runner(int8)
     fp32_pred = outputs(fp32, test.images).argmax(1)
-    int8_pred = outputs(load_runner(out, fmt="onnx-int8"), test.images).argmax(1)
+    int8_pred = outputs(int8_runner, test.images).argmax(1)
     return QuantResult(
-        path=str(out),
-        bytes=out.stat().st_size,
-        fp32_bytes=Path(cfg.model).stat().st_size,
+        path=str(int8),
+        bytes=Path(int8).stat().st_size,
+        fp32_bytes=Path(fp32.path).stat().st_size,
         fp32_accuracy=accuracy(fp32_pred, test.labels),
         int8_accuracy=accuracy(int8_pred, test.labels),
         argmax_agreement=accuracy(int8_pred, fp32_pred),
         test_images=len(test.labels),
         max_accuracy_drop=cfg.max_accuracy_drop,
-        settings=cfg.settings(),
+        settings=settings,
         min_argmax_agreement=cfg.min_argmax_agreement,
+        format=int8_runner.format,
     )
 
 

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from .edge import layout
+
 if TYPE_CHECKING:
     from rich.console import Console
     from rich.table import Table
@@ -190,7 +192,7 @@ def parity(report: ParityReport) -> None:
 def gate(g: QuantResult) -> None:
     verdict = "[green]passed[/green]" if g.passed else "[red]FAILED[/red]"
     console.print(
-        f"wrote {g.path}  (onnx-int8, {g.bytes:,} bytes, {g.size_ratio:.2f}x fp32)\n"
+        f"wrote {g.path}  ({g.format}, {g.bytes:,} bytes, {g.size_ratio:.2f}x fp32)\n"
         f"INT8 gate {verdict}: accuracy fp32 {g.fp32_accuracy:.2f}% -> int8 "
         f"{g.int8_accuracy:.2f}% (drop {g.accuracy_drop:+.2f} points, limit "
         f"{g.max_accuracy_drop:g}), argmax agreement {g.argmax_agreement:.2f}% (minimum "
@@ -202,13 +204,13 @@ def export_run(run: ExportRun, *, wrote: bool = True) -> None:
     """Artifacts written, the gate, the parity tables; the verdict line when all passed."""
     if wrote:
         for art in run.artifacts:
-            if art.format != "onnx-int8":
+            if not layout.get(art.format).task_judged:  # INT8 files: their gate says it
                 console.print(f"wrote {art.path(run.output_dir or '.')}  ({art.format}, "
                               f"{art.bytes:,} bytes)")  # fmt: skip
     if run.diagnosis is not None:
         diagnosis(run.diagnosis)
-    if run.gate is not None:
-        gate(run.gate)
+    for g in run.gates:
+        gate(g)
     if run.parity is not None:
         parity(run.parity)
         if not run.problems():
@@ -436,3 +438,11 @@ def triton_export(repo: Any) -> None:
         plain(f"wrote {m.config.parent} (Triton, onnxruntime backend; {dims} per item)")
     for reason in repo.skipped:
         plain(f"left out {reason}", err=True)
+
+
+def formats_left_out(formats: list[str]) -> None:
+    """`--format all` without some converters: which formats, and the extra for each."""
+    for fmt in formats:
+        f = layout.get(fmt)
+        plain(f"left out {fmt}: its converter ({f.converter}) is not installed; "
+              f"pip install 'mnist-edge[{f.extra}]'", err=True)  # fmt: skip

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from .edge import manifest, phases
 from .edge.data import Split, load_split
-from .edge.layout import format_of
+from .edge.layout import QUANTIZABLE, Layout, format_of
 from .edge.manifest import Artifact
 from .edge.parity import ParityReport, VerifyConfig, check_loaded, load_all
 
@@ -58,8 +58,13 @@ class ExportRun:
     output_dir: Path | None
     artifacts: list[Artifact] = field(default_factory=list)
     parity: ParityReport | None = None
-    gate: QuantResult | None = None
+    gates: list[QuantResult] = field(default_factory=list)  # one INT8 gate per INT8 file made
     diagnosis: Any = None  # doctor.Diagnosis, when the quantization doctor ran
+
+    @property
+    def gate(self) -> QuantResult | None:
+        """The first INT8 gate (the ONNX one, when ONNX was quantized)."""
+        return self.gates[0] if self.gates else None
 
     def problems(self) -> list[str]:
         """One sentence per failed check; empty when everything passed."""
@@ -71,8 +76,7 @@ class ExportRun:
                 f"parity FAILED for {', '.join(failed)}; to see where, run: mnist-edge parity "
                 f"--layers {' '.join(failed)} {flag} {ref}"
             )
-        if self.gate is not None and (problem := self.gate.problem()):
-            found.append(problem)
+        found += [problem for g in self.gates if (problem := g.problem())]
         return found
 
     def __bool__(self) -> bool:
@@ -83,6 +87,7 @@ class ExportRun:
         body: dict[str, Any] = self.parity.to_dict() if self.parity is not None else {}
         if self.gate is not None:
             body["int8_gate"] = self.gate.to_dict()
+            body["int8_gates"] = {g.format: g.to_dict() for g in self.gates}
         if self.diagnosis is not None:
             body["int8_doctor"] = self.diagnosis.to_dict()
         return body
@@ -133,6 +138,23 @@ def _quantize_and_register(
     return art, gate, diagnosis
 
 
+def _quantize_format(fmt: str, qcfg: QuantConfig, cfg: ExportConfig,
+                     data: Data) -> tuple[Artifact, QuantResult]:  # fmt: skip
+    """The INT8 version of an exported ExecuTorch or LiteRT file: written from the checkpoint,
+    calibrated on the same training images as ONNX, gated by the same rule against its own fp32
+    file, registered."""
+    from .export import write_int8
+    from .quantize import gate
+
+    out = Path(cfg.output_dir)
+    path, settings = write_int8(fmt, cfg.checkpoint, out, data.calibration(qcfg), qcfg.rule)
+    result = gate(Layout(out).artifact(fmt), path, data.test, qcfg, settings)
+    phases.mark("quantized")
+    extra = {"gate": result.to_dict(), "quantization": {**settings, **asdict(qcfg.rule)}}
+    art = manifest.register(out, path, result.format, cfg.checkpoint, extra=extra)
+    return art, result
+
+
 def export_and_verify(
     cfg: ExportConfig, *, quant: QuantConfig | None = None, check: VerifyConfig | None = None,
     data: Data | None = None,
@@ -146,9 +168,13 @@ def export_and_verify(
         data.test  # noqa: B018  (a missing MNIST is said before minutes of exporting)
     run = ExportRun(Path(cfg.output_dir), export(cfg))
     phases.mark("exported")
-    if quant is not None:
-        art, run.gate, _ = _quantize_and_register(quant, cfg.checkpoint, data)
+    for fmt in () if quant is None else [f for f in QUANTIZABLE if f in cfg.formats]:
+        if fmt == "onnx":
+            art, gate, _ = _quantize_and_register(quant, cfg.checkpoint, data)
+        else:
+            art, gate = _quantize_format(fmt, quant, cfg, data)
         run.artifacts.append(art)
+        run.gates.append(gate)
     if check is not None:
         ref = VerifyConfig(**{**check.__dict__, "reference": check.reference or cfg.checkpoint})
         run.parity = verify([a.path(cfg.output_dir) for a in run.artifacts], ref, data)
@@ -170,7 +196,7 @@ def quantize_and_verify(
     data = data or Data()
     art, gate, diagnosis = _quantize_and_register(cfg, checkpoint, data, doctor=doctor,
                                                   auto_exclude=auto_exclude)  # fmt: skip
-    run = ExportRun(Path(cfg.output).parent, [art], gate=gate, diagnosis=diagnosis)
+    run = ExportRun(Path(cfg.output).parent, [art], gates=[gate], diagnosis=diagnosis)
     if check is not None:
         ref = VerifyConfig(**{**check.__dict__, "reference": check.reference or str(checkpoint)})
         run.parity = verify([art.path(run.output_dir)], ref, data)

@@ -94,10 +94,13 @@ def test_export_all_runs_parity_and_records_it(trained, mnist_dir, tmp_path):
         "--data-dir", mnist_dir, "--test-limit", 300, "--json", report,
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "parity passed for 4 artifact(s)" in result.output
+    # `all`: every format whose converter this install has (make test installs them all)
+    from mnist_edge.edge.layout import FILENAMES, exportable
+
+    assert f"parity passed for {len(exportable())} artifact(s)" in result.output
     manifest = json.loads((tmp_path / "manifest.json").read_text())["artifacts"]
-    assert set(manifest) == {"mnist_cnn.onnx", "mnist_cnn.torchscript.pt", "mnist_cnn.pt2",
-                             "mnist_cnn.ort"}  # fmt: skip
+    assert set(manifest) == {FILENAMES[f] for f in exportable()}
+    assert {"onnx", "torchscript", "pt2", "ort"} <= set(exportable())
     for entry in manifest.values():
         assert entry["parity"]["passed"] is True
         assert entry["parity"]["decisive_agreement"] == 100.0
@@ -118,7 +121,7 @@ def test_export_all_runs_parity_and_records_it(trained, mnist_dir, tmp_path):
         "--test-limit", 100,
     )  # fmt: skip
     assert again.exit_code == 0, again.output
-    assert again.output.count("PASS") == 4
+    assert again.output.count("PASS") == len(exportable())
 
 
 def test_parity_fails_with_exit_1_naming_the_artifact(trained, exported, mnist_dir, tmp_path):
@@ -238,3 +241,26 @@ def test_min_sqnr_default_is_the_policys():
 
     params = {p.name: p for p in typer.main.get_command(app).commands["parity"].params}
     assert params["min_sqnr"].default == policy.MIN_SQNR_DB
+
+
+def test_export_all_leaves_out_a_format_whose_converter_is_missing(trained, mnist_dir, tmp_path,
+                                                                   monkeypatch):  # fmt: skip
+    """Without the executorch and litert-export extras, `all` writes the rest and says, on
+    stderr, what it left out and which extra brings it; naming the format is one error line."""
+    import sys
+
+    for name in ("executorch", "litert_torch"):
+        monkeypatch.setitem(sys.modules, name, None)  # as if not installed
+    result = run("export", "--format", "all", "--checkpoint", trained, "--output-dir", tmp_path,
+                 "--no-parity")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "left out executorch" in result.stderr and "mnist-edge[executorch]" in result.stderr
+    assert "left out litert" in result.stderr and "mnist-edge[litert-export]" in result.stderr
+    assert not list(tmp_path.glob("*.pte")) and not list(tmp_path.glob("*.tflite"))
+    assert (tmp_path / "mnist_cnn.onnx").is_file()
+    for fmt, extra in (("executorch", "executorch"), ("litert", "litert-export")):
+        out = tmp_path / fmt
+        named = run("export", "--format", f"onnx,{fmt}", "--checkpoint", trained,
+                    "--output-dir", out, "--no-parity")  # fmt: skip
+        assert_clean_error(named, f"pip install 'mnist-edge[{extra}]'")
+        assert not out.exists() or not list(out.iterdir())  # refused before writing anything

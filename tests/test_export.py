@@ -106,7 +106,8 @@ def test_missing_checkpoint_and_unwritable_dir(trained, tmp_path):
 
 
 ARTIFACTS = ("mnist_cnn.onnx", "mnist_cnn.ort", "mnist_cnn.torchscript.pt", "mnist_cnn.pt2",
-             "mnist_cnn.required_operators.config")  # fmt: skip
+             "mnist_cnn.required_operators.config", "mnist_cnn.pte",
+             "mnist_cnn.tflite")  # fmt: skip
 
 
 @pytest.mark.parametrize("name", ARTIFACTS)

@@ -20,14 +20,15 @@ FLOORS: dict[str, tuple[str, ...]] = {
         "spec", "errors", "policy", "layout", "files", "machine", "threads", "phases", "timing",
         "metrics", "profile", "data", "manifest")),
     "engines": ("mnist_edge.edge.backends.base", "mnist_edge.edge.backends.onnxruntime",
-                "mnist_edge.edge.backends.openvino", "mnist_edge.edge.runners"),
+                "mnist_edge.edge.backends.openvino", "mnist_edge.edge.backends.executorch",
+                "mnist_edge.edge.backends.litert", "mnist_edge.edge.runners"),
     "predictor": ("mnist_edge.edge.images", "mnist_edge.edge.runtime"),
     "tasks": tuple(f"mnist_edge.edge.{m}" for m in (
         "evaluate", "parity", "bench", "tune", "predict", "web", "serve", "batching",
         "protocol", "cluster", "triton")),
     "training": tuple(f"mnist_edge.{m}" for m in (
-        "model", "checkpoint", "distributed", "augment", "train", "export", "quantize", "doctor",
-        "layers", "torch_backend")),
+        "model", "checkpoint", "distributed", "augment", "train", "executorch_export",
+        "litert_export", "export", "quantize", "doctor", "layers", "torch_backend")),
     "top": tuple(f"mnist_edge.{m}" for m in (
         "render", "options", "workflow", "serve_command", "cli", "__main__", "runtime")),
 }  # fmt: skip

@@ -1,6 +1,8 @@
 """The edge install's code: everything that runs, judges and serves an exported model, with
-numpy, onnxruntime and Pillow alone (OpenVINO when its extra is installed). Nothing in this
-subpackage imports torch or onnx; tests/test_import.py imports every module here and runs
+numpy, onnxruntime and Pillow alone (OpenVINO, LiteRT when their extras are installed). Nothing in
+this subpackage imports torch or onnx, with one exception that runs only when its backend does:
+ExecuTorch's Python runtime is built on torch (backends/executorch; a device runs .pte files in
+ExecuTorch's C++ runtime instead). tests/test_import.py imports every module here and runs
 predict, evaluate, bench, parity and tune where torch cannot be imported.
 
 Floors, bottom up. A module imports only from lower modules of its own floor and from the
@@ -14,7 +16,8 @@ a loop or an upward import); function-level imports are only for optional or hea
                phases, timing, metrics  progress marks; the timing loop; judging answers
                profile, data, manifest  deploy.json; MNIST, read once; the artifacts' index
     engines    backends/base            the Runner and the checks every engine shares
-               backends/onnxruntime, backends/openvino   one module per engine, own sessions
+               backends/onnxruntime, backends/openvino, backends/executorch, backends/litert
+                                        one module per engine, owning its sessions
                runners                  the catalogue: backend x format x precision
     predictor  images, runtime          photos and scans -> 28x28; Predictor on one runner
     tasks      evaluate, parity, bench, tune, predict, web
@@ -24,7 +27,8 @@ a loop or an upward import); function-level imports are only for optional or hea
                cluster                  the same on Ray: Ray Data batches, Ray Serve (ray extra)
                triton                   a Triton model repository of the exported models
 
-Above this subpackage: the training floor (model, checkpoint, augment, train, export, quantize,
-doctor, layers, torch_backend) and the top (render, options, workflow, cli). Development tools (the
-browser driver, QEMU) live in tests/devtools/, outside the wheel.
+Above this subpackage: the training floor (model, checkpoint, augment, train, executorch_export,
+litert_export, export, quantize, doctor, layers, torch_backend) and the top (render, options,
+workflow, cli). Development tools (the browser driver, QEMU) live in tests/devtools/, outside the
+wheel.
 """

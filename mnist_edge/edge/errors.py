@@ -21,7 +21,10 @@ from pathlib import Path
 TRAIN_EXTRA = "pip install 'mnist-edge[train]'"
 # Modules that only the `train` extra brings; the edge install has numpy and onnxruntime alone.
 TRAIN_ONLY_MODULES = ("torch", "torchvision", "onnx", "onnxscript")
-EXTRAS = {"ray": "ray", "openvino": "openvino"}  # optional package -> the extra that installs it
+# optional package -> the extra that installs it
+EXTRAS = {"ray": "ray", "openvino": "openvino", "executorch": "executorch",
+          "ai_edge_litert": "litert", "litert_torch": "litert-export",
+          "ai_edge_quantizer": "litert-export"}  # fmt: skip
 
 
 class MnistEdgeError(Exception):

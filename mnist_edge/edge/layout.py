@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import ArtifactError
+from .machine import has_module
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,9 @@ class Format:
     precision: str = "fp32"  # what it computes at unless asked otherwise
     exported: bool = False  # `mnist-edge export --format` writes it
     deployable: bool = False  # a file an application ships (tune tries it)
+    int8: str | None = None  # the format of its INT8 sibling (`export --quantize int8`)
+    converter: str | None = None  # the module that writes it, when not the train extra's
+    extra: str | None = None  # the pip extra that brings the converter
 
     @property
     def task_judged(self) -> bool:
@@ -39,7 +43,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("checkpoint", "mnist_cnn.pt", (".pt", ".pth"),
            "train one with `mnist-edge train` or pass --checkpoint"),
     Format("onnx", "mnist_cnn.onnx", (".onnx",),
-           "export one with `mnist-edge export --format onnx`", exported=True, deployable=True),
+           "export one with `mnist-edge export --format onnx`", exported=True, deployable=True,
+           int8="onnx-int8"),
     Format("torchscript", "mnist_cnn.torchscript.pt", (".torchscript.pt", ".jit.pt", ".ts"),
            "export one with `mnist-edge export --format torchscript`", exported=True,
            deployable=True),
@@ -49,8 +54,22 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
            "export one with `mnist-edge export --format ort`", exported=True, deployable=True),
     Format("onnx-int8", "mnist_cnn.int8.onnx", (".int8.onnx",),
            "make one with `mnist-edge quantize`", precision="int8", deployable=True),
+    Format("executorch", "mnist_cnn.pte", (".pte",),
+           "export one with `mnist-edge export --format executorch`", exported=True,
+           deployable=True, int8="executorch-int8", converter="executorch", extra="executorch"),
+    Format("executorch-int8", "mnist_cnn.int8.pte", (".int8.pte",),
+           "make one with `mnist-edge export --format executorch --quantize int8`",
+           precision="int8", deployable=True, converter="executorch", extra="executorch"),
+    Format("litert", "mnist_cnn.tflite", (".tflite",),
+           "export one with `mnist-edge export --format litert`", exported=True, deployable=True,
+           int8="litert-int8", converter="litert_torch", extra="litert-export"),
+    Format("litert-int8", "mnist_cnn.int8.tflite", (".int8.tflite",),
+           "make one with `mnist-edge export --format litert --quantize int8`",
+           precision="int8", deployable=True, converter="litert_torch", extra="litert-export"),
 )}  # fmt: skip
+
 EXPORTED = tuple(name for name, f in FORMATS.items() if f.exported)
+QUANTIZABLE = tuple(name for name, f in FORMATS.items() if f.int8)  # export --quantize int8
 DEPLOYABLE = tuple(name for name, f in FORMATS.items() if f.deployable)
 # artifact file names by format (the checkpoint is not an artifact)
 FILENAMES = {name: f.filename for name, f in FORMATS.items() if name != "checkpoint"}
@@ -66,6 +85,18 @@ def get(fmt: str) -> Format:
     if fmt not in FORMATS:
         raise ArtifactError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
     return FORMATS[fmt]
+
+
+def converter_installed(fmt: str) -> bool:
+    """Whether this install can write `fmt` (its converter's package is importable; the train
+    extra's formats are judged by the command that needs torch)."""
+    converter = get(fmt).converter
+    return converter is None or has_module(converter)
+
+
+def exportable() -> tuple[str, ...]:
+    """The exported formats this install can write: what `--format all` means here."""
+    return tuple(f for f in EXPORTED if converter_installed(f))
 
 
 def missing(path: Path | str, fmt: str) -> ArtifactError:
@@ -106,6 +137,8 @@ class Layout:
     ort = property(lambda self: self.artifact("ort"))
     torchscript = property(lambda self: self.artifact("torchscript"))
     pt2 = property(lambda self: self.artifact("pt2"))
+    pte = property(lambda self: self.artifact("executorch"))
+    tflite = property(lambda self: self.artifact("litert"))
 
     @property
     def ort_config(self) -> Path:
@@ -123,6 +156,6 @@ def format_of(path: Path | str) -> str:
         if name.endswith(suffix):
             return fmt
     raise ArtifactError(
-        f"cannot tell the format of {path}; expected .onnx, .ort, .torchscript.pt, .pt2 "
-        "or a .pt checkpoint"
+        f"cannot tell the format of {path}; expected .onnx, .ort, .torchscript.pt, .pt2, .pte, "
+        ".tflite or a .pt checkpoint"
     )

@@ -1,8 +1,9 @@
 """The backend catalogue and load_runner(): the one place that builds a model to run.
 
 Three separate axes (STYLE.md): the file **format** (layout.FORMATS: checkpoint, onnx,
-torchscript, pt2, ort, onnx-int8; layout.format_of tells it from the name), the **backend** that
-runs it (an engine: onnxruntime, openvino, torch) and the **precision** it computes in (fp32,
+torchscript, pt2, ort, onnx-int8, executorch(-int8), litert(-int8); layout.format_of tells it from
+the name), the **backend** that runs it (an engine: onnxruntime, openvino, executorch, litert,
+torch) and the **precision** it computes in (fp32,
 bf16, int8). One runner interface for all (backends/base.py): a Runner takes normalised float32
 (N, 1, 28, 28), checked before the engine runs, and gives float32 (N, 10). Benchmarks, parity,
 evaluation, the Predictor and the tuner all go through here.
@@ -110,6 +111,16 @@ register(Backend(
     {"openvino": ("onnx", "fp32"), "openvino-bf16": ("onnx", "bf16"),
      "openvino-int8": ("onnx-int8", "int8")},
     requires="openvino", extra="openvino",
+))  # fmt: skip
+register(Backend(
+    "executorch", "mnist_edge.edge.backends.executorch", ("executorch", "executorch-int8"),
+    {"executorch": ("executorch", "fp32"), "executorch-int8": ("executorch-int8", "int8")},
+    requires="executorch", extra="executorch",
+))  # fmt: skip
+register(Backend(
+    "litert", "mnist_edge.edge.backends.litert", ("litert", "litert-int8"),
+    {"litert": ("litert", "fp32"), "litert-int8": ("litert-int8", "int8")},
+    requires="ai_edge_litert", extra="litert",
 ))  # fmt: skip
 register(Backend(
     "torch", "mnist_edge.torch_backend", ("checkpoint", "torchscript", "pt2"),

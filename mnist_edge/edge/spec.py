@@ -24,6 +24,10 @@ PIXEL_SCALE = 1.0 / 255.0  # uint8 pixels -> 0..1
 CLASS_LABELS = tuple(str(d) for d in range(10))  # output index i is the digit i
 NUM_CLASSES = len(CLASS_LABELS)
 METADATA_PREFIX = "mnist_edge."  # keys of the contract inside model metadata
+# Where formats without key/value metadata keep those keys, as one JSON object: a TFLite model's
+# metadata entry of this name, an ExecuTorch program's constant method of this name.
+TFLITE_METADATA = "mnist_edge"
+PTE_METADATA_METHOD = "mnist_edge_metadata"
 
 # The architecture of the original mnist.py (model.py builds it; bench counts its FLOPs from it).
 KERNEL = 3  # every conv is 3x3, stride 1, no padding: each one trims KERNEL - 1 pixels

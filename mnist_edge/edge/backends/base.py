@@ -8,7 +8,11 @@ check that a loaded model is an MNIST classifier, whichever engine read it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import io
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, redirect_stderr
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +51,23 @@ def check_io(path: Path | str, inputs: Sequence[tuple[str, bool, Sequence]],
     if len(out_dims) != 2 or out_dims[1] != spec.NUM_CLASSES:
         raise ArtifactError(f"{path} gives {out_what} as output; an MNIST classifier gives "
                             f"(N, {spec.NUM_CLASSES})")  # fmt: skip
+
+
+@contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Standard error (file descriptor 2 and sys.stderr) silenced for a moment: the C++ runtimes
+    (LiteRT, ExecuTorch) and torchao's import print notices there as a model first loads or
+    converts, and a command's stderr is for its own lines. Used around loading and converting only
+    (a raised error still comes through as an exception)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null, redirect_stderr(io.StringIO()):
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @dataclass
