@@ -6,15 +6,17 @@ edge install's aarch64 wheels; this script then runs, under emulation, each step
 and compares with the same step run natively:
 
 - predict: two files, a folder (to a CSV), and the packaged model (no --model);
-- evaluate --model: the fp32 model, its INT8 version, and an .ort converted for ARM
-  (`--target_platform arm`);
-- the raw outputs of those three on the first --limit test digits: fp32 and .ort against the
-  native fp32 model by the parity rule (argmax on decisive rows), INT8 against native INT8
-  (argmax agreement, max |difference|);
+- evaluate --model: the fp32 model, its INT8 version, an .ort converted for ARM
+  (`--target_platform arm`), and LiteRT's .tflite and INT8 .tflite made from the same weights
+  (`export --format litert --quantize int8`; the litert extra runs them);
+- the raw outputs of those on the first --limit test digits: fp32, .ort and .tflite against the
+  same model run natively by the parity rule (argmax on decisive rows), INT8 files against
+  themselves run natively (argmax agreement, max |difference|). ExecuTorch is not run: its
+  Python runtime imports torch, and PyPI's torch for aarch64 is the CUDA build (README);
 - parity --reference fp32 against INT8 and .ort.
 
 It exits 1 when a comparison fails. `--quick` (what CI runs) keeps predict on two files and the
-INT8 comparison. Results: benchmarks/results/arm.json.
+two INT8 comparisons (ONNX Runtime, LiteRT). Results: benchmarks/results/arm.json.
 
     python benchmarks/arm.py [--limit 500] [--quick] [--out FILE]
 """
@@ -53,9 +55,11 @@ def main() -> None:
     arm = emulate.Arm.from_cache()
     tmp = Path(tempfile.mkdtemp(prefix="arm-"))
     models = {"fp32": tmp / "mnist_cnn.onnx", "int8": tmp / "mnist_cnn.int8.onnx",
-              "ort": tmp / "mnist_cnn.ort"}  # fmt: skip
+              "ort": tmp / "mnist_cnn.ort", "tflite": tmp / "mnist_cnn.tflite",
+              "tflite-int8": tmp / "mnist_cnn.int8.tflite"}  # fmt: skip
     shutil.copy(pretrained_path(), models["fp32"])
     shutil.copy(pretrained_path(int8=True), models["int8"])
+    litert_files(tmp)
     if not a.quick:
         from mnist_edge.quantize import convert_to_ort
 
@@ -96,7 +100,7 @@ def main() -> None:
              lambda t, n: "(packaged" in t.stderr and t.stdout == n.stdout)  # fmt: skip
     x = np.concatenate(list(batches(test.images, 500)))
     outputs = {}
-    for name in ("int8",) if a.quick else ("fp32", "int8", "ort"):
+    for name in ("int8", "tflite-int8") if a.quick else tuple(models):
         step(f"evaluate --model {models[name].name} ({a.limit} digits)",
              ["evaluate", "--model", str(models[name]), "--test-limit", str(a.limit)],
              lambda t, n: _accuracy_line(t.stdout) == _accuracy_line(n.stdout))  # fmt: skip
@@ -104,7 +108,8 @@ def main() -> None:
         outputs[name] = emulate.run_emulated(models[name], x, arm=arm)
         steps.append({"step": f"raw outputs of {models[name].name}",
                       "seconds": time.perf_counter() - t0, "ok": True})  # fmt: skip
-    here = {n: emulate.run_model(models["int8" if n == "int8" else "fp32"], x) for n in outputs}
+    native_file = {"fp32": "fp32", "ort": "fp32"}  # an .ort is judged against its ONNX
+    here = {n: emulate.run_model(models[native_file.get(n, n)], x) for n in outputs}
     comparisons = {}
     for name, there in outputs.items():
         d, mine = np.abs(there - here[name]), here[name].argmax(1)
@@ -112,7 +117,7 @@ def main() -> None:
                "argmax_agreement": float((there.argmax(1) == mine).mean() * 100),
                "accuracy_arm": float((there.argmax(1) == test.labels).mean() * 100),
                "accuracy_x86": float((mine == test.labels).mean() * 100)}  # fmt: skip
-        if name == "int8":
+        if name.endswith("int8"):
             ok = row["argmax_agreement"] >= 99.9
         else:
             result = parity.compare(name, here[name], there)
@@ -132,7 +137,7 @@ def main() -> None:
         [[s["step"], f"{s['seconds']:.1f}", "yes" if s["ok"] else "NO"] for s in steps],
     )
     print_table(["outputs", "vs x86", "argmax agree %", "max |d|", "acc ARM %", "acc x86 %"],
-                [[n, "native " + ("INT8" if n == "int8" else "fp32 ONNX"),
+                [[n, "native " + ("fp32 ONNX" if n in native_file else n),
                   f"{r['argmax_agreement']:.2f}", f"{r['max_abs_diff']:.3g}",
                   f"{r['accuracy_arm']:.2f}", f"{r['accuracy_x86']:.2f}"]
                  for n, r in comparisons.items()])  # fmt: skip
@@ -143,6 +148,18 @@ def main() -> None:
     if failed:
         raise SystemExit(f"on ARM, these differ from x86: {', '.join(failed)}")
     print(f"ARM (emulated {emulate.ARM_CPU}): every check passed; {a.out}")
+
+
+def litert_files(folder: Path) -> None:
+    """mnist_cnn.tflite and its INT8 version from the packaged weights (the litert-export
+    extra, on this machine), calibrated on the usual 512 training images."""
+    from mnist_edge.export import ExportConfig, export, write_int8
+    from mnist_edge.quantize import QuantConfig, calibration_images
+
+    packaged = pretrained_path()
+    export(ExportConfig(str(packaged), str(folder), ("litert",)))
+    calibration = calibration_images(QuantConfig(), load_split("train"))
+    write_int8("litert", packaged, folder, calibration, QuantConfig().rule)
 
 
 def _accuracy_line(text: str) -> str:

@@ -8,6 +8,9 @@
 - onnxruntime-web in headless chromium (the page of `mnist-edge export --format web`).
 
 For every pair: argmax agreement, max |logit difference|, and how many rows differ at all.
+Then the INT8 files of the other runtimes (ExecuTorch's .int8.pte, LiteRT's .int8.tflite, made
+from the packaged weights: _edge_models.py), each natively and under the emulated Haswell, in
+the report's `edge_runtimes` (`--no-edge-runtimes` leaves them out).
 
     python benchmarks/int8_consistency.py [--int8 MODEL] [--fp32 MODEL] [--limit 10000]
         [--emulated-limit 10000] [--no-browser] [--out benchmarks/results/int8_consistency.json]
@@ -82,6 +85,7 @@ def main() -> None:
     p.add_argument("--limit", type=int, default=None, help="test digits (default: all 10,000)")
     p.add_argument("--emulated-limit", type=int, default=None, help="of those, under QEMU")
     p.add_argument("--no-browser", action="store_true")
+    p.add_argument("--no-edge-runtimes", action="store_true")
     p.add_argument("--out", default="benchmarks/results/int8_consistency.json")
     a = p.parse_args()
     test = load_split("test", limit=a.limit)
@@ -121,10 +125,11 @@ def main() -> None:
         pairs.append(compare(na, ya, nb, yb))
     runs_out = {k: {"how": how, "accuracy": accuracy[k], "images": len(v), "seconds": seconds[k]}
                 for k, (v, how) in runs.items()}  # fmt: skip
+    edge = {} if a.no_edge_runtimes else edge_runtimes(x, n_emulated, test.labels)
     write_report(a.out, {
         "int8_model": str(int8), "int8_sha256": sha256(int8), "fp32_model": str(fp32),
         "images": len(x), "emulated_images": n_emulated, "measured_on": machine.measured_on(),
-        "runs": runs_out, "pairs": pairs,
+        "runs": runs_out, "pairs": pairs, "edge_runtimes": edge,
     })  # fmt: skip
     print(f"this CPU: {here}; {len(x)} test digits ({n_emulated} emulated)")
     print_table(["run", "how", "images", "accuracy %"],
@@ -134,6 +139,33 @@ def main() -> None:
                 [[r["a"], r["b"], str(r["images"]), f"{r['argmax_agreement']:.2f}",
                   f"{r['max_abs_diff']:.3g}", str(r["rows_differing"])]
                  for r in pairs])  # fmt: skip
+
+
+def edge_runtimes(x: np.ndarray, n_emulated: int, labels: np.ndarray) -> dict[str, object]:
+    """Each other runtime's INT8 file natively and under the emulated Haswell."""
+    from _edge_models import models_folder
+
+    folder, out = models_folder(), {}
+    for fmt in ("executorch-int8", "litert-int8"):
+        path = folder.artifact(fmt)
+        t0 = time.perf_counter()
+        here = run_model(path, x)
+        there = run_emulated(path, x[:n_emulated]) if qemu() else None
+        row = {"file": path.name, "sha256": sha256(path),
+               "accuracy_native": float((here.argmax(1) == labels).mean() * 100),
+               "seconds": time.perf_counter() - t0}  # fmt: skip
+        if there is not None:
+            row["emulated_haswell"] = compare("native", here, "emulated Haswell", there)
+            row["accuracy_emulated"] = float((there.argmax(1) == labels[:n_emulated]).mean() * 100)
+        out[fmt] = row
+        print(f"{fmt}: native and emulated {row['seconds']:.0f} s", flush=True)
+    print_table(["INT8 file", "images compared", "argmax agree %", "max |d|", "rows differing"],
+                [[r["file"], str(r["emulated_haswell"]["images"]),
+                  f"{r['emulated_haswell']['argmax_agreement']:.2f}",
+                  f"{r['emulated_haswell']['max_abs_diff']:.3g}",
+                  str(r["emulated_haswell"]["rows_differing"])]
+                 for r in out.values() if "emulated_haswell" in r])  # fmt: skip
+    return out
 
 
 def compare(na: str, ya: np.ndarray, nb: str, yb: np.ndarray) -> dict[str, object]:

@@ -2,7 +2,10 @@
 
 A checkpoint is a dict of plain tensors, numbers, strings, lists and dicts, so that
 `torch.load(path, weights_only=True)` reads it and a stranger's file cannot run code.
-It carries the model's config, so it rebuilds its model with no flags.
+It carries the model's config, so it rebuilds its model with no flags. A bare state_dict of this
+architecture loads too, and so does an fp32 ONNX file that mnist-edge exported (its initializers
+are the state_dict's tensors, by name): the packaged model can then be exported to the other
+formats without its training checkpoint.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch
 
 from . import __version__
 from .edge import layout, spec
-from .edge.errors import CheckpointError, reading
+from .edge.errors import CheckpointError, missing_dependency, reading
 from .edge.files import atomic_write, sha256
 from .model import MnistCNN
 
@@ -100,11 +103,32 @@ def _is_bare_state_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and "conv1.weight" in obj and "fc.weight" in obj
 
 
+def from_onnx(path: Path) -> Checkpoint:
+    """The weights of an fp32 ONNX file mnist-edge exported (initializers named as the model's
+    state_dict), as a checkpoint with no training history."""
+    try:
+        import onnx
+        from onnx import numpy_helper
+    except ImportError:
+        raise missing_dependency("onnx", "reading weights from an ONNX file") from None
+    with reading(path, "a readable ONNX model", CheckpointError):
+        weights = {i.name: i for i in onnx.load(str(path)).graph.initializer}
+    want = MnistCNN().state_dict()
+    if not set(want) <= set(weights):
+        raise CheckpointError(f"{path} is not an fp32 ONNX export of this model by mnist-edge (its "
+                              "weights are not named conv1.weight ... fc.bias)")  # fmt: skip
+    state = {k: torch.from_numpy(numpy_helper.to_array(weights[k]).copy()) for k in want}
+    return Checkpoint(path=path, model_state=state, model_config=model_config())
+
+
 def load(path: Path | str) -> Checkpoint:
-    """Load and validate a checkpoint (also a bare state_dict of this architecture)."""
+    """Load and validate a checkpoint (also a bare state_dict of this architecture, or the
+    weights of an fp32 ONNX file mnist-edge exported)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}; train one with `mnist-edge train`")
+    if path.name.endswith(".onnx") and not path.name.endswith(".int8.onnx"):
+        return from_onnx(path)
     with reading(path, "a readable checkpoint", CheckpointError):
         obj = torch.load(path, map_location="cpu", weights_only=True)
     if _is_bare_state_dict(obj):  # e.g. torch.save(model.state_dict()) from the original script

@@ -6,9 +6,9 @@ graph first with torchao's PT2E flow and ExecuTorch's XNNPACKQuantizer (symmetri
 per-channel weights), calibrated on the same training images as the ONNX INT8 model.
 
 **The batch bound.** The batch is dynamic, 1..MAX_BATCH. A bound is needed: ExecuTorch plans the
-input's memory, and XNNPACK its workspace, for the largest batch. Measured on this model (Intel
-Xeon, 2 cores; README): a bound of 64 adds ~47 MB of resident memory once a batch has run, 1,024
-adds ~640 MB, 65,536 runs out of memory. The runner feeds larger batches in chunks of the bound.
+input's memory, and XNNPACK its workspace, for the largest batch, so memory grows with the bound
+(benchmarks/executorch_bound.py measures it; README). The runner feeds larger batches in chunks
+of the bound.
 The example batch is the bound itself: from an example under 16, the XNNPACK partitioner in
 executorch 1.5 narrows the bound to 15.
 
@@ -36,13 +36,13 @@ INT8_SETTINGS = {"quantizer": "PT2E XNNPACKQuantizer", "weights": "int8 symmetri
                  "activations": "int8"}  # fmt: skip
 
 
-def _example() -> torch.Tensor:
+def _example(bound: int = MAX_BATCH) -> torch.Tensor:
     torch.manual_seed(0)
-    return torch.randn(MAX_BATCH, *spec.INPUT_SHAPE)  # (64, 1, 28, 28)
+    return torch.randn(bound, *spec.INPUT_SHAPE)  # (64, 1, 28, 28)
 
 
-def _dynamic() -> dict[str, Any]:
-    return {"x": {0: torch.export.Dim("batch", min=1, max=MAX_BATCH)}}  # keyed by forward's arg
+def _dynamic(bound: int = MAX_BATCH) -> dict[str, Any]:
+    return {"x": {0: torch.export.Dim("batch", min=1, max=bound)}}  # keyed by forward's arg
 
 
 def _lower(program: torch.export.ExportedProgram, meta: dict[str, str]) -> bytes:
@@ -58,10 +58,13 @@ def _lower(program: torch.export.ExportedProgram, meta: dict[str, str]) -> bytes
     return bytes(edge.to_executorch().buffer)
 
 
-def export_executorch(model: torch.nn.Module, meta: dict[str, str], dest: Path) -> None:
-    """fp32 .pte, batch 1..MAX_BATCH, with the metadata, written atomically."""
+def export_executorch(model: torch.nn.Module, meta: dict[str, str], dest: Path,
+                      max_batch: int = MAX_BATCH) -> None:  # fmt: skip
+    """fp32 .pte, batch 1..max_batch (benchmarks/executorch_bound.py tries others), with the
+    metadata, written atomically."""
     with quiet_stderr():  # torchao's and ExecuTorch's notices
-        program = torch.export.export(model.eval(), (_example(),), dynamic_shapes=_dynamic())
+        program = torch.export.export(model.eval(), (_example(max_batch),),
+                                      dynamic_shapes=_dynamic(max_batch))  # fmt: skip
         content = _lower(program, meta)
     atomic_write(dest, lambda tmp: tmp.write_bytes(content))
 

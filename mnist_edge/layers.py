@@ -16,6 +16,7 @@ that fails is named: earlier layers match, so the fault is there.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -198,17 +199,26 @@ def load_tap(source: Path | str, *, fmt: str | None = None, threads: int | None 
     fmt = fmt or format_of(path)
     if fmt == "checkpoint":
         return _torch_tap(path, threads)
-    if fmt in ("onnx", "onnx-int8"):
+    if fmt in ("onnx", "onnx-int8", "litert", "litert-int8"):
         if not path.is_file():
             raise ArtifactError(f"no {fmt} artifact at {path}; export it with `mnist-edge export`")
-        return _onnx_tap(path, fmt, threads)
+        return (_onnx_tap if fmt.startswith("onnx") else _litert_tap)(path, fmt, threads)
     why = {
         "ort": "the ORT format cannot be edited to expose layer outputs; compare the ONNX it "
         "was converted from (its runs are identical: see parity)",
         "torchscript": "TorchScript modules take no forward hooks on their submodules",
         "pt2": "a loaded ExportedProgram is one flat graph without the model's modules",
+        "executorch": EXECUTORCH_WHY,
+        "executorch-int8": EXECUTORCH_WHY,
     }.get(fmt, f"unknown format {fmt!r}")
     raise ArtifactError(f"cannot capture the layers of {path}: {why}")
+
+
+EXECUTORCH_WHY = (
+    "its layers run inside one XNNPACK delegate, which exposes no intermediate tensor to the "
+    "runtime; compare the LiteRT or ONNX file of the same checkpoint (all three are checked "
+    "against PyTorch by parity)"
+)
 
 
 def _torch_tap(path: Path, threads: int | None) -> LayerTap:
@@ -315,3 +325,72 @@ def _onnx_tap(path: Path, fmt: str, threads: int | None) -> LayerTap:
         return {"output": out[graph_outputs[0]], **{k: out[t] for k, t in found.items()}}
 
     return LayerTap(path, fmt, run, unpaired=unpaired, tensors={**found, "output": names[0]})
+
+
+# LiteRT: litert-torch names each tensor after the module scope that made it
+# ("...Conv2d_conv1;1", "...Linear_fc;2"); a layer's tensor is the output of its last operator
+LITERT_LAYER_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+
+
+def litert_layer_tensors(
+    details: list[dict], ops: list[dict]
+) -> tuple[dict[str, int], dict[str, str]]:
+    """({layer: tensor index}, {layer: why unpaired}) for a LiteRT model, paired by the module
+    scope litert-torch writes into tensor names, not by position."""
+    names = {d["index"]: d["name"] for d in details}
+    found: dict[str, int] = {}
+    for op in ops:
+        if op["op_name"] not in LITERT_LAYER_OPS:
+            continue
+        out = op["outputs"][0]
+        for layer in spec.LAYERS:
+            if any(part.endswith(f"_{layer}") for part in re.split(r"[;/]", names[out])):
+                found[layer] = out
+    unpaired = {layer: f"no {'/'.join(LITERT_LAYER_OPS)} output named for scope {layer!r}"
+                for layer in spec.LAYERS if layer not in found}  # fmt: skip
+    return found, unpaired
+
+
+def _litert_tap(path: Path, fmt: str, threads: int | None) -> LayerTap:
+    """Every layer's output of a .tflite file, from an interpreter that keeps all tensors. The
+    XNNPACK delegate keeps its intermediate tensors to itself, so this interpreter runs LiteRT's
+    built-in kernels (the same operators, without the delegate): the model's output is compared
+    too. Convolution outputs are NHWC in LiteRT (made NCHW here); INT8 ones are dequantized with
+    their own scale and zero point."""
+    from mnist_edge.edge.runners import load_runner
+
+    load_runner(path, fmt=fmt)  # the artifact itself must be an MNIST classifier
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError:
+        raise missing_dependency("ai_edge_litert", "capturing LiteRT layer outputs") from None
+    with reading(path, "a LiteRT (.tflite) model", ArtifactError):
+        interpreter = Interpreter(
+            model_path=str(path), num_threads=threads or 1,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+            experimental_preserve_all_tensors=True,
+        )  # fmt: skip
+    details = interpreter.get_tensor_details()
+    found, unpaired = litert_layer_tensors(details, interpreter._get_ops_details())
+    by_index = {d["index"]: d for d in details}
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    state = {"batch": None}
+
+    def value(index: int) -> np.ndarray:
+        x = interpreter.get_tensor(index)
+        scale, zero = by_index[index]["quantization"]
+        if x.dtype != np.float32 and scale:
+            x = (x.astype(np.float32) - zero) * np.float32(scale)
+        return x.transpose(0, 3, 1, 2) if x.ndim == 4 else x  # NHWC -> NCHW
+
+    def run(x: np.ndarray) -> dict[str, np.ndarray]:
+        if state["batch"] != len(x):
+            interpreter.resize_tensor_input(inp["index"], list(x.shape))
+            interpreter.allocate_tensors()
+            state["batch"] = len(x)
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        return {"output": value(out["index"]), **{k: value(i) for k, i in found.items()}}
+
+    tensors = {k: by_index[i]["name"] for k, i in found.items()}
+    return LayerTap(path, fmt, run, unpaired=unpaired, tensors={**tensors, "output": out["name"]})

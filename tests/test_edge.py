@@ -216,3 +216,52 @@ def test_commands_that_need_torch_say_what_to_install(trained, exported, mnist_d
     line = one_error_line(r)
     assert "pip install 'mnist-edge[train]'" in line, line
     assert list(tmp_path.iterdir()) == []  # nothing half-written
+
+
+def test_litert_runs_without_torch(exported, mnist_dir, tmp_path):
+    """The litert extra is edge work: evaluate, predict, parity, bench and tune on a .tflite
+    beside the ONNX file, where torch, onnx and the converters cannot be imported."""
+    from PIL import Image
+
+    from mnist_edge.edge.data import load_split
+
+    device = tmp_path / "device"
+    device.mkdir()
+    for fmt in ("onnx", "litert"):
+        src = Layout(exported).artifact(fmt)
+        (device / src.name).write_bytes(src.read_bytes())
+    tflite, onnx_file = Layout(device).tflite, Layout(device).onnx
+    r = edge("evaluate", "--model", tflite, "--data-dir", mnist_dir, "--test-limit", 300)
+    assert r.returncode == 0 and "accuracy" in r.stdout, r.stderr
+    assert r.stderr == "", r.stderr  # LiteRT's own notices stay off the command's stderr
+    digit = load_split("test", mnist_dir, 1)
+    Image.fromarray(255 - digit.images[0]).save(tmp_path / "d.png")
+    r = edge("predict", tmp_path / "d.png", "--model", tflite, "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)[0]["label"] == int(digit.labels[0])
+    r = edge("parity", "--reference", onnx_file, tflite, "--data-dir", mnist_dir,
+             "--test-limit", 300, "--json", tmp_path / "p.json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "p.json").read_text())["artifacts"][0]["backend"] == "litert"
+    r = edge("bench", "--model", onnx_file, "--backends", "litert,onnxruntime", "--batch-sizes",
+             1, "--threads", 1, "--iterations", 3, "--warmup", 1, "--data-dir", mnist_dir,
+             "--json", tmp_path / "b.json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    cases = json.loads((tmp_path / "b.json").read_text())["cases"]
+    assert {c["backend"] for c in cases} == {"litert", "onnxruntime"}
+    r = edge("tune", "--model", onnx_file, "--threads", 1, "--backends", "litert,onnxruntime",
+             "--test-limit", 200, "--duration", 0.05, "--data-dir", mnist_dir,
+             "--json", tmp_path / "t.json")  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    tried = {t["name"] for t in json.loads((tmp_path / "t.json").read_text())["ranked"]}
+    assert tried == {"litert", "onnxruntime"}
+
+
+def test_executorch_without_torch_says_what_to_install(exported, mnist_dir):
+    """ExecuTorch's Python runtime is built on torch: without it, one line naming the extra
+    (a device runs .pte files in ExecuTorch's C++ runtime)."""
+    r = edge("evaluate", "--model", Layout(exported).pte, "--data-dir", mnist_dir,
+             "--test-limit", 10)  # fmt: skip
+    assert r.returncode == 2
+    line = one_error_line(r)
+    assert "pip install 'mnist-edge[executorch]'" in line and "C++ runtime" in line

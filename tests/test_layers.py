@@ -93,7 +93,7 @@ def test_a_model_without_scope_metadata_is_explained(trained, exported, mnist_di
     assert result.exit_code == 0 and "not compared" in result.output
 
 
-@pytest.mark.parametrize("fmt", ["ort", "torchscript", "pt2"])
+@pytest.mark.parametrize("fmt", ["ort", "torchscript", "pt2", "executorch"])
 def test_formats_without_layer_outputs_say_why(exported, fmt):
     with pytest.raises(ArtifactError, match="cannot capture the layers"):
         load_tap(Layout(exported).artifact(fmt))

@@ -26,7 +26,7 @@ def test_every_format_loads_and_agrees(trained, exported, batch):
     ref = runners.load_runner(trained)
     assert (ref.format, ref.backend, ref.name) == ("checkpoint", "torch", "pytorch")
     expected = ref(batch)
-    for fmt in ("onnx", "ort", "torchscript", "pt2"):
+    for fmt in ("onnx", "ort", "torchscript", "pt2", "executorch", "litert"):
         r = runners.load_runner(Layout(exported).artifact(fmt), threads=1)
         assert r.format == fmt and r.load_ms > 0 and r.precision == "fp32"
         out = r.run(batch)
@@ -42,6 +42,8 @@ def test_three_axes_and_named_cases():
     assert found["onnxruntime-int8"] == ("onnxruntime", "onnx-int8", "int8")
     assert found["openvino-bf16"] == ("openvino", "onnx", "bf16")  # same file, other precision
     assert found["pytorch"] == ("torch", "checkpoint", "fp32")
+    assert found["executorch-int8"] == ("executorch", "executorch-int8", "int8")
+    assert found["litert"] == ("litert", "litert", "fp32")
     assert {fmt for _, fmt, _ in found.values()} == set(runners.FORMATS)
     assert runners.case_name("openvino", "onnx", "fp32") == "openvino"
 

@@ -29,12 +29,16 @@ def test_the_wheel_holds_the_package_its_models_and_its_page(wheel_files):
         "mnist_edge/__main__.py",
         "mnist_edge/edge/runtime.py",
         "mnist_edge/edge/backends/onnxruntime.py",
+        "mnist_edge/edge/backends/litert.py",
+        "mnist_edge/edge/backends/executorch.py",
         "mnist_edge/edge/models/mnist_cnn.onnx",
         "mnist_edge/edge/models/mnist_cnn.int8.onnx",
         "mnist_edge/edge/models/manifest.json",
         "mnist_edge/edge/webapp/index.html",
     ):
         assert needed in names, needed
+    # the packaged models stay ONNX (README: a .tflite pair would double them)
+    assert not [n for n in names if n.endswith((".tflite", ".pte"))]
 
 
 def test_the_wheel_leaves_out_development_tools(wheel_files):

@@ -199,7 +199,8 @@ def tune(cfg: TuneConfig, test: Split, reference: Runner | None = None) -> TuneR
     for case in cases:
         gate: dict[str, Any] | None = None
         for threads in cfg.thread_counts:
-            gc.collect()
+            runner = None  # the last case's runner is gone before this one loads (ExecuTorch
+            gc.collect()  # keeps one thread count per process while a runner lives)
             reset_peak_rss()
             try:
                 runner = _load(case, threads)

@@ -4,7 +4,10 @@ tooling for tests/ and benchmarks/ (the INT8 and ARM checks), not part of the in
 - x86-64: `qemu-x86_64-static -cpu Haswell` runs this very Python on an x86-64 with AVX2 and FMA
   but no AVX-512 and no VNNI, where ONNX Runtime's u8 x s8 kernel saturates.
 - ARM: `qemu-aarch64-static -cpu neoverse-n1` runs a Debian arm64 root's Python with the edge
-  install's aarch64 wheels (`.ci/arm-root` builds both: `Arm.from_cache()` finds them).
+  install's aarch64 wheels and the litert extra's (`.ci/arm-root` builds both:
+  `Arm.from_cache()` finds them). ExecuTorch is not there: its Python runtime imports torch, and
+  PyPI's torch 2.14.1 for aarch64 is the CUDA build, which will not import without CUDA's
+  libraries.
 
 Debian's qemu-user-static provides the emulators.
 
@@ -38,13 +41,12 @@ def qemu(arch: str = "x86_64") -> str | None:
 
 
 def run_model(model: Path | str, inputs: np.ndarray) -> np.ndarray:
-    """The model's outputs in ONNX Runtime with mnist-edge's session options, one thread."""
-    from mnist_edge.edge.backends.onnxruntime import load_session
+    """The model's outputs on its format's backend (ONNX Runtime, LiteRT, ExecuTorch) with
+    mnist-edge's settings, one thread, in batches of 64."""
+    from mnist_edge.edge.runners import load_runner
 
-    session = load_session(model, threads=1)
-    name = session.get_inputs()[0].name
-    return np.concatenate([session.run(None, {name: inputs[i : i + 64]})[0]
-                           for i in range(0, len(inputs), 64)])  # fmt: skip
+    runner = load_runner(model, threads=1)
+    return np.concatenate([runner(inputs[i : i + 64]) for i in range(0, len(inputs), 64)])
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,12 @@ methods take and return torch tensors), so this backend needs torch even to run 
 device the same .pte runs in ExecuTorch's C++ runtime, without Python or torch (README).
 
 - **Threads.** The XNNPACK delegate's thread pool is one per process and starts with every
-  core, whatever torch.set_num_threads says: a runner sets it to its own count before each call
-  where another count was set since (runners of different counts in one process then take turns
-  re-sizing it; tune and bench run one at a time).
+  core, whatever torch.set_num_threads says: a runner sizes it to its own count before it loads
+  its program. Resizing it while another loaded program lives hangs that program's next call
+  (seen with executorch 1.5.1: a method loaded before a resize, called after a method loaded
+  since), so the pool is resized only when no other ExecuTorch runner lives; asking for another
+  count while one does is a ConfigError naming both counts. tune and bench hold one runner at a
+  time, so they try every count.
 - **Batch.** A program's input is memory-planned for its largest batch (the bound it was exported
   with, read from the method's metadata); a larger batch is fed in chunks of that bound.
 - **Contract.** The program's constant method `spec.PTE_METADATA_METHOD` returns the metadata
@@ -20,12 +23,13 @@ from __future__ import annotations
 
 import json
 import threading
+import weakref
 from pathlib import Path
 
 import numpy as np
 
 from .. import layout, spec
-from ..errors import ArtifactError, MissingDependency, reading, reason
+from ..errors import ArtifactError, ConfigError, MissingDependency, reading, reason
 from ..machine import has_module
 from ..threads import cores
 from .base import Runner, check_io, quiet_stderr
@@ -33,6 +37,7 @@ from .base import Runner, check_io, quiet_stderr
 WHY_NOT = {"bf16": "ExecuTorch runs a program at the precision it was exported at (fp32, or "
                    "int8 for a quantized program)"}  # fmt: skip
 _POOL_LOCK = threading.Lock()
+_LIVE: dict[int, int] = {}  # thread count -> ExecuTorch runners alive at that count
 # c10::ScalarType codes, as a method's metadata gives a tensor's dtype
 SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16",
                 6: "float32", 7: "float64", 11: "bool", 15: "bfloat16"}  # fmt: skip
@@ -40,6 +45,10 @@ SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "f
 
 def precisions(fmt: str) -> tuple[str, ...]:
     return (layout.get(fmt).precision,)
+
+
+class _Holder:
+    """What the pool claim is tied to: referenced by the runner's own call, so it dies with it."""
 
 
 def _runtime():
@@ -63,12 +72,27 @@ def _runtime():
     return runtime, portable_lib
 
 
-def set_threads(portable_lib, n: int) -> None:
-    """Size the process's XNNPACK pool to `n` threads unless it has that size already."""
+def claim_threads(portable_lib, n: int, owner: object) -> None:
+    """Size the process's XNNPACK pool to `n` threads for `owner` (a runner), for as long as it
+    lives; refused while runners at another count live (see the module's docstring)."""
     with _POOL_LOCK:
+        others = {k: v for k, v in _LIVE.items() if v and k != n}
         if portable_lib._threadpool_get_thread_count() != n:
+            if others:
+                raise ConfigError(
+                    f"ExecuTorch runs one thread count per process (its XNNPACK pool is "
+                    f"process-wide): {', '.join(map(str, others))} thread(s) are in use by "
+                    f"another loaded program; close it, or ask for that count instead of {n}"
+                )
             with quiet_stderr():  # it says so on fd 2
                 portable_lib._unsafe_reset_threadpool(n)
+        _LIVE[n] = _LIVE.get(n, 0) + 1
+    weakref.finalize(owner, _release, n)
+
+
+def _release(n: int) -> None:
+    with _POOL_LOCK:
+        _LIVE[n] -= 1
 
 
 def _check(meta, path: Path) -> int:
@@ -87,6 +111,8 @@ def load(path: Path, fmt: str, precision: str, threads: int | None, spin: bool =
     import torch
 
     n_threads = threads or cores()
+    holder = _Holder()  # lives as long as the runner: the pool is claimed for it
+    claim_threads(portable_lib, n_threads, holder)
     with reading(path, "an ExecuTorch (.pte) program", ArtifactError):
         with quiet_stderr():
             program = runtime.load_program(Path(path))
@@ -100,12 +126,14 @@ def load(path: Path, fmt: str, precision: str, threads: int | None, spin: bool =
     bound = _check(first.metadata, path)
     local = threading.local()
     local.method = first
+    from_numpy = torch.from_numpy
 
-    def call(x: np.ndarray) -> np.ndarray:
-        if not hasattr(local, "method"):  # another thread: its own method (own memory)
-            local.method = program.load_method("forward")
-        set_threads(portable_lib, n_threads)
-        return local.method.execute([torch.from_numpy(x)])[0].numpy().copy()
+    def call(x: np.ndarray, _claim: _Holder = holder) -> np.ndarray:  # the claim lives with it
+        method = getattr(local, "method", None)
+        if method is None:  # another thread: its own method (own memory)
+            method = local.method = program.load_method("forward")
+        # a copy: the output's memory is planned, and the next call writes into it
+        return method.execute([from_numpy(x)])[0].numpy().copy()
 
     def run(x: np.ndarray) -> np.ndarray:
         try:

@@ -95,30 +95,35 @@ def load(path: Path, fmt: str, precision: str, threads: int | None, spin: bool =
     signature = first.get_input_details()[0]["shape_signature"]
     fixed = int(signature[0]) if signature[0] > 0 else None  # None: any batch
     local = threading.local()
-    local.interpreter, local.batch = first, None  # tensors are allocated on the first call
+    local.interpreter = first  # this thread's; tensors are allocated on the first call
 
-    def interpreter(n: int):
-        if not hasattr(local, "interpreter"):  # another thread: its own interpreter
-            local.interpreter = interpreter_class(model_content=content,
-                                                  num_threads=threads or cores())  # fmt: skip
-            local.batch = None
-        if local.batch != n:
-            local.interpreter.resize_tensor_input(0, [n, *spec.INPUT_SHAPE])
-            local.interpreter.allocate_tensors()
-            local.batch = n
-        return local.interpreter
+    def prepare(n: int) -> tuple:
+        """This thread's interpreter sized for a batch of n, as the few things a call needs
+        (read once per size, not per call: get_*_details builds dicts)."""
+        it = getattr(local, "interpreter", None)
+        if it is None:  # another thread: its own interpreter
+            it = local.interpreter = interpreter_class(model_content=content,
+                                                       num_threads=threads or cores())  # fmt: skip
+        it.resize_tensor_input(0, [n, *spec.INPUT_SHAPE])
+        it.allocate_tensors()
+        inp, out = it.get_input_details()[0], it.get_output_details()[0]
+        local.state = (n, it.set_tensor, it.invoke, it.get_tensor, inp["index"], out["index"],
+                       _quantization(inp), inp["dtype"], _quantization(out))  # fmt: skip
+        return local.state
 
     def call(x: np.ndarray) -> np.ndarray:
-        it = interpreter(len(x))
-        inp, out = it.get_input_details()[0], it.get_output_details()[0]
-        if (q := _quantization(inp)) is not None:
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x / q[0]) + q[1], info.min, info.max).astype(inp["dtype"])
-        it.set_tensor(inp["index"], x)
-        it.invoke()
-        y = it.get_tensor(out["index"])  # a copy
-        if (q := _quantization(out)) is not None:
-            y = (y.astype(np.float32) - q[1]) * np.float32(q[0])
+        state = getattr(local, "state", None)
+        if state is None or state[0] != len(x):
+            state = prepare(len(x))
+        _, set_tensor, invoke, get_tensor, i, o, q_in, dtype, q_out = state
+        if q_in is not None:
+            info = np.iinfo(dtype)
+            x = np.clip(np.round(x / q_in[0]) + q_in[1], info.min, info.max).astype(dtype)
+        set_tensor(i, x)
+        invoke()
+        y = get_tensor(o)  # a copy
+        if q_out is not None:
+            y = (y.astype(np.float32) - q_out[1]) * np.float32(q_out[0])
         return y
 
     def run(x: np.ndarray) -> np.ndarray:

@@ -1,0 +1,170 @@
+"""The README's measured tables, made from the results files: never typed by hand.
+
+A table lives in README.md between `<!-- table: NAME -->` and `<!-- /table -->`; NAME is one of
+TABLES below, each rendered from one file in benchmarks/results/ together with the CPU, the
+command and the date it was measured with. `--write` puts the current renderings in the README;
+`--check` (tests/test_readme_tables.py runs it) fails when a table differs from its results file
+or a results file lacks its CPU.
+
+    python benchmarks/readme_tables.py --write | --check
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+BLOCK = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.S)
+NAMES = {"onnxruntime": "ONNX Runtime", "executorch": "ExecuTorch", "litert": "LiteRT"}
+
+
+def load(name: str) -> dict:
+    """A results file, refused when it does not say which CPU it was measured on."""
+    data = json.loads((RESULTS / name).read_text())
+    cpu = data.get("measured_on") or {}
+    if not cpu.get("cpu") or not cpu.get("cpu_flags"):
+        raise ValueError(f"benchmarks/results/{name} does not name its CPU (model and flags)")
+    return data
+
+
+def source(name: str, data: dict) -> str:
+    """The line under a table: where its numbers come from."""
+    cpu = data["measured_on"]
+    command = data.get("command", "").replace("python ", "python ", 1)
+    return (f"\n*{cpu['cpu']}, {data['environment']['cores']} cores ({', '.join(cpu['cpu_flags'])})"
+            f"; `{command}`, {data['finished'][:10]}; `benchmarks/results/{name}`.*\n")
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "| --- |" + " ---: |" * (len(headers) - 1)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def runtimes_speed() -> str:
+    d = load("runtimes.json")
+    rows = [[NAMES[r["runtime"]], r["precision"], str(r["threads"]), str(r["batch"]),
+             f"{r['runner_p50_ms']:.3f}", f"{r['bare_p50_ms']:.3f}", f"{r['ratio']:.3f}",
+             f"{r['runner_images_per_s']:,.0f}"]
+            for r in sorted(d["rows"], key=lambda r: (r["precision"], r["threads"], r["batch"]))]
+    head = ["runtime", "precision", "threads", "batch", "runner p50 ms", "bare p50 ms",
+            "runner / bare", "images/s"]
+    return table(head, rows) + source("runtimes.json", d)
+
+
+def runtimes_tune() -> str:
+    d = load("runtimes.json")
+    rows = []
+    for threads, pick in d["tune"].items():
+        ranked = {t["name"]: t for t in pick["ranked"]}
+        best = ranked.get(pick["best"] or "", {})
+        rows.append([threads, pick["best"] or "nothing passed",
+                     f"{best.get('p50_ms', float('nan')):.3f}",
+                     ", ".join(f"{t['name']} {t['p50_ms']:.3f}" for t in pick["ranked"][1:4]
+                               if t["passed"])])  # fmt: skip
+    return table(["threads", "tune picks", "its batch-1 p50 ms", "next (p50 ms)"], rows) + source(
+        "runtimes.json", d)
+
+
+def int8_agreement() -> str:
+    d = load("int8_agreement.json")
+    rows = [[r["a"], r["b"], f"{r['agreement']:.2f}%", str(r["differing"])] for r in d["pairs"]]
+    acc = ", ".join(f"{k} {v:.2f}%" for k, v in d["accuracy"].items())
+    return (table(["model", "against", "same answer", "digits answered otherwise"], rows)
+            + f"\nAccuracy on the {d['images']:,} test digits: {acc}.\n"
+            + source("int8_agreement.json", d))
+
+
+def runtime_sizes() -> str:
+    d = load("runtime_sizes.json")
+    rows = []
+    for name, r in d["runtimes"].items():
+        rows.append([NAMES[name], f"{r['model_bytes']['fp32']:,}", f"{r['model_bytes']['int8']:,}",
+                     f"{r['own_libraries_mb']:.1f} MB ({len(r['own_libraries'])} files)",
+                     f"{r['site_packages_libraries_mb']:,.1f} MB",
+                     ", ".join(f"{k} {v:,.0f} MB" for k, v in r["installed_mb"].items())])
+    head = ["runtime", "fp32 model bytes", "INT8 model bytes", "its native libraries, loaded",
+            "all native libraries loaded from site-packages", "installed (pip)"]
+    return table(head, rows) + source("runtime_sizes.json", d)
+
+
+def int8_consistency_runtimes() -> str:
+    d = load("int8_consistency_runtimes.json")
+    rows = []
+    for fmt, r in d["edge_runtimes"].items():
+        e = r["emulated_haswell"]
+        rows.append([r["file"], f"{r['accuracy_native']:.2f}%", str(e["images"]),
+                     f"{e['argmax_agreement']:.2f}%", f"{e['max_abs_diff']:.3g}",
+                     str(e["rows_differing"])])
+    head = ["INT8 file", "accuracy here", "digits emulated", "argmax agreement, here vs Haswell",
+            "max logit difference", "digits differing at all"]
+    return table(head, rows) + source("int8_consistency_runtimes.json", d)
+
+
+def executorch_bound() -> str:
+    d = load("executorch_bound.json")
+    rows = []
+    for r in d["rows"]:
+        full = (f"{r['full_batch_mb']:,.0f}" if "full_batch_mb" in r
+                else "fails: " + r.get("full_batch_error", r.get("error", "?"))[:60])  # fmt: skip
+        rows.append([f"{r['bound']:,}", f"{r['loaded_mb']:,.0f}" if "loaded_mb" in r else "-",
+                     f"{r['batch1_mb']:,.0f}" if "batch1_mb" in r else "-", full,
+                     f"{r['batch64_images_per_s']:,.0f}" if "batch64_images_per_s" in r else "-"])
+    head = ["batch bound", "peak RSS loaded, MB", "after batch 1", "after a batch of the bound",
+            "batch-64 images/s"]
+    return table(head, rows) + source("executorch_bound.json", d)
+
+
+def extras_size() -> str:
+    d = load("extras_size.json")
+    rows = [[r["set"], f"`.[{r['extras']}]`" if r["extras"] else "`.`",
+             f"{r['mb']:,.0f} MB", f"{r['seconds']:.0f} s"] for r in d["rows"]]
+    return table(["install", "pip install", "venv size", "install time"], rows) + source(
+        "extras_size.json", d)
+
+
+TABLES: dict[str, Callable[[], str]] = {
+    "extras-size": extras_size,
+    "executorch-bound": executorch_bound,
+    "runtimes-speed": runtimes_speed,
+    "runtimes-tune": runtimes_tune,
+    "int8-agreement": int8_agreement,
+    "runtime-sizes": runtime_sizes,
+    "int8-consistency-runtimes": int8_consistency_runtimes,
+}
+
+
+def render(text: str) -> str:
+    """`text` with every table block replaced by its rendering (unknown names are an error)."""
+
+    def one(m: re.Match) -> str:
+        if m.group(2) not in TABLES:
+            raise ValueError(f"README names a table nobody renders: {m.group(2)}")
+        return m.group(1) + TABLES[m.group(2)]() + m.group(4)
+
+    return BLOCK.sub(one, text)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--write", action="store_true")
+    p.add_argument("--check", action="store_true")
+    a = p.parse_args()
+    text = README.read_text()
+    new = render(text)
+    if a.write:
+        README.write_text(new)
+        print(f"README.md: {len(BLOCK.findall(new))} tables rendered")
+    elif new != text:
+        sys.exit("README.md's tables differ from benchmarks/results/: run "
+                 "python benchmarks/readme_tables.py --write")
+
+
+if __name__ == "__main__":
+    main()
