@@ -29,7 +29,11 @@ from mnist_edge.edge.runners import load_runner
 row = {}
 r = load_runner(sys.argv[1], threads=1)
 row["loaded_mb"] = rss()
-r(np.zeros((1, 1, 28, 28), np.float32))
+try:
+    r(np.zeros((1, 1, 28, 28), np.float32))
+except Exception as exc:
+    print(json.dumps({**row, "batch1_error": str(exc).rsplit(": ", 1)[-1][:120]}))
+    sys.exit(0)
 row["batch1_mb"] = rss()
 method = r.session.load_method("forward")
 bound = int(sys.argv[2])
@@ -38,7 +42,7 @@ try:
     method.execute([torch.zeros(bound, 1, 28, 28)])
     row["full_batch_mb"] = rss()
 except RuntimeError as exc:
-    row["full_batch_error"] = str(exc)[:200]
+    row["full_batch_error"] = str(exc).rsplit(": ", 1)[-1][:120]
 x = np.zeros((64, 1, 28, 28), np.float32)
 r(x)
 t0, n = time.perf_counter(), 0
@@ -56,8 +60,8 @@ def main() -> None:
     a = p.parse_args()
     from mnist_edge.checkpoint import load as load_checkpoint
     from mnist_edge.edge.runtime import pretrained_path
-    from mnist_edge.export import metadata
     from mnist_edge.executorch_export import export_executorch
+    from mnist_edge.export import metadata
 
     ckpt = load_checkpoint(pretrained_path())
     rows = []

@@ -63,8 +63,10 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     write_report(a.out, {"command": "python " + " ".join(sys.argv),
                          "measured_on": machine.measured_on(), "rows": rows})  # fmt: skip
-    print_table(["install", "MB", "seconds"],
-                [[r["set"], f"{r['mb']:,.0f}", f"{r['seconds']:.0f}"] for r in rows])
+    print_table(
+        ["install", "MB", "seconds"],
+        [[r["set"], f"{r['mb']:,.0f}", f"{r['seconds']:.0f}"] for r in rows],
+    )
 
 
 if __name__ == "__main__":

@@ -32,9 +32,14 @@ def main() -> None:
     test = load_split("test")
     answers, files = {}, {}
     for name, fmt in RUNTIMES.items():
-        for precision, f in (("fp32", fmt), ("int8", "onnx-int8" if fmt == "onnx" else f"{fmt}-int8")):
+        for precision, f in (
+            ("fp32", fmt),
+            ("int8", "onnx-int8" if fmt == "onnx" else f"{fmt}-int8"),
+        ):
             path = folder.artifact(f)
-            answers[(name, precision)] = outputs(load_runner(path, threads=2), test.images).argmax(1)
+            answers[(name, precision)] = outputs(load_runner(path, threads=2), test.images).argmax(
+                1
+            )
             files[f"{name} {precision}"] = {"file": path.name, "sha256": sha256(path)}
     acc = {f"{n} {p}": accuracy(v, test.labels) for (n, p), v in answers.items()}
     pairs = [{"a": f"{n} int8", "b": f"{n} fp32",
@@ -53,8 +58,10 @@ def main() -> None:
                          "measured_on": machine.measured_on(), "images": len(test.labels),
                          "accuracy": acc, "pairs": pairs, "files": files})  # fmt: skip
     print_table(["model", "accuracy %"], [[k, f"{v:.2f}"] for k, v in acc.items()])
-    print_table(["a", "b", "same answer %", "digits differing"],
-                [[r["a"], r["b"], f"{r['agreement']:.2f}", str(r["differing"])] for r in pairs])
+    print_table(
+        ["a", "b", "same answer %", "digits differing"],
+        [[r["a"], r["b"], f"{r['agreement']:.2f}", str(r["differing"])] for r in pairs],
+    )
 
 
 if __name__ == "__main__":

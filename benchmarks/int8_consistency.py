@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -127,6 +128,7 @@ def main() -> None:
                 for k, (v, how) in runs.items()}  # fmt: skip
     edge = {} if a.no_edge_runtimes else edge_runtimes(x, n_emulated, test.labels)
     write_report(a.out, {
+        "command": "python " + " ".join(sys.argv),
         "int8_model": str(int8), "int8_sha256": sha256(int8), "fp32_model": str(fp32),
         "images": len(x), "emulated_images": n_emulated, "measured_on": machine.measured_on(),
         "runs": runs_out, "pairs": pairs, "edge_runtimes": edge,

@@ -38,8 +38,10 @@ def source(name: str, data: dict) -> str:
     """The line under a table: where its numbers come from."""
     cpu = data["measured_on"]
     command = data.get("command", "").replace("python ", "python ", 1)
-    return (f"\n*{cpu['cpu']}, {data['environment']['cores']} cores ({', '.join(cpu['cpu_flags'])})"
-            f"; `{command}`, {data['finished'][:10]}; `benchmarks/results/{name}`.*\n")
+    return (
+        f"\n*{cpu['cpu']}, {data['environment']['cores']} cores ({', '.join(cpu['cpu_flags'])})"
+        f"; `{command}`, {data['finished'][:10]}; `benchmarks/results/{name}`.*\n"
+    )
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -49,12 +51,29 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 def runtimes_speed() -> str:
     d = load("runtimes.json")
-    rows = [[NAMES[r["runtime"]], r["precision"], str(r["threads"]), str(r["batch"]),
-             f"{r['runner_p50_ms']:.3f}", f"{r['bare_p50_ms']:.3f}", f"{r['ratio']:.3f}",
-             f"{r['runner_images_per_s']:,.0f}"]
-            for r in sorted(d["rows"], key=lambda r: (r["precision"], r["threads"], r["batch"]))]
-    head = ["runtime", "precision", "threads", "batch", "runner p50 ms", "bare p50 ms",
-            "runner / bare", "images/s"]
+    rows = [
+        [
+            NAMES[r["runtime"]],
+            r["precision"],
+            str(r["threads"]),
+            str(r["batch"]),
+            f"{r['runner_p50_ms']:.3f}",
+            f"{r['bare_p50_ms']:.3f}",
+            f"{r['ratio']:.3f}",
+            f"{r['runner_images_per_s']:,.0f}",
+        ]
+        for r in sorted(d["rows"], key=lambda r: (r["precision"], r["threads"], r["batch"]))
+    ]
+    head = [
+        "runtime",
+        "precision",
+        "threads",
+        "batch",
+        "runner p50 ms",
+        "bare p50 ms",
+        "runner / bare",
+        "images/s",
+    ]
     return table(head, rows) + source("runtimes.json", d)
 
 
@@ -69,41 +88,69 @@ def runtimes_tune() -> str:
                      ", ".join(f"{t['name']} {t['p50_ms']:.3f}" for t in pick["ranked"][1:4]
                                if t["passed"])])  # fmt: skip
     return table(["threads", "tune picks", "its batch-1 p50 ms", "next (p50 ms)"], rows) + source(
-        "runtimes.json", d)
+        "runtimes.json", d
+    )
 
 
 def int8_agreement() -> str:
     d = load("int8_agreement.json")
     rows = [[r["a"], r["b"], f"{r['agreement']:.2f}%", str(r["differing"])] for r in d["pairs"]]
     acc = ", ".join(f"{k} {v:.2f}%" for k, v in d["accuracy"].items())
-    return (table(["model", "against", "same answer", "digits answered otherwise"], rows)
-            + f"\nAccuracy on the {d['images']:,} test digits: {acc}.\n"
-            + source("int8_agreement.json", d))
+    return (
+        table(["model", "against", "same answer", "digits answered otherwise"], rows)
+        + f"\nAccuracy on the {d['images']:,} test digits: {acc}.\n"
+        + source("int8_agreement.json", d)
+    )
 
 
 def runtime_sizes() -> str:
     d = load("runtime_sizes.json")
     rows = []
     for name, r in d["runtimes"].items():
-        rows.append([NAMES[name], f"{r['model_bytes']['fp32']:,}", f"{r['model_bytes']['int8']:,}",
-                     f"{r['own_libraries_mb']:.1f} MB ({len(r['own_libraries'])} files)",
-                     f"{r['site_packages_libraries_mb']:,.1f} MB",
-                     ", ".join(f"{k} {v:,.0f} MB" for k, v in r["installed_mb"].items())])
-    head = ["runtime", "fp32 model bytes", "INT8 model bytes", "its native libraries, loaded",
-            "all native libraries loaded from site-packages", "installed (pip)"]
+        rows.append(
+            [
+                NAMES[name],
+                f"{r['model_bytes']['fp32']:,}",
+                f"{r['model_bytes']['int8']:,}",
+                f"{r['own_libraries_mb']:.1f} MB ({len(r['own_libraries'])} files)",
+                f"{r['site_packages_libraries_mb']:,.1f} MB",
+                ", ".join(f"{k} {v:,.0f} MB" for k, v in r["installed_mb"].items()),
+            ]
+        )
+    head = [
+        "runtime",
+        "fp32 model bytes",
+        "INT8 model bytes",
+        "its native libraries, loaded",
+        "all native libraries loaded from site-packages",
+        "installed (pip)",
+    ]
     return table(head, rows) + source("runtime_sizes.json", d)
 
 
 def int8_consistency_runtimes() -> str:
     d = load("int8_consistency_runtimes.json")
     rows = []
-    for fmt, r in d["edge_runtimes"].items():
+    for r in d["edge_runtimes"].values():
         e = r["emulated_haswell"]
-        rows.append([r["file"], f"{r['accuracy_native']:.2f}%", str(e["images"]),
-                     f"{e['argmax_agreement']:.2f}%", f"{e['max_abs_diff']:.3g}",
-                     str(e["rows_differing"])])
-    head = ["INT8 file", "accuracy here", "digits emulated", "argmax agreement, here vs Haswell",
-            "max logit difference", "digits differing at all"]
+        rows.append(
+            [
+                r["file"],
+                f"{r['accuracy_native']:.2f}%",
+                str(e["images"]),
+                f"{e['argmax_agreement']:.2f}%",
+                f"{e['max_abs_diff']:.3g}",
+                str(e["rows_differing"]),
+            ]
+        )
+    head = [
+        "INT8 file",
+        "accuracy here",
+        "digits emulated",
+        "argmax agreement, here vs Haswell",
+        "max logit difference",
+        "digits differing at all",
+    ]
     return table(head, rows) + source("int8_consistency_runtimes.json", d)
 
 
@@ -111,22 +158,48 @@ def executorch_bound() -> str:
     d = load("executorch_bound.json")
     rows = []
     for r in d["rows"]:
-        full = (f"{r['full_batch_mb']:,.0f}" if "full_batch_mb" in r
-                else "fails: " + r.get("full_batch_error", r.get("error", "?"))[:60])  # fmt: skip
-        rows.append([f"{r['bound']:,}", f"{r['loaded_mb']:,.0f}" if "loaded_mb" in r else "-",
-                     f"{r['batch1_mb']:,.0f}" if "batch1_mb" in r else "-", full,
-                     f"{r['batch64_images_per_s']:,.0f}" if "batch64_images_per_s" in r else "-"])
-    head = ["batch bound", "peak RSS loaded, MB", "after batch 1", "after a batch of the bound",
-            "batch-64 images/s"]
+        batch1 = (f"{r['batch1_mb']:,.0f}" if "batch1_mb" in r
+                  else "fails: " + r.get("batch1_error", r.get("error", "?"))[:60])  # fmt: skip
+        full = (
+            f"{r['full_batch_mb']:,.0f}"
+            if "full_batch_mb" in r
+            else "-"
+            if "batch1_mb" not in r
+            else "fails: " + r.get("full_batch_error", "?")
+        )
+        rows.append(
+            [
+                f"{r['bound']:,}",
+                f"{r['loaded_mb']:,.0f}" if "loaded_mb" in r else "-",
+                batch1,
+                full,
+                f"{r['batch64_images_per_s']:,.0f}" if "batch64_images_per_s" in r else "-",
+            ]
+        )
+    head = [
+        "batch bound",
+        "peak RSS loaded, MB",
+        "after batch 1",
+        "after a batch of the bound",
+        "batch-64 images/s",
+    ]
     return table(head, rows) + source("executorch_bound.json", d)
 
 
 def extras_size() -> str:
     d = load("extras_size.json")
-    rows = [[r["set"], f"`.[{r['extras']}]`" if r["extras"] else "`.`",
-             f"{r['mb']:,.0f} MB", f"{r['seconds']:.0f} s"] for r in d["rows"]]
+    rows = [
+        [
+            r["set"],
+            f"`.[{r['extras']}]`" if r["extras"] else "`.`",
+            f"{r['mb']:,.0f} MB",
+            f"{r['seconds']:.0f} s",
+        ]
+        for r in d["rows"]
+    ]
     return table(["install", "pip install", "venv size", "install time"], rows) + source(
-        "extras_size.json", d)
+        "extras_size.json", d
+    )
 
 
 TABLES: dict[str, Callable[[], str]] = {
@@ -162,8 +235,10 @@ def main() -> None:
         README.write_text(new)
         print(f"README.md: {len(BLOCK.findall(new))} tables rendered")
     elif new != text:
-        sys.exit("README.md's tables differ from benchmarks/results/: run "
-                 "python benchmarks/readme_tables.py --write")
+        sys.exit(
+            "README.md's tables differ from benchmarks/results/: run "
+            "python benchmarks/readme_tables.py --write"
+        )
 
 
 if __name__ == "__main__":

@@ -78,8 +78,11 @@ def main() -> None:
             "libraries": sizes,
             "installed_mb": {d: installed_mb(d) for d in dists},
         }  # fmt: skip
-        print(f"{runtime}: {rows[runtime]['own_libraries_mb']:.1f} MB of its own libraries, "
-              f"{rows[runtime]['site_packages_libraries_mb']:.1f} MB from site-packages", flush=True)
+        print(
+            f"{runtime}: {rows[runtime]['own_libraries_mb']:.1f} MB of its own libraries, "
+            f"{rows[runtime]['site_packages_libraries_mb']:.1f} MB from site-packages",
+            flush=True,
+        )
     write_report(a.out, {"command": "python " + " ".join(sys.argv),
                          "measured_on": machine.measured_on(), "runtimes": rows})  # fmt: skip
     print_table(["runtime", "fp32 model", "INT8 model", "its .so loaded", "all .so loaded from "
