@@ -30,6 +30,7 @@ from .edge.errors import ArtifactError, ConfigError, missing_dependency, reading
 from .edge.layout import format_of
 from .edge.metrics import DiffStats
 from .edge.parity import VerifyConfig
+from .edge.runners import load_runner
 
 MIN_SQNR_DB = policy.MIN_SQNR_DB  # the INT8 layer rule (policy.py says why)
 SAMPLE_PER_ROW = 20  # differences kept per image and layer for the p99 (a uniform subsample)
@@ -357,8 +358,6 @@ def _litert_tap(path: Path, fmt: str, threads: int | None) -> LayerTap:
     built-in kernels (the same operators, without the delegate): the model's output is compared
     too. Convolution outputs are NHWC in LiteRT (made NCHW here); INT8 ones are dequantized with
     their own scale and zero point."""
-    from mnist_edge.edge.runners import load_runner
-
     load_runner(path, fmt=fmt)  # the artifact itself must be an MNIST classifier
     try:
         from ai_edge_litert.interpreter import Interpreter, OpResolverType

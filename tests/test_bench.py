@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -55,6 +56,16 @@ def test_roofline_model_is_a_plain_matmul():
     assert bench.matmul_gflops(1, sizes=(128, 256), seconds=0.05) > 0.1
 
 
+def runtime_cases(folder: Path) -> tuple[str, ...]:
+    """ExecuTorch and LiteRT, where the export wrote their file (their converters are
+    installed) and their runtime is installed."""
+    from mnist_edge.edge.runners import BACKENDS
+
+    found = [(name, folder / f"mnist_cnn.{suffix}") for name, suffix in
+             (("executorch", "pte"), ("litert", "tflite"))]  # fmt: skip
+    return tuple(name for name, path in found if path.is_file() and BACKENDS[name].installed())
+
+
 def openvino_cases() -> tuple[str, ...]:
     """The OpenVINO cases for an fp32 ONNX file alone, where OpenVINO is installed."""
     from mnist_edge.edge.runners import BACKENDS
@@ -69,7 +80,8 @@ def test_default_backends_follow_the_files(exported, trained, tmp_path):
     model = exported / "mnist_cnn.onnx"
     torch_cases = ("pytorch", "torchscript", "pt2")
     assert bench.default_backends(model, trained) == (
-        "onnxruntime", "onnxruntime-ort", *openvino_cases(), *torch_cases)  # fmt: skip
+        "onnxruntime", "onnxruntime-ort", *openvino_cases(), *runtime_cases(exported),
+        *torch_cases)  # fmt: skip
     assert "pytorch" not in bench.default_backends(model, tmp_path / "absent.pt")
     alone = tmp_path / "mnist_cnn.onnx"
     alone.write_bytes(model.read_bytes())
@@ -120,12 +132,12 @@ def bench_json(exported, trained, mnist_dir, tmp_path_factory):
     return out / "b.json", result.output
 
 
-def test_bench_writes_every_field(bench_json):
+def test_bench_writes_every_field(bench_json, exported):
     path, output = bench_json
     report = json.loads(path.read_text())
-    # every file but the INT8 model exists beside the model, and so does the checkpoint
+    # every file but the INT8 models exists beside the model, and so does the checkpoint
     backends = ("pytorch", "torchscript", "pt2", "onnxruntime", "onnxruntime-ort",
-                *openvino_cases())  # fmt: skip
+                *openvino_cases(), *runtime_cases(exported))  # fmt: skip
     assert {(c["backend"], c["batch_size"]) for c in report["cases"]} == {
         (b, n) for b in backends for n in (1, 3)
     }
