@@ -16,7 +16,7 @@ export MNIST_EDGE_DATA := $(abspath ../shared/data/mnist)
 endif
 endif
 
-.PHONY: demo test lint install clean web-deps browser qemu loadgen ray-deps check-arm
+.PHONY: demo test lint install clean web-deps browser qemu loadgen ray-deps check-arm grpc-stubs
 
 # onnxruntime-web for `mnist-edge export --format web` (the version pinned in mnist_edge/edge/web.py),
 # from npm into .web/, where the exporter looks for it.
@@ -48,6 +48,11 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# The gRPC messages, from the proto files in mnist_edge/edge/proto (tests/test_grpc.py checks
+# that this writes the committed files byte for byte).
+grpc-stubs: install
+	$(PY) -m mnist_edge.edge.proto.regenerate
 
 # Ray for the cluster tests (tests/test_ray.py, run inside a network namespace): the [ray]
 # extra, into the same venv, the way chromium and hey are installed for theirs.

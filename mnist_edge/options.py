@@ -79,6 +79,12 @@ WebFolder = Annotated[
 ]  # fmt: skip
 Host = Annotated[str, Opt("--host", help="Address to listen on.")]
 Port = Annotated[int, Opt("--port", help="0: any free port.")]
+GrpcPort = Annotated[
+    int | None,
+    Opt("--grpc-port", help="The gRPC service's port. Default: --port + 1 (8001), any free one "
+                            "with --port 0."),
+]  # fmt: skip
+Grpc = Annotated[bool, Opt("--grpc/--no-grpc", help="Serve the protocol's gRPC service too.")]
 Verbose = Annotated[bool, Opt("--verbose", help="Log every request.")]
 FileWorkers = Annotated[
     int | None,

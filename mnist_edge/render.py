@@ -405,8 +405,9 @@ def web_export(r: WebExport, source: str) -> None:
 def serving(url: str, server: Any) -> None:
     """Where the server listens, what it serves (the model still loading)."""
     page = f"; the page {server.web}" if server.web is not None else ""
+    grpc = f", gRPC at {server.grpc_address}" if server.grpc_address else ""
     plain(f"serving at {url} (Ctrl-C stops): the Open Inference Protocol at "
-          f"{url}v2/models/{server.cfg.name}{page}")  # fmt: skip
+          f"{url}v2/models/{server.cfg.name}{grpc}{page}")  # fmt: skip
     sys.stdout.flush()
 
 

@@ -17,6 +17,8 @@ def serve_cmd(
     profile: o.Profile = None,
     host: o.Host = "127.0.0.1",
     port: o.Port = 8000,
+    grpc: o.Grpc = True,
+    grpc_port: o.GrpcPort = None,
     name: o.ModelName = "mnist",
     max_batch: o.MaxBatch = policy.SERVE_MAX_BATCH,
     max_delay: o.MaxDelay = policy.SERVE_MAX_DELAY_US,
@@ -30,16 +32,17 @@ def serve_cmd(
     ray_address: o.RayAddress = None,
     replicas: o.Replicas = 1,
 ) -> None:
-    """Serve the model over the Open Inference Protocol (KServe V2, Triton) with dynamic
-    batching, and a web export beside it, until Ctrl-C or SIGTERM (then drain, exit 0). With
-    --ray, the same app as a Ray Serve deployment of --replicas replicas (each --threads
-    engine threads, 1 by default)."""
+    """Serve the model over the Open Inference Protocol (KServe V2, Triton), REST and gRPC,
+    with dynamic batching, and a web export beside it, until Ctrl-C or SIGTERM (then drain,
+    exit 0). With --ray, the same app as a Ray Serve deployment of --replicas replicas (each
+    --threads engine threads, 1 by default; REST only)."""
     from .edge.batching import BatchConfig
     from .edge.serve import ServeConfig, default_web, serve
 
     cfg = ServeConfig(
         o.opt_str(model), backend, precision, threads, o.opt_str(profile),
-        default_web(o.opt_str(folder)), name, host=host, port=port,
+        default_web(o.opt_str(folder)), name, host=host, port=port, grpc=grpc,
+        grpc_port=grpc_port,
         batch=BatchConfig(max_batch, max_delay, max_queue), max_body=max_body,
         max_request_images=max_request_images, max_connections=max_connections,
         timeout_s=timeout, verbose=verbose,

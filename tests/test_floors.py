@@ -15,17 +15,19 @@ PACKAGE = Path(__file__).resolve().parents[1] / "mnist_edge"
 # Floor of every module, bottom up. A module imports only from its own floor's lower
 # neighbours (no loop) and from the floors below.
 FLOORS: dict[str, tuple[str, ...]] = {
-    "base": ("mnist_edge", "mnist_edge.edge", "mnist_edge.edge.backends"),
+    "base": ("mnist_edge", "mnist_edge.edge", "mnist_edge.edge.backends",
+             "mnist_edge.edge.proto"),
     "core": tuple(f"mnist_edge.edge.{m}" for m in (
         "spec", "errors", "policy", "layout", "files", "machine", "threads", "phases", "timing",
-        "metrics", "profile", "data", "manifest")),
+        "metrics", "profile", "data", "manifest", "proto.grpc_service_pb2",
+        "proto.model_config_pb2", "proto.regenerate")),
     "engines": ("mnist_edge.edge.backends.base", "mnist_edge.edge.backends.onnxruntime",
                 "mnist_edge.edge.backends.openvino", "mnist_edge.edge.backends.executorch",
                 "mnist_edge.edge.backends.litert", "mnist_edge.edge.runners"),
     "predictor": ("mnist_edge.edge.images", "mnist_edge.edge.runtime"),
     "tasks": tuple(f"mnist_edge.edge.{m}" for m in (
         "evaluate", "parity", "bench", "tune", "predict", "web", "serve", "batching",
-        "protocol", "cluster", "triton")),
+        "protocol", "grpc_api", "cluster", "triton")),
     "training": tuple(f"mnist_edge.{m}" for m in (
         "model", "checkpoint", "distributed", "augment", "train", "executorch_export",
         "litert_export", "export", "quantize", "doctor", "layers", "torch_backend")),

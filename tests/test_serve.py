@@ -45,6 +45,8 @@ class Server:
         assert match, line + self.proc.stderr.read()
         self.address = match.group(1)
         self.url = f"http://{self.address}/"
+        grpc = re.search(r"gRPC at (127\.0\.0\.1:\d+)", line)
+        self.grpc_address = grpc.group(1) if grpc else None
         self.client = httpclient.InferenceServerClient(self.address, network_timeout=60)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -80,13 +80,14 @@ class Batcher:
         """Images waiting for, or in, a model call."""
         return self._waiting
 
-    async def submit(self, x: np.ndarray) -> np.ndarray:
+    async def submit(self, x: np.ndarray, inline: bool = True) -> np.ndarray:
         """The model's (n, 10) answer for `x`, once its batch has run. A request alone in the
         server (nothing waiting, no other request held) runs at once in the caller's thread:
         there is nobody to batch with, and the hand-over to the batcher's thread and back
-        costs more than the model call at batch 1."""
+        costs more than the model call at batch 1. `inline=False` always hands over: for a
+        caller that cannot tell whether others are coming (gRPC: see grpc_api.py)."""
         with self._lock:
-            alone = self._waiting == 0 and self.expected() <= 1
+            alone = inline and self._waiting == 0 and self.expected() <= 1
             if self._waiting + len(x) > self.cfg.max_queue and self._waiting:
                 raise QueueFull(f"{self._waiting} images are waiting (at most "
                                 f"{self.cfg.max_queue}); try again shortly")  # fmt: skip

@@ -120,11 +120,9 @@ def parse_request(body: bytes, header_length: str | None, *, input_name: str = s
     header, rest = _json_header(body, header_length)
     inputs = header.get("inputs")
     if not isinstance(inputs, list) or len(inputs) != 1 or not isinstance(inputs[0], dict):
-        raise ProtocolError(f"'inputs' must hold exactly one tensor: {input_name!r} (FP32 "
-                            f"[N, 1, {SIDE}, {SIDE}]) or {IMAGE_INPUT!r} (BYTES [N])")  # fmt: skip
+        raise ProtocolError(one_input(input_name))
     tensor = inputs[0]
-    name, datatype = tensor.get("name"), tensor.get("datatype")
-    shape = _shape(tensor.get("shape"))
+    name = tensor.get("name")
     params = tensor.get("parameters") or {}
     if not isinstance(params, dict):
         raise ProtocolError(f"input {name!r}: parameters must be an object")
@@ -137,52 +135,82 @@ def parse_request(body: bytes, header_length: str | None, *, input_name: str = s
     if binary_size is None and rest:
         raise ProtocolError("binary data follows the JSON header, but no input names its "
                             "binary_data_size")  # fmt: skip
+    kind, data = parse_tensor(name, tensor.get("datatype"), tensor.get("shape"),
+                              raw=None if binary_size is None else rest, data=tensor.get("data"),
+                              input_name=input_name, max_batch=max_batch)  # fmt: skip
+    wanted, binary_out = _outputs(header)
+    request_id = header.get("id")
+    return Request(None if request_id is None else str(request_id), kind, data, wanted,
+                   binary_out, header.get("parameters") or {})  # fmt: skip
+
+
+def one_input(input_name: str) -> str:
+    return (
+        f"'inputs' must hold exactly one tensor: {input_name!r} (FP32 "
+        f"[N, 1, {SIDE}, {SIDE}]) or {IMAGE_INPUT!r} (BYTES [N])"
+    )
+
+
+Tensor = np.ndarray | list[bytes]  # FP32 (N, 1, 28, 28), or N encoded image files
+
+
+def parse_tensor(name: Any, datatype: Any, shape_raw: Any, *, raw: bytes | None, data: Any,
+                 input_name: str = spec.INPUT_NAME, max_batch: int = 1024,
+                 elements: list[bytes] | None = None) -> tuple[str, Tensor]:  # fmt: skip
+    """One input tensor -> (FP32 or BYTES, its data), from whichever form it came in: `raw`
+    bytes (REST's binary extension, gRPC's raw_input_contents), JSON `data` (numbers, or base64
+    strings for BYTES), or, from gRPC's typed contents, numbers in `data` or `elements`."""
+    shape = _shape(shape_raw)
     if name == input_name:
         if datatype != FP32:
             raise ProtocolError(f"input {name!r} is FP32, got {datatype!r}")
         if len(shape) != 4 or shape[1:] != (spec.CHANNELS, SIDE, SIDE) or shape[0] < 1:
             raise ProtocolError(f"input {name!r} has shape [N, 1, {SIDE}, {SIDE}] with N >= 1, "
                                 f"got {list(shape)}")  # fmt: skip
+        if shape[0] > max_batch:
+            raise ProtocolError(f"{shape[0]} images in one request; at most {max_batch}")
         count = shape[0] * PER_IMAGE
-        if binary_size is not None:
-            if binary_size != count * 4:
-                raise ProtocolError(f"input {name!r}: {binary_size} bytes for {count} FP32 "
+        if raw is not None:
+            if len(raw) != count * 4:
+                raise ProtocolError(f"input {name!r}: {len(raw)} bytes for {count} FP32 "
                                     f"values ({count * 4} bytes)")  # fmt: skip
-            values = np.frombuffer(rest, dtype="<f4").astype(np.float32, copy=False)
+            values = np.frombuffer(raw, dtype="<f4").astype(np.float32, copy=False)
         else:
-            values = _flat_numbers(tensor.get("data"), count, name)
+            values = _flat_numbers(data, count, name)
         array = values.reshape(shape)
         if not np.isfinite(array).all():
             raise ProtocolError(f"input {name!r} holds NaN or Inf")
-        data: np.ndarray | list[bytes] = array
-        kind = FP32
-    elif name == IMAGE_INPUT:
+        return FP32, array
+    if name == IMAGE_INPUT:
         if datatype != BYTES:
             raise ProtocolError(f"input {name!r} is BYTES (encoded image files), got {datatype!r}")
         if len(shape) != 1 or shape[0] < 1:
             raise ProtocolError(f"input {name!r} has shape [N] with N >= 1, got {list(shape)}")
-        if binary_size is not None:
-            data = _bytes_elements(rest, name)
+        if shape[0] > max_batch:
+            raise ProtocolError(f"{shape[0]} images in one request; at most {max_batch}")
+        if raw is not None:
+            files = _bytes_elements(raw, name)
+        elif elements is not None:
+            files = list(elements)
         else:
-            raw = tensor.get("data")
-            if not isinstance(raw, list) or not all(isinstance(x, str) for x in raw):
+            if not isinstance(data, list) or not all(isinstance(x, str) for x in data):
                 raise ProtocolError(f"input {name!r}: JSON data must be a list of base64 strings")
             try:
-                data = [base64.b64decode(x, validate=True) for x in raw]
+                files = [base64.b64decode(x, validate=True) for x in data]
             except (binascii.Error, ValueError):
                 raise ProtocolError(f"input {name!r}: an element is not base64") from None
-        if len(data) != shape[0]:
-            raise ProtocolError(f"input {name!r}: {len(data)} elements for a shape of {shape[0]}")
-        kind = BYTES
-    else:
-        raise ProtocolError(f"unknown input {name!r}; this model takes {input_name!r} (FP32) or "
-                            f"{IMAGE_INPUT!r} (BYTES)")  # fmt: skip
-    if len(data) > max_batch:
-        raise ProtocolError(f"{len(data)} images in one request; at most {max_batch}")
-    wanted, binary_out = _outputs(header)
-    request_id = header.get("id")
-    return Request(None if request_id is None else str(request_id), kind, data, wanted,
-                   binary_out, header.get("parameters") or {})  # fmt: skip
+        if len(files) != shape[0]:
+            raise ProtocolError(f"input {name!r}: {len(files)} elements for a shape of {shape[0]}")
+        return BYTES, files
+    raise ProtocolError(f"unknown input {name!r}; this model takes {input_name!r} (FP32) or "
+                        f"{IMAGE_INPUT!r} (BYTES)")  # fmt: skip
+
+
+def check_output(name: Any) -> str:
+    """An output a request asks for, refused unless the model gives it."""
+    if name != spec.OUTPUT_NAME:
+        raise ProtocolError(f"unknown output {name!r}; this model gives {spec.OUTPUT_NAME!r}")
+    return name
 
 
 def _outputs(header: dict[str, Any]) -> tuple[tuple[str, ...], bool]:
@@ -193,10 +221,7 @@ def _outputs(header: dict[str, Any]) -> tuple[tuple[str, ...], bool]:
         raise ProtocolError("'outputs' must be a list")
     names = []
     for out in outputs:
-        if not isinstance(out, dict) or out.get("name") != spec.OUTPUT_NAME:
-            got = out.get("name") if isinstance(out, dict) else out
-            raise ProtocolError(f"unknown output {got!r}; this model gives {spec.OUTPUT_NAME!r}")
-        names.append(out["name"])
+        names.append(check_output(out.get("name") if isinstance(out, dict) else out))
         p = out.get("parameters") or {}
         if isinstance(p, dict) and "binary_data" in p:
             binary = bool(p["binary_data"])

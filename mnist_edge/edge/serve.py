@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from . import policy, protocol, spec
+from . import grpc_api, policy, protocol, spec
 from . import threads as pools
 from .batching import BatchConfig, Batcher, QueueFull
 from .errors import ConfigError, InputError, MnistEdgeError, missing_dependency
@@ -66,6 +66,8 @@ class ServeConfig:
     version: str = "1"
     host: str = "127.0.0.1"
     port: int = 8000  # 0: any free port
+    grpc: bool = True  # the protocol's gRPC service beside REST
+    grpc_port: int | None = None  # None: port + 1 (Triton's 8000/8001), any free one if port is 0
     batch: BatchConfig = field(default_factory=BatchConfig)
     max_body: int = policy.SERVE_MAX_BODY  # bytes
     max_request_images: int = policy.SERVE_MAX_REQUEST_IMAGES
@@ -78,6 +80,10 @@ class ServeConfig:
         check_threads(self.threads)
         checks = [
             (0 <= self.port <= 65535, f"--port must be 0..65535, got {self.port}"),
+            (self.grpc_port is None or 0 <= self.grpc_port <= 65535,
+             f"--grpc-port must be 0..65535, got {self.grpc_port}"),
+            (not (self.grpc and self.port == 65535 and self.grpc_port is None),
+             "--port 65535 leaves no port + 1 for gRPC: give --grpc-port or --no-grpc"),
             (self.max_body >= 1024, f"--max-body must be at least 1024 bytes, got "
                                     f"{self.max_body}"),
             (self.max_request_images >= 1, "--max-request-images must be at least 1"),
@@ -89,9 +95,18 @@ class ServeConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.grpc and self.port and self.grpc_target == self.port:
+            raise ConfigError(f"--grpc-port {self.grpc_port} is the REST port too: give another")
         if self.profile is not None and (self.model or self.backend or self.precision):
             raise ConfigError("--profile names the model, backend and precision: drop --model, "
                               "--backend and --precision")  # fmt: skip
+
+    @property
+    def grpc_target(self) -> int:
+        """The port gRPC asks for (0: any free one)."""
+        if self.grpc_port is not None:
+            return self.grpc_port
+        return self.port + 1 if self.port else 0
 
 
 class _Metrics:
@@ -144,6 +159,10 @@ class ModelServer:
         self.drain_started = 0.0
         self.in_flight = 0
         self.open_connections: Callable[[], int] | None = None  # set by serve() (uvicorn)
+        self.serve_grpc = False  # serve() turns it on: the gRPC service starts with the app
+        self.grpc_callers: Callable[[], int] | None = None  # set by grpc_api.start
+        self.grpc_address: str | None = None  # host:port, once it listens
+        self.on_listen: Callable[[], None] | None = None  # once REST and gRPC both listen
         self.last_busy = time.monotonic()
         self.metrics = _Metrics(lambda: self.batcher.depth if self.batcher else 0.0,
                                 lambda: float(self.ready))  # fmt: skip
@@ -172,9 +191,11 @@ class ModelServer:
 
     def expected(self) -> int:
         """Requests that may reach the batcher soon: those in the app, or, under uvicorn, the
-        open connections (a request still unread in a socket is not in the app yet)."""
+        open connections (a request still unread in a socket is not in the app yet) and the
+        gRPC clients calling lately (grpc_api.Service.callers)."""
         open_now = self.open_connections() if self.open_connections else 0
-        return max(self.in_flight, open_now)
+        callers = self.grpc_callers() if self.grpc_callers else 0
+        return max(self.in_flight, open_now + callers)
 
     def close(self) -> None:
         if self.batcher is not None:
@@ -328,9 +349,7 @@ class ModelServer:
                 req = protocol.parse_request(body, header(protocol.HEADER_LENGTH),
                                              input_name=self.predictor.contract.input_name,
                                              max_batch=self.cfg.max_request_images)  # fmt: skip
-                x = (await asyncio.to_thread(self._images, req.tensor)
-                     if req.kind == protocol.BYTES else req.tensor)  # fmt: skip
-                out = await self.batcher.submit(x)
+                out = await self.run(req)
             payload, headers = protocol.response(self.cfg.name, self.cfg.version, req, out)
             self.metrics.latency.observe(time.perf_counter() - t0)
             return self._counted("infer", 200, payload, headers)
@@ -346,6 +365,14 @@ class ModelServer:
         finally:
             self.in_flight -= 1
             self.last_busy = time.monotonic()
+
+    async def run(self, req: protocol.Request, inline: bool = True) -> np.ndarray:
+        """A parsed request's (N, 10) answer: image files prepared as `predict` prepares
+        them, then the batcher (Batcher.submit says what `inline` means). REST and gRPC both
+        come here."""
+        x = (await asyncio.to_thread(self._images, req.tensor)
+             if req.kind == protocol.BYTES else req.tensor)  # fmt: skip
+        return await self.batcher.submit(x, inline)
 
     async def infer(self, request: Any) -> Any:
         """The infer route, through Starlette (for a host that bypasses _FastInfer)."""
@@ -426,12 +453,25 @@ class ModelServer:
 
         @contextlib.asynccontextmanager
         async def lifespan(app: Any):
-            if self.batcher is None:  # not loaded already (a Ray Serve replica loads first)
-                loader = threading.Thread(target=self.load, name="mnist-edge-load", daemon=True)
-                loader.start()
+            rpc = None
+            if self.serve_grpc:
+                try:
+                    rpc, port = await grpc_api.start(self, self.cfg.host, self.cfg.grpc_target)
+                    self.grpc_address = grpc_api.address(self.cfg.host, port)
+                except MnistEdgeError as exc:  # the server ends at its next tick, in one line
+                    self.load_error = exc
+            if self.load_error is None:
+                if self.on_listen:
+                    self.on_listen()
+                if self.batcher is None:  # not loaded already (a Ray Serve replica loads first)
+                    loader = threading.Thread(target=self.load, name="mnist-edge-load",
+                                              daemon=True)  # fmt: skip
+                    loader.start()
             try:
                 yield
             finally:
+                if rpc is not None:  # new calls now get UNAVAILABLE; calls in flight finish
+                    await rpc.stop(self.cfg.timeout_s)
                 self.close()
 
         return _FastInfer(Starlette(routes=routes, lifespan=lifespan), self)
@@ -528,11 +568,14 @@ def serve(cfg: ServeConfig, on_start: Callable[[str, ModelServer], None] | None 
                             access_log=cfg.verbose, lifespan="on",
                             http=http, limit_concurrency=cfg.max_connections,
                             timeout_keep_alive=5, timeout_graceful_shutdown=cfg.timeout_s,
-                            server_header=False, date_header=False)  # fmt: skip
+                            server_header=False, date_header=False,
+                            loop="asyncio" if cfg.grpc else "auto")  # fmt: skip
     runner = _Uvicorn(config, server, on_ready)
     server.open_connections = lambda: len(runner.server_state.connections)
+    server.serve_grpc = cfg.grpc
+    url = url_of(sock)
     if on_start:
-        on_start(url_of(sock), server)
+        server.on_listen = lambda: on_start(url, server)
     try:
         runner.run(sockets=[sock])
     finally:
