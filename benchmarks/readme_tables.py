@@ -202,7 +202,23 @@ def extras_size() -> str:
     )
 
 
+def serve_protocols() -> str:
+    d = load("serve.json")
+    enc = {"json": "REST JSON", "binary": "REST binary", "grpc": "gRPC"}
+    rows = [
+        [c["model"], enc[c["encoding"]], str(c["concurrency"]), f"{c['rps']:,.0f}",
+         f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}", str(c["not_200"])]
+        for c in d["cells"] if c["batching"] == "on"
+    ]  # fmt: skip
+    bare = "; ".join(f"bare {m}: batch-1 p50 {e['b1_p50_ms']:.3f} ms, batch-64 "
+                     f"{e['b64_images_per_s']:,.0f} images/s"
+                     for m, e in d["bare"].items())  # fmt: skip
+    head = ["model", "protocol", "concurrency", "requests/s", "p50 ms", "p99 ms", "not OK"]
+    return table(head, rows) + f"\n{bare}.\n" + source("serve.json", d)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "serve-protocols": serve_protocols,
     "extras-size": extras_size,
     "executorch-bound": executorch_bound,
     "runtimes-speed": runtimes_speed,
