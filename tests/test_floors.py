@@ -27,7 +27,7 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "predictor": ("mnist_edge.edge.images", "mnist_edge.edge.runtime"),
     "tasks": tuple(f"mnist_edge.edge.{m}" for m in (
         "evaluate", "parity", "bench", "tune", "predict", "web", "serve", "batching",
-        "protocol", "grpc_api", "cluster", "triton")),
+        "protocol", "http_limits", "grpc_api", "cluster", "triton")),
     "training": tuple(f"mnist_edge.{m}" for m in (
         "model", "checkpoint", "distributed", "augment", "train", "executorch_export",
         "litert_export", "export", "quantize", "doctor", "layers", "torch_backend")),

@@ -59,3 +59,5 @@ SERVE_MAX_BODY = 16 << 20  # bytes in one request body; beyond, 413
 SERVE_MAX_REQUEST_IMAGES = 1024  # images in one request
 SERVE_MAX_CONNECTIONS = 512  # open connections and requests at once; beyond, 503
 SERVE_TIMEOUT_S = 30.0  # a request's whole life: reading its body and waiting for its answer
+SERVE_MAX_URL = 8 << 10  # bytes in a request's target (path and query); beyond, 414
+SERVE_MAX_HEAD = 32 << 10  # bytes in a request line and its headers together; beyond, 431

@@ -78,6 +78,8 @@ def _json_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any]
         header = json.loads(head)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"the request is not JSON: {str(exc)[:120]}") from None
+    except RecursionError:  # arrays or objects nested thousands deep
+        raise ProtocolError("the request's JSON nests too deep") from None
     if not isinstance(header, dict):
         raise ProtocolError("the request must be a JSON object with an 'inputs' list")
     return header, rest
@@ -90,9 +92,12 @@ def _shape(raw: Any) -> tuple[int, ...]:
 
 
 def _flat_numbers(data: Any, count: int, name: str) -> np.ndarray:
-    try:
-        values = np.asarray(data, dtype=np.float32).ravel()
-    except (TypeError, ValueError):
+    try:  # numbers only: numpy would also take "0.5" or true as a number
+        given = data if isinstance(data, np.ndarray) else np.asarray(data)
+        if given.dtype.kind not in "iuf":  # strings, booleans, objects, integers past int64
+            raise ValueError
+        values = given.astype(np.float32, copy=False).ravel()
+    except (TypeError, ValueError, OverflowError):
         raise ProtocolError(f"input {name!r}: data must be numbers") from None
     if values.size != count:
         raise ProtocolError(f"input {name!r}: {values.size} values for a shape of {count}")

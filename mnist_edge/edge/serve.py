@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from . import grpc_api, policy, protocol, spec
+from . import grpc_api, http_limits, policy, protocol, spec
 from . import threads as pools
 from .batching import BatchConfig, Batcher, QueueFull
 from .errors import ConfigError, InputError, MnistEdgeError, missing_dependency
@@ -311,11 +311,14 @@ class ModelServer:
                     digits.append(prepare_image(im, max_pixels=self.cfg.max_image_pixels))
             except InputError as exc:
                 raise protocol.ProtocolError(f"image {i}: {exc}") from None
-            except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+            except Exception as exc:  # a decoder's every failure is the file's
+                # Pillow's decoders raise many kinds for a malformed file (OSError, ValueError,
+                # SyntaxError, struct.error, EOFError, DecompressionBombError...): each is a
+                # file the client sent, never the server's fault
                 kind = (
                     "not an image file Pillow can read"
                     if isinstance(exc, UnidentifiedImageError)
-                    else f"not a readable image ({exc})"[:160]
+                    else f"not a readable image ({type(exc).__name__}: {exc})"[:160]
                 )
                 raise protocol.ProtocolError(f"image {i}: {kind}") from None  # fmt: skip
         return self.predictor.preprocess(np.stack(digits))
@@ -343,9 +346,11 @@ class ModelServer:
                                                                    "loading"))  # fmt: skip
         self.in_flight += 1
         t0 = time.perf_counter()
+        reading = True
         try:
             async with asyncio.timeout(self.cfg.timeout_s):
                 body = await self._body(header("content-length"), chunks)
+                reading = False
                 req = protocol.parse_request(body, header(protocol.HEADER_LENGTH),
                                              input_name=self.predictor.contract.input_name,
                                              max_batch=self.cfg.max_request_images)  # fmt: skip
@@ -358,6 +363,10 @@ class ModelServer:
         except QueueFull as exc:
             return self._counted("infer", 503, protocol.error_body(f"busy: {exc}"))
         except TimeoutError:
+            if reading:  # the client's body did not come in time: its fault, 408
+                return self._counted("infer", 408, protocol.error_body(
+                    f"the body did not arrive within {self.cfg.timeout_s:g} s (--timeout)"),
+                    {"connection": "close"})  # fmt: skip
             return self._counted("infer", 504, protocol.error_body(
                 f"no answer within {self.cfg.timeout_s:g} s (--timeout)"))  # fmt: skip
         except MnistEdgeError as exc:
@@ -424,6 +433,9 @@ class ModelServer:
         async def page(request: Any) -> Any:
             from starlette.responses import Response
 
+            if INFER_PATH.match(request.url.path):  # the API's, not a page: POST only
+                return self._respond("infer", 405, protocol.error_body(
+                    "inference takes POST"), {"allow": "POST"})  # fmt: skip
             target = None if self.web is None else static_file(self.web, request.url.path)
             if target is None:
                 return Response(b"404 not found\n", 404, headers=ISOLATION_HEADERS,
@@ -563,7 +575,7 @@ def serve(cfg: ServeConfig, on_start: Callable[[str, ModelServer], None] | None 
         raise missing_dependency("uvicorn", "mnist-edge serve") from None
     server = ModelServer(cfg)
     sock = listen(cfg.host, cfg.port)
-    http = "httptools" if has_module("httptools") else "h11"
+    http = http_limits.protocol_class() if has_module("httptools") else "h11"
     config = uvicorn.Config(server.app, log_level="info" if cfg.verbose else "error",
                             access_log=cfg.verbose, lifespan="on",
                             http=http, limit_concurrency=cfg.max_connections,
