@@ -207,13 +207,23 @@ def serve_protocols() -> str:
     enc = {"json": "REST JSON", "binary": "REST binary", "grpc": "gRPC"}
     rows = [
         [c["model"], enc[c["encoding"]], str(c["concurrency"]), f"{c['rps']:,.0f}",
-         f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}", str(c["not_200"])]
+         f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}",
+         f"{c['mean_batch']:.1f}" if "mean_batch" in c else "-", str(c["not_200"])]
         for c in d["cells"] if c["batching"] == "on"
     ]  # fmt: skip
     bare = "; ".join(f"bare {m}: batch-1 p50 {e['b1_p50_ms']:.3f} ms, batch-64 "
                      f"{e['b64_images_per_s']:,.0f} images/s"
                      for m, e in d["bare"].items())  # fmt: skip
-    head = ["model", "protocol", "concurrency", "requests/s", "p50 ms", "p99 ms", "not OK"]
+    head = [
+        "model",
+        "protocol",
+        "concurrency",
+        "requests/s",
+        "p50 ms",
+        "p99 ms",
+        "images per model call",
+        "not OK",
+    ]
     return table(head, rows) + f"\n{bare}.\n" + source("serve.json", d)
 
 

@@ -110,6 +110,14 @@ def grpc_calls(metrics_url: str) -> tuple[int, int]:
     return ok, other
 
 
+def batches_so_far(metrics_url: str) -> tuple[float, float]:
+    """(images, model calls) the server's batcher has run, from its /metrics."""
+    text = urllib.request.urlopen(metrics_url, timeout=30).read().decode()
+    images = re.search(r"^mnist_edge_batch_images_sum (\S+)", text, re.M)
+    calls = re.search(r"^mnist_edge_batch_images_count (\S+)", text, re.M)
+    return float(images.group(1)), float(calls.group(1))
+
+
 def h2load(address: str, body: Path, headers: list[str], concurrency: int, seconds: float,
            metrics_url: str) -> dict:  # fmt: skip
     """h2load's numbers for gRPC ModelInfer calls: `concurrency` connections of one stream
@@ -199,21 +207,26 @@ def main() -> None:
 
                         load(8, 1.0)  # warm
                         for c in levels:
+                            before = batches_so_far(server.url + "metrics")
                             runs = [load(c, a.seconds) for _ in range(a.repeats)]
+                            after = batches_so_far(server.url + "metrics")
+                            calls = after[1] - before[1]
                             cell = {"model": name, "batching": batching, "encoding": encoding,
                                     "concurrency": c, "runs": runs,
+                                    "mean_batch": (after[0] - before[0]) / calls if calls else 0,
                                     **{k: statistics.median(r[k] for r in runs)
                                        for k in ("rps", "p50_ms", "p99_ms")},
                                     "not_200": sum(r["not_200"] for r in runs)}  # fmt: skip
                             cells.append(cell)
                             rows.append([name, batching, encoding, str(c), f"{cell['rps']:.0f}",
                                          f"{cell['p50_ms']:.2f}", f"{cell['p99_ms']:.2f}",
+                                         f"{cell['mean_batch']:.1f}",
                                          str(cell["not_200"])])  # fmt: skip
                             time.sleep(0.5)
                 finally:
                     server.stop()
     print_table(["model", "batching", "encoding", "concurrency", "requests/s", "p50 ms",
-                 "p99 ms", "not 200"], rows)  # fmt: skip
+                 "p99 ms", "images per model call", "not 200"], rows)  # fmt: skip
     for name, e in engine.items():
         print(
             f"bare {name}: batch-1 p50 {e['b1_p50_ms']:.3f} ms, batch-64 "

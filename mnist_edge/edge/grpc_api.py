@@ -187,8 +187,10 @@ class Service:
             async with asyncio.timeout(server.cfg.timeout_s):
                 req = parse(request, input_name=server.predictor.contract.input_name,
                             max_batch=server.cfg.max_request_images)  # fmt: skip
-                # through the batcher's thread unless no other client called lately (callers)
-                out = await server.run(req, inline=self.callers() <= 1)
+                # always through the batcher's thread: a call run inline holds the event
+                # loop, and grpc.aio hands over the calls behind it (from other connections
+                # or the same one) only once it is done, so they could never join a batch
+                out = await server.run(req, inline=False)
         except protocol.ProtocolError as exc:
             failure = http_to_code(exc.status), str(exc)
         except QueueFull as exc:
