@@ -11,6 +11,11 @@ BYTES elements each a 4-byte little-endian length and the bytes), as Triton's bi
 data extension defines. Responses carry `log_probs` FP32 (N, 10), as JSON or as binary when the
 request asks (`parameters.binary_data_output`, or `binary_data` on a requested output).
 
+JSON is read and written with orjson: parsing a one-digit request (784 numbers) and writing its
+answer took 49 us against the standard library's 222 us (measured in one process; the README's
+serving section has the server's figures). Note what it refuses that `json` took: NaN and
+Infinity literals, integers past 64 bits and nesting past 1,024 levels, all 400s here anyway.
+
 Every problem is a ProtocolError with the HTTP status the protocol gives it (400 for a wrong
 name, shape, datatype or size; 404 for an unknown model or version; 413 for a body over the
 limit), whose message goes out as `{"error": "..."}`.
@@ -26,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
 from . import spec
 
@@ -75,10 +81,10 @@ def _json_header(body: bytes, header_length: str | None) -> tuple[dict[str, Any]
                                 f"of {len(body)} bytes")  # fmt: skip
         head, rest = body[:size], body[size:]
     try:
-        header = json.loads(head)
-    except (ValueError, UnicodeDecodeError) as exc:
+        header = orjson.loads(head)
+    except (ValueError, UnicodeDecodeError) as exc:  # orjson.JSONDecodeError is a ValueError
         raise ProtocolError(f"the request is not JSON: {str(exc)[:120]}") from None
-    except RecursionError:  # arrays or objects nested thousands deep
+    except RecursionError:  # arrays or objects nested thousands deep (orjson stops at 1,024)
         raise ProtocolError("the request's JSON nests too deep") from None
     if not isinstance(header, dict):
         raise ProtocolError("the request must be a JSON object with an 'inputs' list")
@@ -244,11 +250,13 @@ def response(model: str, version: str, request: Request,
     if request.binary_output:
         raw = np.ascontiguousarray(log_probs, dtype="<f4").tobytes()
         out["parameters"] = {"binary_data_size": len(raw)}
-        text = json.dumps(head, separators=(",", ":")).encode()
+        text = orjson.dumps(head)
         return text + raw, {HEADER_LENGTH: str(len(text)),
                             "content-type": "application/octet-stream"}  # fmt: skip
-    out["data"] = log_probs.ravel().tolist()
-    return json.dumps(head, separators=(",", ":")).encode(), {"content-type": "application/json"}
+    out["data"] = np.ascontiguousarray(log_probs, dtype=np.float32).ravel()
+    # float32 written as the shortest text that reads back as the same float32
+    body = orjson.dumps(head, option=orjson.OPT_SERIALIZE_NUMPY)
+    return body, {"content-type": "application/json"}
 
 
 def error_body(message: str) -> bytes:
