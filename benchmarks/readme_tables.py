@@ -227,7 +227,34 @@ def serve_protocols() -> str:
     return table(head, rows) + f"\n{bare}.\n" + source("serve.json", d)
 
 
+def json_codec() -> str:
+    d = load("json_codec.json")
+    us = d["us"]
+    rows = [[name, f"{v:.1f}", f"{d['answer_bytes'][name]}"] for name, v in us.items()]
+    return (table(["codec", "us per request parsed and answer written", "answer bytes"], rows)
+            + f"\norjson {us['json'] / us['orjson']:.1f}x the standard library's speed; its "
+            f"answers read back as the same float32: {d['answers_exact']}.\n"
+            + source("json_codec.json", d))  # fmt: skip
+
+
+def serve_peers() -> str:
+    d = load("serve_peers.json")
+    names = {"kserve": "KServe 0.21", "fastapi": "FastAPI tutorial", "mnist-edge": "mnist-edge"}
+    rows = [[names.get(c["server"], c["server"]), c["encoding"], str(c["concurrency"]),
+             f"{c['rps']:,.0f}", f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}", str(c["not_200"])]
+            for c in d["cells"]]  # fmt: skip
+    r = d["ratios"]
+    line = (
+        f"\nAt concurrency 64 mnist-edge serves {r['json_c64_vs_kserve']:.2f}x KServe's "
+        f"requests/s with JSON and {r['binary_c64_vs_kserve']:.2f}x with binary tensors.\n"
+    )
+    head = ["server", "encoding", "concurrency", "requests/s", "p50 ms", "p99 ms", "not 200"]
+    return table(head, rows) + line + source("serve_peers.json", d)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "serve-peers": serve_peers,
+    "json-codec": json_codec,
     "serve-protocols": serve_protocols,
     "extras-size": extras_size,
     "executorch-bound": executorch_bound,

@@ -30,6 +30,7 @@ from pathlib import Path
 from _report import print_table, write_report
 from serve import Server, bodies, hey
 
+from mnist_edge.edge import machine
 from mnist_edge.edge.runtime import pretrained_path
 from mnist_edge.edge.threads import cores
 
@@ -217,7 +218,9 @@ def main() -> None:
                 "kserve": theirs1["p99_ms"],
             }
     print(ratios)
-    write_report(a.out, {"seconds": a.seconds, "repeats": a.repeats, "peers": list(PEERS),
+    write_report(a.out, {"command": "python " + " ".join(sys.argv),
+                         "measured_on": machine.measured_on(),
+                         "seconds": a.seconds, "repeats": a.repeats, "peers": list(PEERS),
                          "cells": cells, "ratios": ratios})  # fmt: skip
 
 
