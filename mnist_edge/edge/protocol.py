@@ -11,10 +11,9 @@ BYTES elements each a 4-byte little-endian length and the bytes), as Triton's bi
 data extension defines. Responses carry `log_probs` FP32 (N, 10), as JSON or as binary when the
 request asks (`parameters.binary_data_output`, or `binary_data` on a requested output).
 
-JSON is read and written with orjson: parsing a one-digit request (784 numbers) and writing its
-answer took 49 us against the standard library's 222 us (measured in one process; the README's
-serving section has the server's figures). Note what it refuses that `json` took: NaN and
-Infinity literals, integers past 64 bits and nesting past 1,024 levels, all 400s here anyway.
+JSON is read and written with orjson, for speed (benchmarks/json_codec.py measures it against
+the standard library's `json`). Note what it refuses that `json` took: NaN and Infinity
+literals, integers past 64 bits and nesting past 1,024 levels, all 400s here anyway.
 
 Every problem is a ProtocolError with the HTTP status the protocol gives it (400 for a wrong
 name, shape, datatype or size; 404 for an unknown model or version; 413 for a body over the
