@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -32,8 +32,8 @@ from .batching import QueueFull
 from .errors import ConfigError, MnistEdgeError, missing_dependency
 from .proto import grpc_service_pb2, model_config_pb2
 
-if TYPE_CHECKING:
-    from .serve import ModelServer
+# The ModelServer (serve.py, which imports this module) is passed in and typed as Any: a
+# type-only import back would draw a loop between the two floors' modules.
 
 SERVICE = "inference.GRPCInferenceService"
 CALLER_WINDOW_S = 0.5  # a client connection that called this recently may call again soon
@@ -98,7 +98,7 @@ def answer(request: Any, model: str, version: str, log_probs: np.ndarray) -> Any
 class Service:
     """The RPCs, each an async function of (request, context) on the ModelServer's state."""
 
-    def __init__(self, server: ModelServer) -> None:
+    def __init__(self, server: Any) -> None:
         self.server = server
         self._callers: dict[str, float] = {}  # peer (a client connection) -> its last call
         self._pruned = 0.0
@@ -234,7 +234,7 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def start(server: ModelServer, host: str, port: int) -> tuple[Any, int]:
+async def start(server: Any, host: str, port: int) -> tuple[Any, int]:
     """The gRPC server, started in the running event loop, and the port it listens on."""
     grpc = _grpc()
     cfg = server.cfg
