@@ -1,6 +1,6 @@
 """The protocol's JSON, the standard library's `json` against orjson, in one process: parse a
 one-digit inference request (784 numbers, ~16 kB) to its float32 array and write its answer
-(10 float32 log-probabilities), as edge/protocol.py does; the median of --rounds rounds of
+(10 float32 log-probabilities), as edge/server/rest_codec.py does; the median of --rounds rounds of
 --calls calls each, the two interleaved. Writes benchmarks/results/json_codec.json.
 
     python benchmarks/json_codec.py [--rounds 7] [--calls 2000]

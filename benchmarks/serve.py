@@ -102,7 +102,7 @@ def grpc_calls(metrics_url: str) -> tuple[int, int]:
     text = urllib.request.urlopen(metrics_url, timeout=30).read().decode()
     ok = other = 0
     for status, n in re.findall(r'mnist_edge_requests_total\{endpoint="grpc.ModelInfer",'
-                                r'status="(\w+)"\} (\S+)', text):  # fmt: skip
+                                r'model="[^"]*",status="(\w+)"\} (\S+)', text):  # fmt: skip
         if status == "OK":
             ok += int(float(n))
         else:
@@ -113,9 +113,9 @@ def grpc_calls(metrics_url: str) -> tuple[int, int]:
 def batches_so_far(metrics_url: str) -> tuple[float, float]:
     """(images, model calls) the server's batcher has run, from its /metrics."""
     text = urllib.request.urlopen(metrics_url, timeout=30).read().decode()
-    images = re.search(r"^mnist_edge_batch_images_sum (\S+)", text, re.M)
-    calls = re.search(r"^mnist_edge_batch_images_count (\S+)", text, re.M)
-    return float(images.group(1)), float(calls.group(1))
+    images = re.findall(r"^mnist_edge_batch_images_sum\{[^}]*\} (\S+)", text, re.M)
+    calls = re.findall(r"^mnist_edge_batch_images_count\{[^}]*\} (\S+)", text, re.M)
+    return sum(map(float, images)), sum(map(float, calls))
 
 
 def h2load(address: str, body: Path, headers: list[str], concurrency: int, seconds: float,

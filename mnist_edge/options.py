@@ -111,7 +111,22 @@ MaxBody = Annotated[int, Opt("--max-body", help="Bytes in a request body (then 4
 MaxRequestImages = Annotated[int, Opt("--max-request-images", help="Images in one request.")]
 MaxConnections = Annotated[int, Opt("--max-connections", help="Open at once (then 503).")]
 Timeout = Annotated[float, Opt("--timeout", help="Seconds a request may take (then 504).")]
-ServeModel = Annotated[Path | None, Opt("--model", help="Default: exported, else packaged.")]
+ServeModels = Annotated[
+    list[str] | None,
+    Opt("--model", help="PATH, or NAME=PATH, repeated for several models. Default: exported, "
+                        "else packaged."),
+]  # fmt: skip
+ModelRepository = Annotated[
+    Path | None,
+    Opt("--model-repository", help="A folder of models: Triton's layout (export --format "
+                                   "triton) or model files, each served under its name."),
+]  # fmt: skip
+ServeWorkers = Annotated[
+    int | None,
+    Opt("--workers", min=1, max=64,
+        help="Server processes on the same ports, the cores divided between them. Default: "
+             "one per two cores."),
+]  # fmt: skip
 Profile = Annotated[Path | None, Opt("--profile", help="A deploy.json from tune.")]
 
 # quantize

@@ -402,22 +402,24 @@ def web_export(r: WebExport, source: str) -> None:
     console.print(f"open it with: mnist-edge serve {r.folder}")
 
 
-def serving(url: str, server: Any) -> None:
-    """Where the server listens, what it serves (the model still loading)."""
-    page = f"; the page {server.web}" if server.web is not None else ""
-    grpc = f", gRPC at {server.grpc_address}" if server.grpc_address else ""
-    plain(f"serving at {url} (Ctrl-C stops): the Open Inference Protocol at "
-          f"{url}v2/models/{server.cfg.name}{grpc}{page}")  # fmt: skip
+def serving(info: Any) -> None:
+    """Where the server listens, what it serves (the models still loading)."""
+    page = f"; the page {info.web}" if info.web is not None else ""
+    grpc = f", gRPC at {info.grpc_address}" if info.grpc_address else ""
+    where = (f"{info.url}v2/models/{info.names[0]}" if len(info.names) == 1
+             else f"{info.url}v2/models/ ({', '.join(info.names)})")  # fmt: skip
+    workers = f"; {info.workers} workers" if info.workers > 1 else ""
+    plain(f"serving at {info.url} (Ctrl-C stops): the Open Inference Protocol at "
+          f"{where}{grpc}{page}{workers}")  # fmt: skip
     sys.stdout.flush()
 
 
-def serve_ready(server: Any) -> None:
-    runner = server.predictor.runner
-    plain(
-        f"ready: {server.cfg.name} = {server.predictor.path} ({runner.name}, "
-        f"{runner.threads or 'all'} engine threads; batches of up to "
-        f"{server.cfg.batch.max_batch} images, {server.cfg.batch.max_delay_us} us)"
-    )
+def serve_ready(info: Any) -> None:
+    models = ", ".join(f"{m.name} v{m.version} = {m.file} ({m.case}, {m.threads or 'all'} "
+                       "engine threads)" for m in info.models)  # fmt: skip
+    per = " in each worker" if info.workers > 1 else ""
+    plain(f"ready: {models}; batches of up to {info.max_batch} images, {info.max_delay_us} us"
+          f"{per}")  # fmt: skip
     sys.stdout.flush()
 
 

@@ -10,7 +10,8 @@ from .edge import policy
 
 def serve_cmd(
     folder: o.WebFolder = None,
-    model: o.ServeModel = None,
+    model: o.ServeModels = None,
+    model_repository: o.ModelRepository = None,
     backend: o.Backend = None,
     precision: o.Precision = None,
     threads: o.Threads = None,
@@ -19,6 +20,7 @@ def serve_cmd(
     port: o.Port = 8000,
     grpc: o.Grpc = True,
     grpc_port: o.GrpcPort = None,
+    workers: o.ServeWorkers = None,
     name: o.ModelName = "mnist",
     max_batch: o.MaxBatch = policy.SERVE_MAX_BATCH,
     max_delay: o.MaxDelay = policy.SERVE_MAX_DELAY_US,
@@ -32,17 +34,20 @@ def serve_cmd(
     ray_address: o.RayAddress = None,
     replicas: o.Replicas = 1,
 ) -> None:
-    """Serve the model over the Open Inference Protocol (KServe V2, Triton), REST and gRPC,
-    with dynamic batching, and a web export beside it, until Ctrl-C or SIGTERM (then drain,
-    exit 0). With --ray, the same app as a Ray Serve deployment of --replicas replicas (each
-    --threads engine threads, 1 by default; REST only)."""
-    from .edge.batching import BatchConfig
-    from .edge.serve import ServeConfig, default_web, serve
+    """Serve models over the Open Inference Protocol (KServe V2, Triton), REST and gRPC, with
+    dynamic batching, and a web export beside it, until Ctrl-C or SIGTERM (then drain, exit 0).
+    SIGHUP, or POST /v2/repository/models/NAME/load, reloads models without a lost request.
+    With --ray, the same app as a Ray Serve deployment of --replicas replicas (each --threads
+    engine threads, 1 by default; REST only)."""
+    from .edge.server import ServeConfig, default_web, serve
+    from .edge.server.batcher import BatchConfig
+    from .edge.server.workers import default_workers
 
     cfg = ServeConfig(
-        o.opt_str(model), backend, precision, threads, o.opt_str(profile),
-        default_web(o.opt_str(folder)), name, host=host, port=port, grpc=grpc,
-        grpc_port=grpc_port,
+        tuple(model or ()), o.opt_str(model_repository), backend, precision, threads,
+        o.opt_str(profile), default_web(o.opt_str(folder)), name, host=host, port=port,
+        grpc=grpc, grpc_port=grpc_port,
+        workers=1 if ray or ray_address else workers or default_workers(threads),
         batch=BatchConfig(max_batch, max_delay, max_queue), max_body=max_body,
         max_request_images=max_request_images, max_connections=max_connections,
         timeout_s=timeout, verbose=verbose,

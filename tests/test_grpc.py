@@ -114,8 +114,9 @@ def test_the_grpc_endpoints(server):
     ]:
         code, details = call(server.grpc_address, method, request, reply)
         assert code == grpc.StatusCode.NOT_FOUND and "unknown" in details, (method, details)
-    code, _ = call(server.grpc_address, "RepositoryIndex", tpb.RepositoryIndexRequest(),
-                   tpb.RepositoryIndexResponse)  # fmt: skip
+    code, _ = call(server.grpc_address, "CudaSharedMemoryStatus",
+                   tpb.CudaSharedMemoryStatusRequest(),
+                   tpb.CudaSharedMemoryStatusResponse)  # fmt: skip
     assert code == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -266,13 +267,12 @@ def test_limits_message_size_queue_and_timeout(tmp_path, digits):
 
 def test_unavailable_while_the_model_loads():
     """Before the model is there: ServerReady false, ModelInfer UNAVAILABLE; after, answers."""
-    from mnist_edge.edge import grpc_api
-    from mnist_edge.edge.serve import ModelServer, ServeConfig
+    from mnist_edge.edge.server import ModelServer, ServeConfig, grpc_service
 
     model = ModelServer(ServeConfig(port=0))
 
     async def scenario() -> tuple:
-        rpc, port = await grpc_api.start(model, "127.0.0.1", 0)
+        rpc, port = await grpc_service.start(model, "127.0.0.1", 0)
         address = f"127.0.0.1:{port}"
         try:
             ready = await asyncio.to_thread(call, address, "ServerReady", tpb.ServerReadyRequest(),
@@ -349,9 +349,9 @@ def test_metrics_count_grpc_beside_rest(server, digits):
     def counts() -> tuple[float, float]:
         text = subprocess.run(["curl", "-s", server.url + "metrics"], capture_output=True,
                               text=True, timeout=30).stdout  # fmt: skip
-        calls = re.search(r'mnist_edge_requests_total\{endpoint="grpc.ModelInfer",status="OK"\} '
-                          r"(\S+)", text)  # fmt: skip
-        images = re.search(r"^mnist_edge_images_total (\S+)", text, re.M)
+        calls = re.search(r'mnist_edge_requests_total\{endpoint="grpc.ModelInfer",model="mnist",'
+                          r'status="OK"\} (\S+)', text)  # fmt: skip
+        images = re.search(r'^mnist_edge_images_total\{model="mnist"\} (\S+)', text, re.M)
         return float(calls.group(1)) if calls else 0.0, float(images.group(1))
 
     calls0, images0 = counts()

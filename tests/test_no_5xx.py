@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from PIL import Image
 from test_serve import Server
 
-from mnist_edge.edge import grpc_api, protocol
 from mnist_edge.edge.proto import grpc_service_pb2 as pb
+from mnist_edge.edge.server import grpc_codec, rest_codec, tensors
 
 
 @pytest.fixture(scope="module")
@@ -204,19 +204,19 @@ def test_any_rest_body_parses_or_is_a_protocol_error(request, tail, header):
     if header is None and tail:
         header = str(len(body))
     try:
-        req = protocol.parse_request(body + tail, header, max_batch=8)
-    except protocol.ProtocolError as exc:
+        req = rest_codec.parse_request(body + tail, header, max_batch=8)
+    except tensors.ProtocolError as exc:
         assert 400 <= exc.status < 500 and str(exc)
     else:
-        assert req.kind in (protocol.FP32, protocol.BYTES) and 1 <= req.n <= 8
+        assert req.kind in (tensors.FP32, tensors.BYTES) and 1 <= req.n <= 8
 
 
 @settings(max_examples=500, deadline=None)
 @given(raw=st.binary(max_size=4096), header=st.none() | st.integers(-5, 5000).map(str))
 def test_any_bytes_parse_or_are_a_protocol_error(raw, header):
     try:
-        protocol.parse_request(raw, header)
-    except protocol.ProtocolError as exc:
+        rest_codec.parse_request(raw, header)
+    except tensors.ProtocolError as exc:
         assert 400 <= exc.status < 500
 
 
@@ -252,8 +252,8 @@ GRPC_REQUEST = st.builds(
 @given(request=GRPC_REQUEST)
 def test_any_grpc_request_parses_or_is_a_protocol_error(request):
     try:
-        req = grpc_api.parse(request, input_name="input", max_batch=8)
-    except protocol.ProtocolError as exc:
+        req = grpc_codec.parse(request, input_name="input", max_batch=8)
+    except tensors.ProtocolError as exc:
         assert 400 <= exc.status < 500
     else:
         assert 1 <= req.n <= 8

@@ -23,10 +23,10 @@ import pytest
 from conftest import assert_same_answers
 from PIL import Image
 
-from mnist_edge.edge import protocol
 from mnist_edge.edge.data import batches, load_split
 from mnist_edge.edge.images import prepare_image
 from mnist_edge.edge.runtime import Predictor, pretrained_path
+from mnist_edge.edge.server import rest_codec, tensors
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] (dev extra)")
 
@@ -388,13 +388,15 @@ def need_hey() -> None:
         pytest.skip(message)
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_a_signal_under_load_drains_every_accepted_request(tmp_path, digits, sig):
+@pytest.mark.parametrize("sig, workers", [(signal.SIGTERM, 1), (signal.SIGINT, 1),
+                                          (signal.SIGTERM, 2), (signal.SIGINT, 2)])  # fmt: skip
+def test_a_signal_under_load_drains_every_accepted_request(tmp_path, digits, sig, workers):
     """hey keeps 16 connections busy; the server is signalled mid-run. Every request hey sent
     on a connection the server accepted gets an answer (only new connections, once it stops
-    listening, are refused), and the server exits 0."""
+    listening, are refused), and the server exits 0. With two workers the parent passes the
+    signal on and each worker drains."""
     need_hey()
-    s = Server(cwd=tmp_path)
+    s = Server("--workers", workers, cwd=tmp_path)
     body, headers = _hey_body(tmp_path, digits)
     out: list[str] = []
     load = threading.Thread(target=lambda: out.append(
@@ -409,7 +411,8 @@ def test_a_signal_under_load_drains_every_accepted_request(tmp_path, digits, sig
     errors = re.findall(r"\[(\d+)\]\s+(.+)", report.split("Error distribution:")[-1]) if (
         "Error distribution:" in report) else []  # fmt: skip
     lost = [e for e in errors if "connection refused" not in e[1]]
-    print(f"drain ({signal.Signals(sig).name}): {answered} answered, errors {errors}")
+    print(f"drain ({signal.Signals(sig).name}, {workers} workers): {answered} answered, "
+          f"errors {errors}")  # fmt: skip
     assert answered > 100 and lost == [], report
 
 
@@ -445,7 +448,7 @@ def test_memory_stays_flat_over_a_soak(tmp_path, digits):
 
 def test_readiness_follows_loading_and_draining():
     """Not ready before the model is loaded, ready after, not ready while draining."""
-    from mnist_edge.edge.serve import ModelServer, ServeConfig
+    from mnist_edge.edge.server import ModelServer, ServeConfig
 
     s = ModelServer(ServeConfig())
     assert not s.ready
@@ -481,5 +484,5 @@ def test_protocol_refuses_a_cut_bytes_element():
             ]
         }
     ).encode()
-    with pytest.raises(protocol.ProtocolError, match="claims"):
-        protocol.parse_request(body + b"\x09\0\0\0ab", str(len(body)))
+    with pytest.raises(tensors.ProtocolError, match="claims"):
+        rest_codec.parse_request(body + b"\x09\0\0\0ab", str(len(body)))

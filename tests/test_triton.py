@@ -115,5 +115,5 @@ def test_a_file_that_is_not_onnx_is_refused_cleanly(tmp_path):
     bad.write_bytes(b"not a model")
     from mnist_edge.edge import triton
 
-    with pytest.raises(triton.ArtifactError, match="not an ONNX model"):
+    with pytest.raises(triton.ArtifactError, match="not a loadable ONNX model"):
         write_repository(tmp_path, bad)

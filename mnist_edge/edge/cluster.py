@@ -41,8 +41,10 @@ from .errors import ClusterError, ConfigError, MnistEdgeError, missing_dependenc
 from .images import prepare_files
 from .predict import PredictConfig, PredictSummary, collect, expand_inputs, open_predictor
 from .runtime import FileResult
-from .serve import ModelServer, ServeConfig
-from .serve import open_predictor as open_served
+from .server import ModelServer, ServeConfig
+from .server.app import build as build_app
+from .server.config import split_model
+from .server.models import check as check_models
 from .threads import cores
 
 APP_NAME = "mnist-edge"  # the Ray Serve application
@@ -232,7 +234,7 @@ class _Replica:
             raise self.server.load_error
 
     def __serve_build_asgi_app__(self) -> Any:
-        return self.server.app
+        return build_app(self.server)
 
     def check_health(self) -> None:
         if not self.server.ready:
@@ -246,8 +248,10 @@ def deployment(cfg: ServeConfig, ray_cfg: RayConfig) -> Any:
     from ray import serve
 
     threads = cfg.threads or ray_cfg.cpus
-    replica_cfg = replace(cfg, threads=threads, web=_absolute(cfg.web), model=_absolute(cfg.model),
-                          profile=_absolute(cfg.profile))  # fmt: skip
+    models = tuple(_absolute_model(m, cfg.name) for m in cfg.models)
+    replica_cfg = replace(cfg, threads=threads, web=_absolute(cfg.web), models=models,
+                          profile=_absolute(cfg.profile),
+                          repository=_absolute(cfg.repository))  # fmt: skip
     cls = serve.deployment(
         name=DEPLOYMENT,
         num_replicas=ray_cfg.replicas,
@@ -263,6 +267,11 @@ def _absolute(path: str | None) -> str | None:
     return None if path is None else str(Path(path).absolute())
 
 
+def _absolute_model(value: str, default_name: str) -> str:
+    name, path = split_model(value, default_name)
+    return f"{name}={_absolute(path)}"
+
+
 def serve_on_ray(
     cfg: ServeConfig,
     ray_cfg: RayConfig = DEFAULT_RAY,
@@ -274,7 +283,7 @@ def serve_on_ray(
     then Serve drains its replicas and shuts down, and a local instance stops."""
     if cfg.port == 0:
         raise ConfigError("Ray Serve needs a port number: --port 0 works without --ray only")
-    open_served(replace(cfg, threads=1))  # a model that cannot load fails here, in one line
+    check_models(cfg)  # a model that cannot load fails here, in one line
     ray = connect(ray_cfg.address)
     stop = stop or threading.Event()
     previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}

@@ -7,6 +7,8 @@
     ├── ArtifactError           exported model missing, corrupt, or not this model
     ├── InputError              predictor input of the wrong shape, dtype or values
     ├── OutputError             an output path that cannot be written
+    ├── ClusterError            a Ray cluster unreachable, or a job on it that lost answers
+    ├── ServeError              a server whose workers could not start
     └── MissingDependency       the command needs an extra that is not installed (torch, ...)
 
 Messages are sentences that say what is wrong and what to do about it.
@@ -57,6 +59,10 @@ class OutputError(MnistEdgeError):
 
 class ClusterError(MnistEdgeError):
     """A Ray cluster cannot be reached, or a job on it did not give every answer."""
+
+
+class ServeError(MnistEdgeError):
+    """A server could not start its worker processes."""
 
 
 class MissingDependency(MnistEdgeError, ImportError):

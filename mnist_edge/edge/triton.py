@@ -1,5 +1,7 @@
-"""A Triton model repository from the exported models (torch-free): the hand-off to engines that
-this package does not run, Triton Inference Server and KServe on Triton.
+"""A Triton model repository, written from the exported models and read back (torch-free): the
+hand-off to engines that this package does not run (Triton Inference Server, KServe on Triton),
+and one of the layouts `mnist-edge serve --model-repository` serves. This module alone reads and
+writes the layout.
 
     triton/
       mnist/config.pbtxt         onnxruntime backend, max_batch_size, dynamic batching, CPU
@@ -25,6 +27,7 @@ from pathlib import Path
 from . import policy, spec
 from .errors import ArtifactError, OutputError
 from .files import atomic_write
+from .runners import load_runner
 
 REPOSITORY = "triton"  # the repository's folder inside the output folder
 VERSION = "1"
@@ -79,15 +82,34 @@ def _tensors(values: list) -> dict[str, tuple[str, list[int]]]:
 
 
 def shapes(model: Path) -> tuple[dict, dict]:
-    """The model's inputs and outputs: name -> (Triton data type, dims without the batch)."""
-    import onnxruntime as ort
-
-    try:
-        session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    except Exception as exc:
-        raise ArtifactError(f"{model} is not an ONNX model ONNX Runtime can load: "
-                            f"{str(exc).splitlines()[0]}") from None  # fmt: skip
+    """The model's inputs and outputs: name -> (Triton data type, dims without the batch), read
+    through the catalogue's ONNX Runtime runner (which also checks it is an MNIST classifier)."""
+    runner = load_runner(model, fmt="onnx", backend="onnxruntime", threads=1)
+    session = runner.session
     return _tensors(session.get_inputs()), _tensors(session.get_outputs())
+
+
+def read_model(folder: Path | str) -> tuple[str, str, Path] | None:
+    """A model folder of a Triton repository -> (its name, its newest version, that version's
+    model.onnx); None when the folder is not one (no numbered version with a model.onnx).
+    Triton names a model by its folder and serves its newest version by default
+    (version_policy latest 1), and so does `mnist-edge serve --model-repository`."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    versions = [d for d in folder.iterdir()
+                if d.name.isdigit() and (d / "model.onnx").is_file()]  # fmt: skip
+    if not versions:
+        return None
+    newest = max(versions, key=lambda d: int(d.name))
+    return folder.name, newest.name, newest / "model.onnx"
+
+
+def is_model_folder(folder: Path | str) -> bool:
+    """Whether `folder` looks like a Triton model folder (a config.pbtxt or numbered versions)."""
+    folder = Path(folder)
+    return folder.is_dir() and ((folder / "config.pbtxt").is_file() or any(
+        d.name.isdigit() and d.is_dir() for d in folder.iterdir()))  # fmt: skip
 
 
 def config_text(cfg: TritonConfig, inputs: dict, outputs: dict) -> str:

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import policy
-from .errors import ConfigError
+from .. import policy
+from ..errors import ConfigError
 
 
 class QueueFull(Exception):
@@ -85,7 +85,7 @@ class Batcher:
         server (nothing waiting, no other request held) runs at once in the caller's thread:
         there is nobody to batch with, and the hand-over to the batcher's thread and back
         costs more than the model call at batch 1. `inline=False` always hands over: for a
-        caller that cannot tell whether others are coming (gRPC: see grpc_api.py)."""
+        caller that cannot tell whether others are coming (gRPC: see grpc_service.py)."""
         with self._lock:
             alone = inline and self._waiting == 0 and self.expected() <= 1
             if self._waiting + len(x) > self.cfg.max_queue and self._waiting:

@@ -2,14 +2,13 @@
 same process, in the same event loop, on the same ModelServer: one batcher, one set of metrics,
 one readiness, one drain.
 
-    ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelConfig, ModelInfer
+    ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelConfig, ModelInfer,
+    RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload
 
-Messages are Triton's (proto/, a superset of the Open Inference Protocol's with the same field
-numbers), so tritonclient's gRPC client and any client built from either proto file talk to it.
-Methods not listed answer UNIMPLEMENTED. A tensor comes as `raw_input_contents` (FP32
-little-endian; BYTES elements each a 4-byte little-endian length and the bytes) or as typed
-`contents` (fp32_contents, bytes_contents); the answer comes as `raw_output_contents`, as
-Triton's does. BYTES image files go through the same pipeline as over REST.
+Messages are Triton's (../proto/, a superset of the Open Inference Protocol's with the same
+field numbers), so tritonclient's gRPC client and any client built from either proto file talk
+to it; grpc_codec.py reads and writes them. Methods not listed answer UNIMPLEMENTED. BYTES
+image files go through the same pipeline as over REST.
 
 Errors keep the REST status's meaning in gRPC's codes: 400 INVALID_ARGUMENT, 404 NOT_FOUND,
 a full queue RESOURCE_EXHAUSTED (as is a message over --max-body, refused by gRPC itself),
@@ -24,20 +23,15 @@ import asyncio
 import time
 from typing import Any
 
-import numpy as np
-
-from .. import __version__
-from . import protocol
-from .batching import QueueFull
-from .errors import ConfigError, MnistEdgeError, missing_dependency
-from .proto import grpc_service_pb2, model_config_pb2
-
-# The ModelServer (serve.py, which imports this module) is passed in and typed as Any: a
-# type-only import back would draw a loop between the two floors' modules.
+from ..errors import ConfigError, MnistEdgeError, missing_dependency
+from ..proto import grpc_service_pb2, model_config_pb2
+from . import grpc_codec
+from .batcher import QueueFull
+from .model_server import ModelServer
+from .tensors import ProtocolError
 
 SERVICE = "inference.GRPCInferenceService"
 CALLER_WINDOW_S = 0.5  # a client connection that called this recently may call again soon
-EXTENSIONS = ["binary_tensor_data", "model_configuration"]
 
 
 def _grpc() -> Any:
@@ -56,49 +50,10 @@ def http_to_code(status: int) -> Any:
     return codes.get(status, code.INVALID_ARGUMENT)
 
 
-def parse(request: Any, *, input_name: str, max_batch: int) -> protocol.Request:
-    """A ModelInferRequest -> protocol.Request, by the same rules as a REST body."""
-    if len(request.inputs) != 1:
-        raise protocol.ProtocolError(protocol.one_input(input_name))
-    tensor = request.inputs[0]
-    raw_inputs = request.raw_input_contents
-    if raw_inputs and len(raw_inputs) != len(request.inputs):
-        raise protocol.ProtocolError(f"{len(raw_inputs)} raw_input_contents for "
-                                     f"{len(request.inputs)} input")  # fmt: skip
-    contents = tensor.contents if tensor.HasField("contents") else None
-    if raw_inputs and contents is not None and contents.ListFields():
-        raise protocol.ProtocolError(f"input {tensor.name!r}: both raw_input_contents and "
-                                     "contents; send one")  # fmt: skip
-    raw = bytes(raw_inputs[0]) if raw_inputs else None
-    typed = contents if contents is not None and contents.ListFields() else None
-    if raw is None and typed is None:
-        raise protocol.ProtocolError(f"input {tensor.name!r}: no data (raw_input_contents or "
-                                     "contents)")  # fmt: skip
-    kind, data = protocol.parse_tensor(
-        tensor.name, tensor.datatype, list(tensor.shape), raw=raw,
-        data=None if typed is None else np.asarray(typed.fp32_contents, dtype=np.float32),
-        elements=None if typed is None else list(typed.bytes_contents),
-        input_name=input_name, max_batch=max_batch,
-    )  # fmt: skip
-    outputs = tuple(protocol.check_output(o.name) for o in request.outputs)
-    return protocol.Request(request.id or None, kind, data, outputs, True, {})
-
-
-def answer(request: Any, model: str, version: str, log_probs: np.ndarray) -> Any:
-    """The ModelInferResponse: log_probs FP32 (N, 10) as raw_output_contents."""
-    out = grpc_service_pb2.ModelInferResponse(
-        model_name=model, model_version=version, id=request.id
-    )
-    out.outputs.add(name=protocol.spec.OUTPUT_NAME, datatype=protocol.FP32,
-                    shape=list(log_probs.shape))  # fmt: skip
-    out.raw_output_contents.append(np.ascontiguousarray(log_probs, dtype="<f4").tobytes())
-    return out
-
-
 class Service:
     """The RPCs, each an async function of (request, context) on the ModelServer's state."""
 
-    def __init__(self, server: Any) -> None:
+    def __init__(self, server: ModelServer) -> None:
         self.server = server
         self._callers: dict[str, float] = {}  # peer (a client connection) -> its last call
         self._pruned = 0.0
@@ -117,41 +72,41 @@ class Service:
             self._callers = {p: t for p, t in self._callers.items() if now - t < CALLER_WINDOW_S}
         return len(self._callers)
 
-    def _count(self, method: str, code: Any) -> None:
-        self.server.metrics.requests.labels(f"grpc.{method}", code.name).inc()
+    def _count(self, model: str, method: str, code: Any) -> None:
+        self.server.metrics.count(model, f"grpc.{method}", code.name)
 
-    async def _refuse(self, context: Any, method: str, code: Any, message: str) -> None:
-        self._count(method, code)
+    async def _refuse(self, context: Any, model: str, method: str, code: Any,
+                      message: str) -> None:  # fmt: skip
+        self._count(model, method, code)
         await context.abort(code, message)
 
-    def _model(self, name: str, version: str) -> str | None:
-        return self.server._model({"model": name} | ({"version": version} if version else {}))
+    async def _known(self, context: Any, method: str, name: str, version: str) -> None:
+        params = {"model": name} | ({"version": version} if version else {})
+        if (problem := self.server.known(params)) is not None:
+            await self._refuse(context, "", method, self.grpc.StatusCode.NOT_FOUND, problem)
 
     async def server_live(self, request: Any, context: Any) -> Any:
-        self._count("ServerLive", self.grpc.StatusCode.OK)
+        self._count("", "ServerLive", self.grpc.StatusCode.OK)
         return self.pb.ServerLiveResponse(live=True)
 
     async def server_ready(self, request: Any, context: Any) -> Any:
-        self._count("ServerReady", self.grpc.StatusCode.OK)
+        self._count("", "ServerReady", self.grpc.StatusCode.OK)
         return self.pb.ServerReadyResponse(ready=self.server.ready)
 
     async def model_ready(self, request: Any, context: Any) -> Any:
-        if (problem := self._model(request.name, request.version)) is not None:
-            await self._refuse(context, "ModelReady", self.grpc.StatusCode.NOT_FOUND, problem)
-        self._count("ModelReady", self.grpc.StatusCode.OK)
-        return self.pb.ModelReadyResponse(ready=self.server.ready)
+        await self._known(context, "ModelReady", request.name, request.version)
+        self._count(request.name, "ModelReady", self.grpc.StatusCode.OK)
+        return self.pb.ModelReadyResponse(ready=self.server.model_ready(request.name))
 
     async def server_metadata(self, request: Any, context: Any) -> Any:
-        self._count("ServerMetadata", self.grpc.StatusCode.OK)
-        return self.pb.ServerMetadataResponse(name="mnist-edge", version=__version__,
-                                              extensions=EXTENSIONS)  # fmt: skip
+        self._count("", "ServerMetadata", self.grpc.StatusCode.OK)
+        return self.pb.ServerMetadataResponse(**self.server.server_metadata())
 
     async def model_metadata(self, request: Any, context: Any) -> Any:
-        if (problem := self._model(request.name, request.version)) is not None:
-            await self._refuse(context, "ModelMetadata", self.grpc.StatusCode.NOT_FOUND, problem)
-        meta = self.server.metadata()
+        await self._known(context, "ModelMetadata", request.name, request.version)
+        meta = self.server.metadata(request.name)
         tensor = self.pb.ModelMetadataResponse.TensorMetadata
-        self._count("ModelMetadata", self.grpc.StatusCode.OK)
+        self._count(request.name, "ModelMetadata", self.grpc.StatusCode.OK)
         return self.pb.ModelMetadataResponse(
             name=meta["name"], versions=meta["versions"], platform=meta["platform"],
             inputs=[tensor(name=t["name"], datatype=t["datatype"], shape=t["shape"])
@@ -163,35 +118,64 @@ class Service:
     async def model_config(self, request: Any, context: Any) -> Any:
         from google.protobuf import json_format
 
-        if (problem := self._model(request.name, request.version)) is not None:
-            await self._refuse(context, "ModelConfig", self.grpc.StatusCode.NOT_FOUND, problem)
-        config = json_format.ParseDict(self.server.config(), self.mc.ModelConfig())
-        self._count("ModelConfig", self.grpc.StatusCode.OK)
+        await self._known(context, "ModelConfig", request.name, request.version)
+        config = json_format.ParseDict(self.server.config(request.name), self.mc.ModelConfig())
+        self._count(request.name, "ModelConfig", self.grpc.StatusCode.OK)
         return self.pb.ModelConfigResponse(config=config)
+
+    async def repository_index(self, request: Any, context: Any) -> Any:
+        index = self.pb.RepositoryIndexResponse.ModelIndex
+        rows = self.server.models.index(request.ready)
+        self._count("", "RepositoryIndex", self.grpc.StatusCode.OK)
+        return self.pb.RepositoryIndexResponse(models=[index(**row) for row in rows])
+
+    async def _repository_call(self, action: str, request: Any, context: Any) -> None:
+        method = f"RepositoryModel{action.title()}"
+        unknown = sorted(k for k in request.parameters if k != "unload_dependents")
+        failure = None
+        if unknown:
+            failure = (self.grpc.StatusCode.INVALID_ARGUMENT,
+                       f"parameters {unknown!r} are not supported: this server loads a model "
+                       "from its file or folder")  # fmt: skip
+        else:
+            try:
+                await getattr(self.server.models, action)(request.model_name)
+            except ProtocolError as exc:
+                failure = http_to_code(exc.status), str(exc)
+        if failure is not None:
+            await self._refuse(context, request.model_name, method, *failure)
+        self._count(request.model_name, method, self.grpc.StatusCode.OK)
+
+    async def repository_model_load(self, request: Any, context: Any) -> Any:
+        await self._repository_call("load", request, context)
+        return self.pb.RepositoryModelLoadResponse()
+
+    async def repository_model_unload(self, request: Any, context: Any) -> Any:
+        await self._repository_call("unload", request, context)
+        return self.pb.RepositoryModelUnloadResponse()
 
     async def model_infer(self, request: Any, context: Any) -> Any:
         server, code = self.server, self.grpc.StatusCode
-        if (problem := self._model(request.model_name, request.model_version)) is not None:
-            await self._refuse(context, "ModelInfer", code.NOT_FOUND, problem)
-        if server.batcher is None:
-            await self._refuse(context, "ModelInfer", code.UNAVAILABLE,
-                               "not ready: the model is loading")  # fmt: skip
+        name, version = request.model_name, request.model_version or None
+        await self._known(context, "ModelInfer", name, request.model_version)
         if server.draining:  # gRPC's way: the call was not run, a client may retry elsewhere
-            await self._refuse(context, "ModelInfer", code.UNAVAILABLE,
+            await self._refuse(context, name, "ModelInfer", code.UNAVAILABLE,
                                "the server is shutting down")  # fmt: skip
         self._callers[context.peer()] = time.monotonic()
-        server.in_flight += 1
+        server.enter()
         t0 = time.perf_counter()
         failure: tuple[Any, str] | None = None
+        served = None
         try:
             async with asyncio.timeout(server.cfg.timeout_s):
-                req = parse(request, input_name=server.predictor.contract.input_name,
-                            max_batch=server.cfg.max_request_images)  # fmt: skip
+                served = server.take(name, version)
+                req = grpc_codec.parse(request, input_name=served.predictor.contract.input_name,
+                                       max_batch=server.cfg.max_request_images)  # fmt: skip
                 # always through the batcher's thread: a call run inline holds the event
                 # loop, and grpc.aio hands over the calls behind it (from other connections
                 # or the same one) only once it is done, so they could never join a batch
-                out = await server.run(req, inline=False)
-        except protocol.ProtocolError as exc:
+                out = await server.run(served, req, inline=False)
+        except ProtocolError as exc:
             failure = http_to_code(exc.status), str(exc)
         except QueueFull as exc:
             failure = code.RESOURCE_EXHAUSTED, f"busy: {exc}"
@@ -203,13 +187,14 @@ class Service:
         except MnistEdgeError as exc:
             failure = code.INVALID_ARGUMENT, str(exc)
         finally:
-            server.in_flight -= 1
-            server.last_busy = time.monotonic()
+            if served is not None:
+                server.release(served)
+            server.leave()
         if failure is not None:
-            await self._refuse(context, "ModelInfer", *failure)
-        server.metrics.latency.observe(time.perf_counter() - t0)
-        self._count("ModelInfer", code.OK)
-        return answer(request, server.cfg.name, server.cfg.version, out)
+            await self._refuse(context, name, "ModelInfer", *failure)
+        server.metrics.latency.labels(name).observe(time.perf_counter() - t0)
+        self._count(name, "ModelInfer", code.OK)
+        return grpc_codec.answer(request, name, served.version, out)
 
     def handler(self) -> Any:
         grpc, pb = self.grpc, self.pb
@@ -221,6 +206,12 @@ class Service:
             "ModelMetadata": (self.model_metadata, pb.ModelMetadataRequest),
             "ModelConfig": (self.model_config, pb.ModelConfigRequest),
             "ModelInfer": (self.model_infer, pb.ModelInferRequest),
+            "RepositoryIndex": (self.repository_index, pb.RepositoryIndexRequest),
+            "RepositoryModelLoad": (self.repository_model_load, pb.RepositoryModelLoadRequest),
+            "RepositoryModelUnload": (
+                self.repository_model_unload,
+                pb.RepositoryModelUnloadRequest,
+            ),
         }
         return grpc.method_handlers_generic_handler(SERVICE, {
             name: grpc.unary_unary_rpc_method_handler(
@@ -234,12 +225,13 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-async def start(server: Any, host: str, port: int) -> tuple[Any, int]:
+async def start(server: ModelServer, host: str, port: int) -> tuple[Any, int]:
     """The gRPC server, started in the running event loop, and the port it listens on."""
     grpc = _grpc()
     cfg = server.cfg
     options = [
-        ("grpc.so_reuseport", 0),  # a port already served is an error, not a silent share
+        # a port already served is an error, not a silent share, unless the workers share it
+        ("grpc.so_reuseport", 1 if server.reuse_port else 0),
         ("grpc.max_receive_message_length", cfg.max_body),
         ("grpc.max_send_message_length", -1),
     ]
@@ -259,4 +251,4 @@ async def start(server: Any, host: str, port: int) -> tuple[Any, int]:
     return aio, bound
 
 
-__all__ = ["Service", "start", "parse", "answer", "http_to_code", "address", "SERVICE"]
+__all__ = ["Service", "start", "http_to_code", "address", "SERVICE"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
-from . import policy
+from .. import policy
 
 
 def protocol_class() -> type:
