@@ -125,7 +125,7 @@ ServeWorkers = Annotated[
     int | None,
     Opt("--workers", min=1, max=64,
         help="Server processes on the same ports, the cores divided between them. Default: "
-             "one per two cores."),
+             "one per core (the cores / --threads with --threads)."),
 ]  # fmt: skip
 Profile = Annotated[Path | None, Opt("--profile", help="A deploy.json from tune.")]
 

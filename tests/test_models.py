@@ -249,7 +249,7 @@ def test_two_workers_reload_and_drain_under_load(tmp_path, digits, pair):
     _swap_under_load(tmp_path, digits, pair, workers=2)
 
 
-def test_two_workers_share_the_port_and_add_up_their_metrics(tmp_path, pair):
+def test_two_workers_share_the_port_metrics_and_repository_calls(tmp_path, pair):
     x, old, _ = pair
     s = Server("--workers", 2, cwd=tmp_path)
     try:
@@ -266,5 +266,27 @@ def test_two_workers_share_the_port_and_add_up_their_metrics(tmp_path, pair):
             images = re.search(r'^mnist_edge_images_total\{model="mnist"\} (\S+)', text, re.M)
             assert images and float(images.group(1)) == 8 * 16, text[-1500:]
         assert s.client.is_server_ready()
+        # a repository call one worker takes is done by both before it is answered
+        http(s).unload_model("mnist")
+        for c in [http(s) for _ in range(8)]:
+            with pytest.raises(InferenceServerException) as err:
+                infer(c, x, "mnist")
+            assert err.value.status() == "404"
+        http(s).load_model("mnist")
+        for c in [http(s) for _ in range(8)]:
+            assert which(infer(c, x, "mnist")[0], old, old) == "old"
+        # a worker that dies is replaced, and the port keeps answering meanwhile
+        os.kill(int(children[0]), signal.SIGKILL)
+        for c in [http(s) for _ in range(8)]:
+            assert which(infer(c, x, "mnist")[0], old, old) == "old"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            now = subprocess.run(["pgrep", "-P", str(s.proc.pid), "-f", "spawn_main"],
+                                 capture_output=True, text=True).stdout.split()  # fmt: skip
+            if len(now) == 2 and children[0] not in now:
+                break
+            time.sleep(0.2)
+        else:
+            raise AssertionError("the dead worker was not replaced")
     finally:
         assert s.stop()[0] == 0

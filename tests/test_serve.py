@@ -420,7 +420,7 @@ def test_memory_stays_flat_over_a_soak(tmp_path, digits):
     """Resident memory after 20,000 requests is within a few MB of what it was after the
     first 2,000 (no leak per request)."""
     need_hey()
-    s = Server(cwd=tmp_path)
+    s = Server("--workers", 1, cwd=tmp_path)  # the process whose memory is read serves
     body, headers = _hey_body(tmp_path, digits)
     url = s.url + "v2/models/mnist/infer"
 

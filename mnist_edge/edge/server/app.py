@@ -195,7 +195,7 @@ def build(server: ModelServer) -> Any:
             name = request.path_params["model"]
             try:
                 await _json_object(request)
-                await getattr(server.models, action)(name)
+                await server.change(action, name)
             except ProtocolError as exc:
                 return error(name, action, str(exc), exc.status)
             return as_json(name, action, {})
@@ -269,6 +269,8 @@ def lifespan(server: ModelServer) -> Callable:
                 server.load_error = exc
         if server.load_error is None:
             on_sighup(server)
+            if server.peers is not None:
+                server.peers.start(server, asyncio.get_running_loop())
             if server.on_listen:
                 server.on_listen()
             if not server.loaded:  # not loaded already (a Ray Serve replica loads first)

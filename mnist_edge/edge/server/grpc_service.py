@@ -139,7 +139,7 @@ class Service:
                        "from its file or folder")  # fmt: skip
         else:
             try:
-                await getattr(self.server.models, action)(request.model_name)
+                await self.server.change(action, request.model_name)
             except ProtocolError as exc:
                 failure = http_to_code(exc.status), str(exc)
         if failure is not None:

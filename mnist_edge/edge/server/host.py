@@ -48,16 +48,18 @@ def url_of(sock: socket.socket) -> str:
 def serve_one(cfg: ServeConfig, on_start: Callable[[ServerInfo], None] | None = None,
               on_ready: Callable[[ServerInfo], None] | None = None,
               sock: socket.socket | None = None,
-              reuse_port: bool = False) -> ModelServer:  # fmt: skip
+              reuse_port: bool = False, peers: Any = None) -> ModelServer:  # fmt: skip
     """Serve in this process until SIGTERM or Ctrl-C, then drain (every request that comes is
     answered) and return. A model that cannot be loaded ends the server and raises its error.
     `sock`: a listening socket to serve on (a worker's, workers.py), else one of its own;
-    `reuse_port`: gRPC shares its port with other workers."""
+    `reuse_port`: gRPC shares its port with other workers; `peers`: the other workers
+    (workers.Peers), told of every repository call."""
     try:
         import uvicorn
     except ImportError:
         raise missing_dependency("uvicorn", "mnist-edge serve") from None
     server = ModelServer(cfg)
+    server.peers = peers
     sock = listen(cfg.host, cfg.port) if sock is None else sock
     http = http_limits.protocol_class() if has_module("httptools") else "h11"
     config = uvicorn.Config(app.build(server), log_level="info" if cfg.verbose else "error",

@@ -79,6 +79,7 @@ class ModelServer:
         self.open_connections: Callable[[], int] | None = None  # set by the host (uvicorn)
         self.serve_grpc = False  # the host turns it on: the gRPC service starts with the app
         self.reuse_port = False  # gRPC shares its port with other workers (workers.py)
+        self.peers: Any = None  # the other workers (workers.Peers), told of repository calls
         self.grpc_callers: Callable[[], int] | None = None  # set by grpc_service.start
         self.grpc_address: str | None = None  # host:port, once it listens
         self.on_listen: Callable[[], None] | None = None  # once REST and gRPC both listen
@@ -249,6 +250,13 @@ class ModelServer:
 
     def release(self, served: Served) -> None:
         served.in_flight -= 1
+
+    async def change(self, action: str, name: str) -> None:
+        """A repository call ("load" or "unload"), here and then in every other worker: its
+        client hears the answer once every worker serves what it asked."""
+        await getattr(self.models, action)(name)
+        if self.peers is not None:
+            await self.peers.tell(action, name)
 
     def enter(self) -> None:
         """A request is in the server (reading its body counts): draining waits for it."""
