@@ -239,20 +239,45 @@ def json_codec() -> str:
 
 def serve_peers() -> str:
     d = load("serve_peers.json")
-    names = {"kserve": "KServe 0.21", "fastapi": "FastAPI tutorial", "mnist-edge": "mnist-edge"}
+    names = {"kserve": "KServe 0.21", "mlserver": "MLServer 1.7.1", "fastapi": "FastAPI tutorial",
+             "mnist-edge": f"mnist-edge ({d['environment']['cores']} workers)"}  # fmt: skip
     rows = [[names.get(c["server"], c["server"]), c["encoding"], str(c["concurrency"]),
              f"{c['rps']:,.0f}", f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}", str(c["not_200"])]
             for c in d["cells"]]  # fmt: skip
     r = d["ratios"]
     line = (
         f"\nAt concurrency 64 mnist-edge serves {r['json_c64_vs_kserve']:.2f}x KServe's "
-        f"requests/s with JSON and {r['binary_c64_vs_kserve']:.2f}x with binary tensors.\n"
+        f"requests/s with JSON and {r['binary_c64_vs_kserve']:.2f}x with binary tensors"
     )
+    if "json_c64_vs_mlserver" in r:
+        line += (f", and {r['json_c64_vs_mlserver']:.2f}x MLServer's with JSON; with one worker "
+                 f"{r['json_c64_1_worker_vs_kserve']:.2f}x KServe and "
+                 f"{r['json_c64_1_worker_vs_mlserver']:.2f}x MLServer")  # fmt: skip
+    line += ".\n"
     head = ["server", "encoding", "concurrency", "requests/s", "p50 ms", "p99 ms", "not 200"]
     return table(head, rows) + line + source("serve_peers.json", d)
 
 
+def serve_workers() -> str:
+    d = load("serve_workers.json")
+    enc = {"json": "REST JSON", "binary": "REST binary", "grpc": "gRPC"}
+    rows = [[str(c["workers"]), enc[c["encoding"]], str(c["concurrency"]), f"{c['rps']:,.0f}",
+             f"{c['p50_ms']:.2f}", f"{c['p99_ms']:.2f}", str(c["not_200"])]
+            for c in d["cells"]]  # fmt: skip
+    paper = [[enc[e], f"{p['per_worker_rps']:,.0f}", f"{p['scaling_vs_1_worker']:.2f}x",
+              f"{p['expected_8_cores']:,.0f}", f"{p['expected_16_cores']:,.0f}"]
+             for e, p in d["paper"].items()]  # fmt: skip
+    head = ["workers", "protocol", "concurrency", "requests/s", "p50 ms", "p99 ms", "not OK"]
+    return (table(head, rows) + "\nOn paper, from the per-worker figure (a worker and its one "
+            "engine thread per core; the engine's limit is "
+            f"{d['bare_b64_one_thread_images_per_s']:,.0f} images/s per thread at batch 64):\n\n"
+            + table(["protocol", "requests/s per worker", f"{max(c['workers'] for c in d['cells'])}"
+                     " workers over 1", "expected at 8 cores", "expected at 16 cores"], paper)
+            + source("serve_workers.json", d))  # fmt: skip
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "serve-workers": serve_workers,
     "serve-peers": serve_peers,
     "json-codec": json_codec,
     "serve-protocols": serve_protocols,

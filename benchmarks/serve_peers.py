@@ -1,14 +1,20 @@
-"""Three servers, one load: KServe's own Python model server (the protocol's reference server
-in Python) around an ONNX Runtime session, a FastAPI + onnxruntime server written the way
-tutorials write one, and `mnist-edge serve`; the packaged fp32 model in each, Debian's `hey`
-on the same cores, requests/s and p50/p99 at concurrency 1, 8 and 64.
+"""Servers side by side, one load: KServe's own Python model server (the protocol's reference
+server in Python) and Seldon MLServer, each around an ONNX Runtime session, a FastAPI +
+onnxruntime server written the way tutorials write one, and `mnist-edge serve` (its default
+workers, and one worker); the packaged fp32 model in each, Debian's `hey` on the same cores,
+requests/s and p50/p99 at concurrency 1, 8 and 64.
 
-The peers are installed in a scratch venv this script makes (`--venv`, default
-/tmp/mnist-edge-peers; `pip install kserve==0.21.0 fastapi uvicorn onnxruntime numpy`), never in
-the project's own dependencies. All three get the same request bodies (Open Inference Protocol
-JSON: one digit, FP32 [1, 1, 28, 28]; and the binary tensor extension for the two servers that
-speak it), ONNX Runtime with as many intra-op threads as cores, one process each, KServe's
-latency log turned off (its access log stays, as it ships), output to a file.
+The peers are installed in scratch venvs this script makes, never in the project's own
+dependencies: `--venv` (default /tmp/mnist-edge-peers; kserve==0.21.0 fastapi uvicorn
+onnxruntime numpy) and `--mlserver-venv` (default /tmp/mnist-edge-mlserver; mlserver==1.7.1
+onnxruntime numpy: MLServer pins a starlette that KServe 0.21 refuses). All get the same request
+bodies (Open Inference Protocol JSON: one digit, FP32 [1, 1, 28, 28]; and the binary tensor
+extension for the servers that speak it), ONNX Runtime with as many intra-op threads as cores
+(mnist-edge's workers divide them), KServe's latency log turned off (its access log stays, as
+it ships), output to a file. MLServer runs with adaptive batching (64 requests, 500 us, as
+mnist-edge's defaults) and `parallel_workers: 0` (inference in the server process: its worker
+pool crashes at start on this Python, FIELD-NOTES), speaking JSON only (it has no binary
+tensor extension).
 Writes benchmarks/results/serve_peers.json.
 
     python benchmarks/serve_peers.py [--seconds 5] [--repeats 2]
@@ -35,6 +41,7 @@ from mnist_edge.edge.runtime import pretrained_path
 from mnist_edge.edge.threads import cores
 
 PEERS = ("kserve==0.21.0", "fastapi", "uvicorn", "onnxruntime", "numpy")
+MLSERVER_PEERS = ("mlserver==1.7.1", "onnxruntime", "numpy")
 
 KSERVE = """
 import sys
@@ -110,20 +117,68 @@ uvicorn.run(app, host="127.0.0.1", port=port, log_level="error")
 """
 
 
+# MLServer: a custom runtime (an MLModel), its model-settings.json and settings.json, written
+# beside this launcher, which then runs `mlserver start`.
+MLSERVER = """
+import json, os, socket, sys
+
+RUNTIME = '''
+import numpy as np
+import onnxruntime as ort
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceResponse
+
+class MNIST(MLModel):
+    async def load(self):
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = int(self.settings.parameters.extra["threads"])
+        self.session = ort.InferenceSession(self.settings.parameters.uri, so,
+                                            providers=["CPUExecutionProvider"])
+        return True
+
+    async def predict(self, payload):
+        x = NumpyCodec.decode_input(payload.inputs[0]).astype(np.float32)
+        y = self.session.run(None, {"input": x})[0]
+        return InferenceResponse(model_name=self.name,
+                                 outputs=[NumpyCodec.encode_output("log_probs", y)])
+'''
+
+def free():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+path, port, threads = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mlserver_repo")
+os.makedirs(os.path.join(root, "mnist"), exist_ok=True)
+with open(os.path.join(root, "mnist", "runtime.py"), "w") as f:
+    f.write(RUNTIME)
+with open(os.path.join(root, "settings.json"), "w") as f:
+    json.dump({"host": "127.0.0.1", "http_port": port, "grpc_port": free(),
+               "metrics_port": free(), "parallel_workers": 0, "debug": False}, f)
+with open(os.path.join(root, "mnist", "model-settings.json"), "w") as f:
+    json.dump({"name": "mnist", "implementation": "runtime.MNIST", "max_batch_size": 64,
+               "max_batch_time": 0.0005,
+               "parameters": {"uri": path, "extra": {"threads": threads}}}, f)
+os.chdir(os.path.join(root, "mnist"))
+mlserver = os.path.join(os.path.dirname(sys.executable), "mlserver")
+os.execv(mlserver, [mlserver, "start", root])
+"""
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def venv(folder: Path) -> Path:
+def venv(folder: Path, packages: tuple[str, ...], probe: str) -> Path:
     python = folder / "bin" / "python"
     if not python.is_file():
         subprocess.run([sys.executable, "-m", "venv", str(folder)], check=True)
-    probe = subprocess.run([str(python), "-c", "import kserve, fastapi, uvicorn, onnxruntime"],
-                           capture_output=True)  # fmt: skip
-    if probe.returncode != 0:
-        subprocess.run([str(python), "-m", "pip", "install", "-q", *PEERS], check=True)
+    if subprocess.run([str(python), "-c", f"import {probe}"], capture_output=True).returncode:
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
     return python
 
 
@@ -162,21 +217,27 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=2)
     p.add_argument("--concurrency", default="1,8,64")
     p.add_argument("--venv", default="/tmp/mnist-edge-peers")
+    p.add_argument("--mlserver-venv", default="/tmp/mnist-edge-mlserver")
     p.add_argument("--out", default="benchmarks/results/serve_peers.json")
     a = p.parse_args()
     levels = [int(c) for c in a.concurrency.split(",")]
-    python = venv(Path(a.venv))
+    python = venv(Path(a.venv), PEERS, "kserve, fastapi, uvicorn, onnxruntime")
+    ml_python = venv(Path(a.mlserver_venv), MLSERVER_PEERS, "mlserver, onnxruntime")
     cells, rows = [], []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         reqs = bodies(tmp)
         servers = {
             "kserve": lambda: Peer(python, KSERVE, tmp, "kserve"),
+            "mlserver": lambda: Peer(ml_python, MLSERVER, tmp, "mlserver"),
             "fastapi": lambda: Peer(python, FASTAPI, tmp, "fastapi"),
             "mnist-edge": lambda: Server(["--model", str(pretrained_path())], tmp),
-        }
-        encodings = {"kserve": ("json", "binary"), "fastapi": ("json",),
-                     "mnist-edge": ("json", "binary")}  # fmt: skip
+            "mnist-edge 1 worker": lambda: Server(["--model", str(pretrained_path()),
+                                                   "--workers", "1"], tmp),
+        }  # fmt: skip
+        encodings = {"kserve": ("json", "binary"), "mlserver": ("json",), "fastapi": ("json",),
+                     "mnist-edge": ("json", "binary"),
+                     "mnist-edge 1 worker": ("json", "binary")}  # fmt: skip
         for name, start in servers.items():
             server = start()
             try:
@@ -204,13 +265,15 @@ def main() -> None:
                      (server, encoding, c)), None)  # fmt: skip
 
     ratios = {}
+    top = max(levels)
     for encoding in ("json", "binary"):
-        ours, theirs = (
-            get("mnist-edge", encoding, max(levels)),
-            get("kserve", encoding, max(levels)),
-        )
-        if ours and theirs:
-            ratios[f"{encoding}_c{max(levels)}_vs_kserve"] = ours["rps"] / theirs["rps"]
+        for peer in ("kserve", "mlserver"):
+            ours, theirs = get("mnist-edge", encoding, top), get(peer, encoding, top)
+            if ours and theirs:
+                ratios[f"{encoding}_c{top}_vs_{peer}"] = ours["rps"] / theirs["rps"]
+            one = get("mnist-edge 1 worker", encoding, top)
+            if one and theirs:
+                ratios[f"{encoding}_c{top}_1_worker_vs_{peer}"] = one["rps"] / theirs["rps"]
         ours1, theirs1 = get("mnist-edge", encoding, 1), get("kserve", encoding, 1)
         if ours1 and theirs1:
             ratios[f"{encoding}_c1_p99_ms"] = {
@@ -220,7 +283,8 @@ def main() -> None:
     print(ratios)
     write_report(a.out, {"command": "python " + " ".join(sys.argv),
                          "measured_on": machine.measured_on(),
-                         "seconds": a.seconds, "repeats": a.repeats, "peers": list(PEERS),
+                         "seconds": a.seconds, "repeats": a.repeats,
+                         "peers": list(PEERS) + list(MLSERVER_PEERS),
                          "cells": cells, "ratios": ratios})  # fmt: skip
 
 

@@ -122,6 +122,30 @@ BY_HAND = {
 }  # fmt: skip
 
 
+def repository(path: bytes, body: bytes, length: int | None = None) -> bytes:
+    size = len(body) if length is None else length
+    return (b"POST /v2/repository/" + path + b" HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n"
+            % size + body)  # fmt: skip
+
+
+# the repository extension: none of these changes what is served (the body is refused first)
+BY_HAND |= {
+    "index: not JSON": (repository(b"index", b"{nope"), 400),
+    "index: a list": (repository(b"index", b"[1, 2]"), 400),
+    "index: nested 100,000 deep": (repository(b"index", b"[" * 100_000 + b"]" * 100_000), 400),
+    "index: over --max-body": (repository(b"index", b"{}", 99_999_999), 413),
+    "index: empty": (repository(b"index", b""), 200),
+    "load: an unknown model": (repository(b"models/nope/load", b"{}"), 404),
+    "load: a config parameter": (repository(b"models/mnist/load",
+                                            b'{"parameters": {"config": "{}"}}'), 400),
+    "load: parameters not an object": (repository(b"models/mnist/load",
+                                                  b'{"parameters": [1]}'), 400),
+    "unload: not JSON": (repository(b"models/mnist/unload", b"\xff\xfe"), 400),
+    "GET on index": (b"GET /v2/repository/index HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+    "GET on load": (b"GET /v2/repository/models/mnist/load HTTP/1.1\r\nHost: x\r\n\r\n", 405),
+}  # fmt: skip
+
+
 @pytest.mark.parametrize("case", sorted(BY_HAND))
 def test_request_heads_and_framing_by_hand(server, case):
     data, status = BY_HAND[case]

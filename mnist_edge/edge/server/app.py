@@ -42,6 +42,8 @@ from .tensors import ProtocolError
 
 RETRY_AFTER_S = "1"
 INFER_PATH = re.compile(r"^/v2/models/([^/]+)(?:/versions/([^/]+))?/infer$")
+POST_ONLY = re.compile(r"^/v2/(?:models/[^/]+(?:/versions/[^/]+)?/infer|repository/index"
+                       r"|repository/models/[^/]+/(?:load|unload))$")  # fmt: skip
 Answer = tuple[int, bytes, dict[str, str]]
 
 
@@ -114,9 +116,17 @@ async def answer(server: ModelServer, params: dict[str, str], header: Callable[[
         server.leave()
 
 
-async def _json_object(request: Any) -> dict[str, Any]:
-    """A repository call's body: empty, or a JSON object (ProtocolError 400 otherwise)."""
-    body = await request.body()
+async def _json_object(server: ModelServer, request: Any) -> dict[str, Any]:
+    """A repository call's body: empty, or a JSON object (ProtocolError 400 otherwise, 413 over
+    --max-body)."""
+    from starlette.requests import ClientDisconnect
+
+    try:
+        async with asyncio.timeout(server.cfg.timeout_s):
+            body = await read_body(server, request.headers.get("content-length"),
+                                   request.stream())  # fmt: skip
+    except ClientDisconnect:
+        raise ProtocolError("the client went away") from None
     if not body.strip():
         return {}
     try:
@@ -185,16 +195,23 @@ def build(server: ModelServer) -> Any:
 
     async def index(request: Any) -> Any:
         try:
-            obj = await _json_object(request)
+            obj = await _json_object(server, request)
         except ProtocolError as exc:
             return error("", "repository", str(exc), exc.status)
+        except TimeoutError:
+            return error("", "repository", "the body did not arrive in time", 408)
         return as_json("", "repository", server.models.index(bool(obj.get("ready", False))))
 
     def repository_call(action: str) -> Callable:
         async def route(request: Any) -> Any:
             name = request.path_params["model"]
             try:
-                await _json_object(request)
+                await _json_object(server, request)
+            except ProtocolError as exc:
+                return error(name, action, str(exc), exc.status)
+            except TimeoutError:
+                return error(name, action, "the body did not arrive in time", 408)
+            try:
                 await server.change(action, name)
             except ProtocolError as exc:
                 return error(name, action, str(exc), exc.status)
@@ -206,8 +223,8 @@ def build(server: ModelServer) -> Any:
         return Response(server.metrics.text(), media_type="text/plain; version=0.0.4")
 
     async def page(request: Any) -> Any:
-        if INFER_PATH.match(request.url.path):  # the API's, not a page: POST only
-            return respond("", "infer", 405, rest_codec.error_body("inference takes POST"),
+        if POST_ONLY.match(request.url.path):  # the API's, not a page: POST only
+            return respond("", "method", 405, rest_codec.error_body("this endpoint takes POST"),
                            {"allow": "POST"})  # fmt: skip
         target = None if server.web is None else static_file(server.web, request.url.path)
         if target is None:
