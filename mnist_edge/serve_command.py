@@ -1,4 +1,4 @@
-"""`mnist-edge serve`: its options, and the one call that serves (edge/serve.py). Registered on
+"""`mnist-edge serve`: its options, and the one call that serves (edge/server/). Registered on
 the app by cli.py; apart from it because a server has many limits, each a flag."""
 
 from __future__ import annotations
