@@ -161,13 +161,24 @@ class Batcher:
             out, error = None, exc
         if self.on_batch:
             self.on_batch(len(x), time.perf_counter() - t0)
+        # one hand-over per event loop, not per request: each call_soon_threadsafe writes to
+        # the loop's wake-up pipe, a system call that took 5% of a gRPC server's samples at
+        # concurrency 64 when made for each of a batch's ~16 requests (py-spy)
+        answers: dict[asyncio.AbstractEventLoop, list] = {}
         start = 0
         for b in batch:
             result = None if out is None else out[start : start + b.n]
             start += b.n
-            b.loop.call_soon_threadsafe(_settle, b.future, result, error)
+            answers.setdefault(b.loop, []).append((b.future, result))
+        for loop, settled in answers.items():
+            loop.call_soon_threadsafe(_settle_all, settled, error)
         with self._lock:
             self._waiting -= len(x)
+
+
+def _settle_all(settled: list, error: Exception | None) -> None:
+    for future, result in settled:
+        _settle(future, result, error)
 
 
 def _settle(future: asyncio.Future, result: np.ndarray | None, error: Exception | None) -> None:
