@@ -16,7 +16,7 @@ export MNIST_EDGE_DATA := $(abspath ../shared/data/mnist)
 endif
 endif
 
-.PHONY: demo test lint install clean web-deps browser qemu loadgen ray-deps check-arm grpc-stubs
+.PHONY: demo test lint install clean web-deps browser qemu loadgen ray-deps check-arm grpc-stubs docs
 
 # onnxruntime-web for `mnist-edge export --format web` (the version pinned in mnist_edge/edge/web.py),
 # from npm into .web/, where the exporter looks for it.
@@ -48,6 +48,12 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# The documentation site, into site/ (offline: no CDN, no web fonts), strictly: a warning, a
+# broken link or a missing reference fails the build. Its measured tables come from
+# benchmarks/results/ (benchmarks/readme_tables.py), its reference from the code (docs/hooks.py).
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # The gRPC messages, from the proto files in mnist_edge/edge/proto (tests/test_grpc.py checks
 # that this writes the committed files byte for byte).

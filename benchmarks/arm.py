@@ -12,7 +12,7 @@ and compares with the same step run natively:
 - the raw outputs of those on the first --limit test digits: fp32, .ort and .tflite against the
   same model run natively by the parity rule (argmax on decisive rows), INT8 files against
   themselves run natively (argmax agreement, max |difference|). ExecuTorch is not run: its
-  Python runtime imports torch, and PyPI's torch for aarch64 is the CUDA build (README);
+  Python runtime imports torch, and PyPI's torch for aarch64 is the CUDA build (docs/guides/arm.md);
 - parity --reference fp32 against INT8 and .ort.
 
 It exits 1 when a comparison fails. `--quick` (what CI runs) keeps predict on two files and the

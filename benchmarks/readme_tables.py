@@ -1,10 +1,11 @@
-"""The README's measured tables, made from the results files: never typed by hand.
+"""The measured tables of the README and the documentation site, made from the results files:
+never typed by hand.
 
-A table lives in README.md between `<!-- table: NAME -->` and `<!-- /table -->`; NAME is one of
-TABLES below, each rendered from one file in benchmarks/results/ together with the CPU, the
-command and the date it was measured with. `--write` puts the current renderings in the README;
-`--check` (tests/test_readme_tables.py runs it) fails when a table differs from its results file
-or a results file lacks its CPU.
+A table lives in README.md or a page under docs/ between `<!-- table: NAME -->` and
+`<!-- /table -->`; NAME is one of TABLES below, each rendered from files in benchmarks/results/
+together with the CPU, the command and the date it was measured with. `--write` puts the
+current renderings in the pages; `--check` (tests/test_readme_tables.py runs it) fails when a
+table differs from its results file or a results file lacks its CPU.
 
     python benchmarks/readme_tables.py --write | --check
 """
@@ -21,17 +22,32 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
+DOCS = ROOT / "docs"
+# Files written before the scripts recorded their command: the script that wrote each (its
+# docstring names the file), said as such under the table.
+WRITTEN_BY = {"pretrained.json": "python benchmarks/pretrained.py"}
 BLOCK = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.S)
 NAMES = {"onnxruntime": "ONNX Runtime", "executorch": "ExecuTorch", "litert": "LiteRT"}
 
 
 def load(name: str) -> dict:
-    """A results file, refused when it does not say which CPU it was measured on."""
+    """A results file, refused when it does not say which CPU it was measured on (its
+    `measured_on`, or for files written before that key, the CPU in its `environment`)."""
     data = json.loads((RESULTS / name).read_text())
     cpu = data.get("measured_on") or {}
+    if "measured_on" not in data and (data.get("environment") or {}).get("cpu_flags"):
+        env = data["environment"]
+        cpu = data["measured_on"] = {"cpu": env.get("cpu"), "cpu_flags": env["cpu_flags"]}
     if not cpu.get("cpu") or not cpu.get("cpu_flags"):
         raise ValueError(f"benchmarks/results/{name} does not name its CPU (model and flags)")
+    if not data.get("command") and name in WRITTEN_BY:
+        data["command"] = WRITTEN_BY[name] + " (the script that wrote it)"
     return data
+
+
+def cpu_of(data: dict) -> str:
+    cpu = data["measured_on"]
+    return f"{cpu['cpu']} ({', '.join(cpu['cpu_flags'])})"
 
 
 def source(name: str, data: dict) -> str:
@@ -276,7 +292,41 @@ def serve_workers() -> str:
             + source("serve_workers.json", d))  # fmt: skip
 
 
+def headline() -> str:
+    """The front page's figures, each row from its own results file and naming its CPU."""
+    rows = []
+    pre = load("pretrained.json")
+    ev = pre["evaluations"]
+    rows.append(["the packaged model on the 10,000 official test digits",
+                 f"{ev['onnx']['accuracy']:.2f}% fp32, {ev['onnx-int8']['accuracy']:.2f}% INT8",
+                 cpu_of(pre), "`pretrained.json`"])  # fmt: skip
+    ag = load("int8_agreement.json")
+    pairs = [p for p in ag["pairs"] if p["a"].endswith("int8") and p["b"].endswith("int8")]
+    rows.append(["INT8 ONNX Runtime, ExecuTorch and LiteRT agree with each other",
+                 f"{min(p['agreement'] for p in pairs):.2f}-"
+                 f"{max(p['agreement'] for p in pairs):.2f}"
+                 "% of test digits", cpu_of(ag), "`int8_agreement.json`"])  # fmt: skip
+    rt = load("runtimes.json")
+    one = {(r["runtime"], r["precision"]): r for r in rt["rows"]
+           if r["threads"] == 1 and r["batch"] == 1}  # fmt: skip
+    rows.append(["batch-1 latency, 1 thread, ONNX Runtime fp32 / INT8",
+                 f"{one[('onnxruntime', 'fp32')]['runner_p50_ms']:.2f} / "
+                 f"{one[('onnxruntime', 'int8')]['runner_p50_ms']:.2f} ms p50",
+                 cpu_of(rt), "`runtimes.json`"])  # fmt: skip
+    peers = load("serve_peers.json")
+    r = peers["ratios"]
+    rows.append(["`mnist-edge serve`, JSON at concurrency 64, against KServe / MLServer",
+                 f"{r['json_c64_vs_kserve']:.2f}x / {r['json_c64_vs_mlserver']:.2f}x their "
+                 "requests/s", cpu_of(peers), "`serve_peers.json`"])  # fmt: skip
+    sizes = load("extras_size.json")
+    base = next(x for x in sizes["rows"] if not x["extras"])
+    rows.append(["the edge install (no torch), a fresh venv", f"{base['mb']:,.0f} MB",
+                 cpu_of(sizes), "`extras_size.json`"])  # fmt: skip
+    return table(["what", "measured", "CPU (flags)", "benchmarks/results/"], rows)
+
+
 TABLES: dict[str, Callable[[], str]] = {
+    "headline": headline,
     "serve-workers": serve_workers,
     "serve-peers": serve_peers,
     "json-codec": json_codec,
@@ -296,10 +346,15 @@ def render(text: str) -> str:
 
     def one(m: re.Match) -> str:
         if m.group(2) not in TABLES:
-            raise ValueError(f"README names a table nobody renders: {m.group(2)}")
+            raise ValueError(f"a page names a table nobody renders: {m.group(2)}")
         return m.group(1) + TABLES[m.group(2)]() + m.group(4)
 
     return BLOCK.sub(one, text)
+
+
+def pages() -> list[Path]:
+    """Every page that may hold a table: the README and the site's pages."""
+    return [README, *sorted(DOCS.rglob("*.md"))]
 
 
 def main() -> None:
@@ -307,14 +362,19 @@ def main() -> None:
     p.add_argument("--write", action="store_true")
     p.add_argument("--check", action="store_true")
     a = p.parse_args()
-    text = README.read_text()
-    new = render(text)
-    if a.write:
-        README.write_text(new)
-        print(f"README.md: {len(BLOCK.findall(new))} tables rendered")
-    elif new != text:
+    stale = []
+    for page in pages():
+        text = page.read_text()
+        new = render(text)
+        if a.write and new != text:
+            page.write_text(new)
+        if new != text:
+            stale.append(str(page.relative_to(ROOT)))
+        if a.write and BLOCK.search(new):
+            print(f"{page.relative_to(ROOT)}: {len(BLOCK.findall(new))} tables rendered")
+    if stale and not a.write:
         sys.exit(
-            "README.md's tables differ from benchmarks/results/: run "
+            f"{', '.join(stale)}: tables differ from benchmarks/results/: run "
             "python benchmarks/readme_tables.py --write"
         )
 

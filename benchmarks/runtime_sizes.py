@@ -6,7 +6,7 @@ batch, and lists the shared libraries mapped into it (/proc/self/maps): those fr
 own package, and everything else it pulled from site-packages (numpy; torch, for ExecuTorch's
 Python runtime). Also each package's installed size (its RECORD). Minimal / selective builds are
 noted, not measured: their builds fetch sources and submodules from GitHub, which this machine
-cannot reach (README).
+cannot reach (docs/guides/backends.md).
 
     python benchmarks/runtime_sizes.py [--out benchmarks/results/runtime_sizes.json]
 """

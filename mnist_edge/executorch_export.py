@@ -7,8 +7,8 @@ per-channel weights), calibrated on the same training images as the ONNX INT8 mo
 
 **The batch bound.** The batch is dynamic, 1..MAX_BATCH. A bound is needed: ExecuTorch plans the
 input's memory, and XNNPACK its workspace, for the largest batch, so memory grows with the bound
-(benchmarks/executorch_bound.py measures it; README). The runner feeds larger batches in chunks
-of the bound.
+(benchmarks/executorch_bound.py measures it; docs/guides/backends.md). The runner feeds larger
+batches in chunks of the bound.
 The example batch is the bound itself: from an example under 16, the XNNPACK partitioner in
 executorch 1.5 narrows the bound to 15.
 

@@ -5,7 +5,7 @@ on log-softmax outputs, no schedule, no augmentation (`recipe="original"`). The 
 adds regularisers that leave the architecture alone: a cosine learning-rate decay per step and
 random shifts of up to 2 pixels, which remove the original's overfitting, and a share of digits
 shown as low-resolution captures read by the project's preprocessing (augment.py), so that small,
-blurry digits are read too (benchmarks/README.md).
+blurry digits are read too (docs/explanation/measurements.md).
 Shuffling and augmentation draw from a generator seeded by (seed, epoch), so a run resumed from an
 end-of-epoch checkpoint reaches the same weights as one that never stopped.
 """

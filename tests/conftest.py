@@ -141,7 +141,7 @@ def mnist_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def trained(mnist_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A checkpoint trained for 1 epoch on 2,000 images (tested on 1,000), with the original
     recipe: without augmentation it learns fastest in one short epoch (the default recipe's
-    shifts pay off over full runs; benchmarks/README.md)."""
+    shifts pay off over full runs; docs/explanation/measurements.md)."""
     from mnist_edge.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("trained")
@@ -203,9 +203,10 @@ def assert_same_answers(reference, candidate, atol: float | None = None, rtol: f
 
 
 # How often two readings of one digit by the packaged model agree, at least, when the image
-# pipeline works: the robustness benchmark's worst group (fonts, benchmarks/README.md) reads 98.6%
-# of its images right, so two versions of a digit (clean and degraded) both read right, and so
-# agree, at a rate of at least 1 - 2 x 1.4%. Tests hold label counts to binomial_floor(n, this).
+# pipeline works: the robustness benchmark's worst group (fonts,
+# docs/explanation/measurements.md) reads 98.6% of its images right, so two versions of a
+# digit (clean and degraded) both read right, and so agree, at a rate of at least 1 - 2 x 1.4%.
+# Tests hold label counts to binomial_floor(n, this).
 P_AGREE = 1 - 2 * (1 - 0.986)
 
 

@@ -16,7 +16,8 @@ def test_help_lists_every_command():
     result = run("--help")
     assert result.exit_code == 0
     registered = {c.name for c in app.registered_commands}
-    assert registered == COMMANDS  # a new command must be added here, and so to the README
+    assert registered == COMMANDS  # a new command must be added here (the docs' CLI reference
+    # is generated from the app)
     for command in COMMANDS:
         assert re.search(rf"│ {command} ", result.output), command
         sub = run(command, "--help")

@@ -1,6 +1,6 @@
-"""The README's measured tables are made from benchmarks/results/, never typed by hand: each
-block equals its rendering from the results file, a changed figure is caught, and a results file
-that does not name its CPU is refused."""
+"""The measured tables of the README and the documentation site are made from
+benchmarks/results/, never typed by hand: each block equals its rendering from the results
+file, a changed figure is caught, and a results file that does not name its CPU is refused."""
 
 from __future__ import annotations
 
@@ -21,11 +21,14 @@ def tables(monkeypatch):
     return module
 
 
-def test_every_table_in_the_readme_is_its_results_file(tables):
-    text = (REPO / "README.md").read_text()
-    names = [m.group(2) for m in tables.BLOCK.finditer(text)]
-    assert sorted(names) == sorted(tables.TABLES), "a table is missing from the README or unknown"
-    assert tables.render(text) == text, "run python benchmarks/readme_tables.py --write"
+def test_every_table_in_the_pages_is_its_results_file(tables):
+    names = set()
+    for page in tables.pages():
+        text = page.read_text()
+        names |= {m.group(2) for m in tables.BLOCK.finditer(text)}
+        assert tables.render(text) == text, f"{page}: run benchmarks/readme_tables.py --write"
+    assert names == set(tables.TABLES), "a table is on no page, or a page names an unknown one"
+    assert "headline" in {m.group(2) for m in tables.BLOCK.finditer(tables.README.read_text())}
 
 
 def test_a_figure_that_differs_from_its_results_file_is_caught(tables, tmp_path, monkeypatch):
@@ -35,7 +38,7 @@ def test_a_figure_that_differs_from_its_results_file_is_caught(tables, tmp_path,
     data["rows"][0]["runner_p50_ms"] *= 2  # the README still shows the old figure
     (results / "runtimes.json").write_text(json.dumps(data))
     monkeypatch.setattr(tables, "RESULTS", results)
-    text = (REPO / "README.md").read_text()
+    text = (REPO / "docs" / "guides" / "backends.md").read_text()
     assert tables.render(text) != text
 
 
@@ -47,4 +50,4 @@ def test_a_results_file_without_its_cpu_is_refused(tables, tmp_path, monkeypatch
     (results / "int8_agreement.json").write_text(json.dumps(data))
     monkeypatch.setattr(tables, "RESULTS", results)
     with pytest.raises(ValueError, match="does not name its CPU"):
-        tables.render((REPO / "README.md").read_text())
+        tables.render((REPO / "docs" / "guides" / "backends.md").read_text())

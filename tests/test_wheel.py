@@ -37,7 +37,7 @@ def test_the_wheel_holds_the_package_its_models_and_its_page(wheel_files):
         "mnist_edge/edge/webapp/index.html",
     ):
         assert needed in names, needed
-    # the packaged models stay ONNX (README: a .tflite pair would double them)
+    # the packaged models stay ONNX (docs/guides/backends.md: a .tflite pair would double them)
     assert not [n for n in names if n.endswith((".tflite", ".pte"))]
 
 

@@ -6,7 +6,7 @@ Connecting (`connect`): an address given, else RAY_ADDRESS, joins that cluster; 
 a local instance for the command's lifetime. Ray's usage statistics stay off unless the user
 set RAY_USAGE_STATS_ENABLED. Ray listens on every interface of a node whatever address it is
 given (ray #26293): on a machine others can reach, run it inside a network namespace or behind
-a firewall (the README says how).
+a firewall (docs/guides/ray-triton.md says how).
 
 Batch prediction (`predict_on_ray`): the driver expands the inputs as `predict` does and sends
 the paths; each actor works in the driver's folder, so every node must see the files at the same

@@ -1,7 +1,8 @@
 """Image files -> MNIST-style 28x28 digits (numpy + Pillow, imported lazily; no torch).
 
 `prepare_image` makes a photo, scan or drawing of one digit look like an MNIST digit, step by
-step (each step measured on benchmarks/realworld.py; benchmarks/README.md has the table):
+step (each step measured on benchmarks/realworld.py; docs/explanation/measurements.md has the
+table):
 
  1. decode, refusing files over `max_pixels` before decoding (decompression bombs); apply the
     EXIF orientation; transparent pixels become paper white; 16-bit and float images are scaled

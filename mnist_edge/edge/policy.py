@@ -24,7 +24,7 @@ INT8_MIN_AGREEMENT = 99.0
 INT8_ATOL = 0.5
 INT8_RTOL = 0.1
 # Layerwise parity of an INT8 file: a layer passes at this SQNR (dB) or more. Its layers sit at
-# ~14-19 dB here; a broken one falls far below (README, "where an export diverges").
+# ~14-19 dB here; a broken one falls far below (docs/guides/int8.md, "where an export diverges").
 MIN_SQNR_DB = 10.0
 
 # The deployment rule: what `mnist-edge tune` asks of every (backend, precision, threads) before

@@ -2,7 +2,8 @@
 
 `pip install 'mnist-edge[executorch]'`. ExecuTorch's Python runtime is built on torch (its
 methods take and return torch tensors), so this backend needs torch even to run a file; on a
-device the same .pte runs in ExecuTorch's C++ runtime, without Python or torch (README).
+device the same .pte runs in ExecuTorch's C++ runtime, without Python or torch
+(docs/guides/backends.md).
 
 - **Threads.** The XNNPACK delegate's thread pool is one per process and starts with every
   core, whatever torch.set_num_threads says: a runner sizes it to its own count before it loads

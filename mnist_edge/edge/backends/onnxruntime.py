@@ -27,8 +27,9 @@ def precisions(fmt: str) -> tuple[str, ...]:
 
 
 def session_options(threads: int | None = None, *, spin: bool = True) -> ort.SessionOptions:
-    """Options tuned for one small CNN on a few CPU cores (see benchmarks/README.md); `spin`
-    False stops idle intra-op threads from busy-waiting (for cores shared with workers)."""
+    """Options tuned for one small CNN on a few CPU cores (see
+    docs/explanation/measurements.md); `spin` False stops idle intra-op threads from
+    busy-waiting (for cores shared with workers)."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
