@@ -180,6 +180,22 @@ GENERATORS = {
 }
 
 
+SHIM_CDN = "https://unpkg.com/iframe-worker/shim"
+SHIM_LOCAL = "assets/javascripts/iframe-worker-shim.js"  # vendored: docs/assets/javascripts/
+
+
+def on_post_build(config: Any) -> None:
+    """Material's offline plugin loads its file:// worker shim from a CDN; every page of the
+    site loads its own copy instead, so that nothing comes from the network (and search works
+    with none)."""
+    site = Path(config["site_dir"])
+    for page in site.rglob("*.html"):
+        text = page.read_text()
+        if SHIM_CDN in text:
+            depth = len(page.relative_to(site).parts) - 1
+            page.write_text(text.replace(SHIM_CDN, "../" * depth + SHIM_LOCAL))
+
+
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:
     def one(m: re.Match) -> str:
         name = m.group(1)

@@ -43,12 +43,42 @@ def site(tmp_path_factory) -> Path:
 def test_the_site_builds_strictly_and_offline(site):
     pages = list(site.rglob("*.html"))
     assert len(pages) >= 20
-    for page in pages:  # nothing fetched from another host: no CDN, no web fonts
-        found = re.findall(r'(?:src|href)="(https?://[^"]+)"', page.read_text())
-        loaded = [u for u in found if not u.startswith("https://github.com")
-                  and re.search(r"\.(js|css|woff2?|ttf)(\?|$)", u)]  # fmt: skip
+    for page in pages:  # nothing loaded from another host: no CDN script, style or font
+        text = page.read_text()
+        loaded = re.findall(r'<script[^>]+src="(https?://[^"]+)"', text) + re.findall(
+            r'<link[^>]+href="(https?://[^"]+\.(?:css|woff2?|ttf)[^"]*)"', text)  # fmt: skip
         assert loaded == [], (page, loaded)
     assert (site / "search" / "search_index.js").is_file()  # the offline plugin's index
+
+
+def test_navigation_and_search_work_offline_in_the_browser(site, tmp_path):
+    """Chromium with the network off opens the built site from the file system: the navigation
+    leads to the serving guide, and search finds it; no request leaves the machine."""
+    pytest.importorskip("playwright", reason="playwright (the dev extra)")
+    from devtools import browser as driver
+
+    if not driver.find_chromium():
+        if os.environ.get("CI"):
+            pytest.fail("chromium is not installed (make browser): CI must run the browser tests")
+        pytest.skip("chromium is not installed (make browser)")
+    with driver.chromium() as chromium:
+        context = chromium.new_context(offline=True, viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        problems: list[str] = []
+        page.on("pageerror", lambda e: problems.append(str(e)))
+        page.on("request", lambda r: problems.append(r.url) if r.url.startswith("http") else None)
+        page.goto((site / "index.html").as_uri())
+        page.locator("nav.md-nav--primary a", has_text="Serve it to applications").first.click()
+        page.wait_for_load_state()
+        assert page.url.endswith("guides/serving.html"), page.url
+        page.keyboard.press("/")
+        page.keyboard.type("workers", delay=20)
+        page.wait_for_selector(".md-search-result__item", timeout=30_000)
+        hits = page.locator(".md-search-result__item a").evaluate_all("l => l.map(a => a.href)")
+        assert any("guides/serving.html" in h for h in hits), hits
+        page.screenshot(path=str(tmp_path / "site.png"))
+        context.close()
+    assert problems == []
 
 
 def test_the_cli_reference_is_the_apps_every_command_and_option(site):
