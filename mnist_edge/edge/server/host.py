@@ -47,20 +47,26 @@ def url_of(sock: socket.socket) -> str:
 
 def serve_one(cfg: ServeConfig, on_start: Callable[[ServerInfo], None] | None = None,
               on_ready: Callable[[ServerInfo], None] | None = None,
-              sock: socket.socket | None = None,
               reuse_port: bool = False, peers: Any = None) -> ModelServer:  # fmt: skip
     """Serve in this process until SIGTERM or Ctrl-C, then drain (every request that comes is
     answered) and return. A model that cannot be loaded ends the server and raises its error.
-    `sock`: a listening socket to serve on (a worker's, workers.py), else one of its own;
-    `reuse_port`: gRPC shares its port with other workers; `peers`: the other workers
-    (workers.Peers), told of every repository call."""
+    Alone, the server listens at once and loads its models behind readiness. As one of several
+    workers (`reuse_port`: the ports are shared, workers.py) it loads them first and listens
+    only then: the kernel hands a listening worker its share of new connections, which one
+    still loading would answer 503 while the others could serve them (seen when a worker that
+    died was replaced). `peers`: the other workers (workers.Peers), told of every repository
+    call."""
     try:
         import uvicorn
     except ImportError:
         raise missing_dependency("uvicorn", "mnist-edge serve") from None
     server = ModelServer(cfg)
     server.peers = peers
-    sock = listen(cfg.host, cfg.port) if sock is None else sock
+    if reuse_port:
+        server.load()
+        if server.load_error is not None:
+            raise server.load_error
+    sock = listen(cfg.host, cfg.port, reuse_port=reuse_port)
     http = http_limits.protocol_class() if has_module("httptools") else "h11"
     config = uvicorn.Config(app.build(server), log_level="info" if cfg.verbose else "error",
                             access_log=cfg.verbose, lifespan="on",

@@ -3,8 +3,9 @@ Python event loop cannot keep busy.
 
 Each worker is a whole server (host.py): its own event loop, models, batchers and engine threads.
 They listen on the same ports with SO_REUSEPORT, so the kernel spreads new connections between
-them. The engine threads are divided: each worker gets cores // N (or --threads, when N times
-it fits the cores), so that busy threads never outnumber the cores.
+them; a worker listens only once its models are loaded, so that none is handed connections it
+cannot answer yet. The engine threads are divided: each worker gets cores // N (or --threads,
+when N times it fits the cores), so that busy threads never outnumber the cores.
 
 The parent process only supervises: it reserves the ports (bound, not listening, so that port 0
 works and no other program takes them), starts the workers, prints the banner once every worker
@@ -154,10 +155,8 @@ def _worker(cfg: ServeConfig, index: int, messages: Any, inbox: Any) -> None:
     parent through `messages`, what the other workers ask comes through `inbox`."""
     os.setpgrp()  # the terminal's Ctrl-C reaches the parent, which passes SIGTERM on
     try:
-        sock = host.listen(cfg.host, cfg.port, reuse_port=True)
         host.serve_one(cfg, lambda info: messages.put(("listening", index, info)),
-                       lambda info: messages.put(("ready", index, info)), sock=sock,
-                       reuse_port=True,
+                       lambda info: messages.put(("ready", index, info)), reuse_port=True,
                        peers=Peers(index, messages, inbox, cfg.timeout_s))  # fmt: skip
     except MnistEdgeError as exc:
         messages.put(("error", index, type(exc).__name__, str(exc)))
