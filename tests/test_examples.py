@@ -34,7 +34,7 @@ SHRINK = [
     (r"\bmnist-edge bench\b", "mnist-edge bench --duration 0.2 --batch-sizes 1 --threads 1"),
     (r"\bmnist-edge tune\b", "mnist-edge tune --duration 0.2 --test-limit 300 --threads 1"),
 ]
-PAGES = ["README.md"]
+PAGES = ["README.md", "docs/guides/real-images.md"]
 SAME_AS = {"docs/start/tour.md": "README.md"}  # the same blocks (test_the_tour_is_the_readmes)
 # pages with code blocks that are not run yet, and why (the next step of the docs issue)
 NOT_YET = {
@@ -44,7 +44,6 @@ NOT_YET = {
     "docs/guides/export.md": "variants of export",
     "docs/guides/int8.md": "variants of quantize and the doctor",
     "docs/guides/ray-triton.md": "needs a Ray cluster in a network namespace (tests/test_ray.py)",
-    "docs/guides/real-images.md": "variants of predict",
     "docs/guides/serving.md": "variants of serve, each serving until stopped",
     "docs/guides/train.md": "full training runs and several processes",
     "docs/index.md": "make demo and make test themselves (CI runs them)",
@@ -90,9 +89,32 @@ def photo(folder: Path) -> None:
     Image.fromarray(255 - digit).resize((112, 112)).save(folder / "my_digit.jpg", quality=90)
 
 
+def real_images(folder: Path, exported: Path) -> None:
+    """What the real-images guide's reader has: a few photos and scans (test digits, dark on
+    light), and the models beside them: an exported model and its .ort, the packaged INT8."""
+    import shutil
+
+    from mnist_edge.edge.data import load_split
+    from mnist_edge.edge.runtime import pretrained_path
+
+    digits = load_split("test", limit=8).images
+    files = ["digit.png", "another.jpg", "a.png", "b.png", "scans/1.png", "scans/2.png",
+             "photos/1.jpg", "photos/2.jpg"]  # fmt: skip
+    for digit, name in zip(digits, files, strict=True):
+        (folder / name).parent.mkdir(exist_ok=True)
+        Image.fromarray(255 - digit).resize((84, 84)).save(folder / name)
+    for name in ("mnist_cnn.onnx", "mnist_cnn.ort"):
+        shutil.copy(exported / name, folder / name)
+    shutil.copy(pretrained_path(int8=True), folder / "mnist_cnn.int8.onnx")
+    (folder / "exports").mkdir()
+    shutil.copy(exported / "mnist_cnn.onnx", folder / "exports" / "mnist_cnn.onnx")
+
+
 @pytest.mark.parametrize("page", PAGES)
-def test_the_pages_code_blocks_run(page, tmp_path, mnist_dir):
+def test_the_pages_code_blocks_run(page, tmp_path, mnist_dir, request):
     photo(tmp_path)
+    if page == "docs/guides/real-images.md":
+        real_images(tmp_path, request.getfixturevalue("exported"))
     env = {**os.environ, "MNIST_EDGE_DATA": str(mnist_dir), "PYTHONUNBUFFERED": "1",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
     port = free_port()
