@@ -34,18 +34,17 @@ SHRINK = [
     (r"\bmnist-edge bench\b", "mnist-edge bench --duration 0.2 --batch-sizes 1 --threads 1"),
     (r"\bmnist-edge tune\b", "mnist-edge tune --duration 0.2 --test-limit 300 --threads 1"),
 ]
-PAGES = ["README.md", "docs/guides/real-images.md"]
+SHRINK_CHECKS = {"docs/guides/export.md", "docs/guides/int8.md"}
+TRAIN_SHRINK = "--epochs 1 --limit 1000 --test-limit 200"  # for train lines naming no --limit
+PAGES = ["README.md", "docs/guides/real-images.md", "docs/guides/export.md",
+         "docs/guides/int8.md", "docs/guides/train.md", "docs/guides/serving.md"]  # fmt: skip
 SAME_AS = {"docs/start/tour.md": "README.md"}  # the same blocks (test_the_tour_is_the_readmes)
 # pages with code blocks that are not run yet, and why (the next step of the docs issue)
 NOT_YET = {
     "docs/guides/arm.md": "needs the emulated arm64 root (make check-arm runs it in CI)",
     "docs/guides/backends.md": "variants of bench and tune (their flags are in the CLI reference)",
     "docs/guides/browser.md": "needs the web export and a browser (tests/test_web.py)",
-    "docs/guides/export.md": "variants of export",
-    "docs/guides/int8.md": "variants of quantize and the doctor",
     "docs/guides/ray-triton.md": "needs a Ray cluster in a network namespace (tests/test_ray.py)",
-    "docs/guides/serving.md": "variants of serve, each serving until stopped",
-    "docs/guides/train.md": "full training runs and several processes",
     "docs/index.md": "make demo and make test themselves (CI runs them)",
     "docs/start/install.md": "pip installs of each extra (benchmarks/extras_size.py runs them)",
 }
@@ -57,21 +56,38 @@ def blocks(page: str) -> list[tuple[str, str, str]]:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port whose next one is free too (a server's gRPC port, as 8000 and 8001)."""
+    for _ in range(100):
+        with socket.socket() as s, socket.socket() as t:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+            try:
+                t.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no two free ports in a row")
 
 
-def rewrite(code: str, port: int) -> str:
+def rewrite(code: str, port: int, shrink_checks: bool = False) -> str:
     """The block as it runs here: no pip installs, small data, a free port, a background
-    server waited for (its pid kept, to stop it after the page)."""
+    server waited for (its pid kept, to stop it after the page). `shrink_checks`: export,
+    quantize and parity judge the first 1,000 test digits (the guides that run them again and
+    again; the README's tour keeps all 10,000, on which its INT8 files pass the gate)."""
     out = []
     for line in code.splitlines():
         if line.lstrip().startswith("pip install"):
             continue
-        line = line.replace("8000", str(port))
+        line = line.replace("8000", str(port)).replace("8001", str(port + 1))
         for long, short in SHRINK:
             line = re.sub(long, short, line)
+        checks = r"\bmnist-edge (export|quantize|parity)\b"
+        if shrink_checks and re.search(checks, line) and "--test-limit" not in line:
+            line = re.sub(checks, r"mnist-edge \1 --test-limit 1000", line)
+        if "--limit" not in line:
+            line = re.sub(
+                r"(\bmnist-edge|-m mnist_edge) train\b", rf"\1 train {TRAIN_SHRINK}", line
+            )
         if re.search(r"&\s*(#.*)?$", line):  # started in the background: wait until ready
             command = re.sub(r"&\s*(#.*)?$", "", line)
             line = (f"{command} > background.log 2>&1 & echo $! >> background.pids\n"
@@ -87,6 +103,7 @@ def photo(folder: Path) -> None:
 
     digit = load_split("test", limit=1).images[0]  # a 7
     Image.fromarray(255 - digit).resize((112, 112)).save(folder / "my_digit.jpg", quality=90)
+    Image.fromarray(255 - digit).resize((84, 84)).save(folder / "digit.png")
 
 
 def real_images(folder: Path, exported: Path) -> None:
@@ -110,11 +127,21 @@ def real_images(folder: Path, exported: Path) -> None:
     shutil.copy(exported / "mnist_cnn.onnx", folder / "exports" / "mnist_cnn.onnx")
 
 
+def trained_reader(folder: Path, trained: Path) -> None:
+    """What a guide's reader has after `mnist-edge train`: exports/mnist_cnn.pt."""
+    import shutil
+
+    (folder / "exports").mkdir()
+    shutil.copy(trained, folder / "exports" / "mnist_cnn.pt")
+
+
 @pytest.mark.parametrize("page", PAGES)
 def test_the_pages_code_blocks_run(page, tmp_path, mnist_dir, request):
     photo(tmp_path)
     if page == "docs/guides/real-images.md":
         real_images(tmp_path, request.getfixturevalue("exported"))
+    if page in ("docs/guides/export.md", "docs/guides/int8.md"):
+        trained_reader(tmp_path, request.getfixturevalue("trained"))
     env = {**os.environ, "MNIST_EDGE_DATA": str(mnist_dir), "PYTHONUNBUFFERED": "1",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
     port = free_port()
@@ -125,7 +152,7 @@ def test_the_pages_code_blocks_run(page, tmp_path, mnist_dir, request):
                 continue
             script = tmp_path / f"block{i}.{'sh' if lang == 'bash' else 'py'}"
             script.write_text(("set -euo pipefail\n" if lang == "bash" else "")
-                              + rewrite(code, port))  # fmt: skip
+                              + rewrite(code, port, page in SHRINK_CHECKS))  # fmt: skip
             cmd = ["bash", str(script)] if lang == "bash" else [sys.executable, str(script)]
             r = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
                                timeout=900)  # fmt: skip
@@ -164,3 +191,116 @@ def test_the_rewrites_shrink_and_wait():
     assert "mnist-edge evaluate --test-limit 300  # a" in out and "pip install" not in out
     assert re.search(r"--port 1234\s+> background.log", out) and "health/ready" in out
     assert out.count("1234") >= 2
+    train = rewrite("mnist-edge train\nmnist-edge train --limit 10000\n", 1234)
+    assert f"mnist-edge train {TRAIN_SHRINK}" in train and "train --limit 10000" in train
+    checks = "mnist-edge export --format onnx\nmnist-edge parity --test-limit 50\n"
+    assert "--test-limit 1000" not in rewrite(checks, 1234)  # the README's tour: all digits
+    shrunk = rewrite(checks, 1234, shrink_checks=True)
+    assert "export --test-limit 1000 --format onnx" in shrunk and "--test-limit 50" in shrunk
+    assert "--test-limit 1000" not in shrunk.splitlines()[1]  # a limit the page gives stays
+    assert "8001" not in rewrite("client('127.0.0.1:8001')\n", 1234)  # gRPC: the next port
+
+
+# every mnist-edge command line in every block, run here or not: `mnist-edge`, `python -m
+# mnist_edge` and torchrun's `-m mnist_edge`, read as a shell reads it (quotes, comments,
+# continuations, and the operators ; & | ( ) > < that end a command)
+
+
+def documented_commands(page: str) -> list[list[str]]:
+    """The argument lists of the page's mnist-edge command lines (shell blocks only)."""
+    import shlex
+
+    found = []
+    for lang, code, _ in blocks(page):
+        if lang != "bash":
+            continue
+        pending = ""
+        for line in re.sub(r"\\\n", " ", code).splitlines():
+            lexer = shlex.shlex(pending + line, posix=True, punctuation_chars=True)
+            lexer.whitespace_split = True
+            try:
+                tokens, current, pending = list(lexer), None, ""
+            except ValueError:  # a quote open across lines: read on
+                pending += line + "\n"
+                continue
+            for i, token in enumerate(tokens):
+                if current is not None and token and set(token) <= set(";&|()<>"):
+                    found.append(current)
+                    current = None
+                elif current is not None:
+                    current.append(token)
+                elif (token == "mnist-edge" and (i == 0 or set(tokens[i - 1]) <= set(";&|("))
+                      or (token == "mnist_edge" and tokens[i - 1] == "-m")):  # fmt: skip
+                    current = []
+            if current is not None:
+                found.append(current)
+    return found
+
+
+def check_command(args: list[str]) -> str | None:
+    """Why `mnist-edge ARGS` would be refused before it ran (a command, an option or a
+    choice that does not exist, an option without its value), or None."""
+    import click
+    import typer
+
+    from mnist_edge.cli import app
+
+    group = typer.main.get_command(app)
+    ctx = click.Context(group, info_name="mnist-edge")
+    if not args or group.get_command(ctx, args[0]) is None:
+        return f"no command {args[:1]}"
+    command = group.get_command(ctx, args[0])
+    options = {}
+    for p in command.params:
+        if p.param_type_name == "option":
+            for opt in p.opts + p.secondary_opts:
+                options[opt] = p
+    rest = args[1:]
+    while rest:
+        token = rest.pop(0)
+        if token.startswith("[") or token.endswith("]"):
+            return f"{token!r}: brackets are not shell (a reader's shell takes them as a file)"
+        if not token.startswith("-") or token == "-":
+            continue  # an argument
+        flag, _, inline = token.partition("=")
+        p = options.get(flag)
+        if p is None:
+            return f"{args[0]}: no option {flag}"
+        if p.is_flag or p.count:
+            continue
+        if not inline and not rest:
+            return f"{args[0]} {flag}: its value is missing"
+        value = inline or rest.pop(0)
+        choices = getattr(p.type, "choices", None)
+        if choices and value not in choices:
+            return f"{args[0]} {flag}: {value!r} is not one of {list(choices)}"
+    return None
+
+
+ALL_PAGES = [
+    "README.md",
+    *(str(p.relative_to(REPO)) for p in sorted((REPO / "docs").rglob("*.md"))),
+]
+
+
+@pytest.mark.parametrize("page", [p for p in ALL_PAGES if documented_commands(p)])
+def test_every_documented_command_line_is_one_the_cli_takes(page):
+    """Blocks that cannot run here (a GPU, two machines, a cluster) are checked this far: each
+    command, option and choice they name exists, so a renamed flag fails here, not on a reader."""
+    problems = [f"mnist-edge {' '.join(a)}: {why}" for a in documented_commands(page)
+                if (why := check_command(a))]  # fmt: skip
+    assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize("line, why", [
+    ("mnist-edge trian", "no command"),
+    ("mnist-edge train --epoch 3", "no option --epoch"),
+    ("mnist-edge evaluate --checkpoint x.pt [--json eval.json]", "brackets"),
+    ("mnist-edge export --format", "value is missing"),
+])  # fmt: skip
+def test_the_command_line_check_catches(line, why, tmp_path, monkeypatch):
+    page = tmp_path / "page.md"
+    page.write_text(f"```bash\n{line}   # a comment\n```\n")
+    monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
+    (args,) = documented_commands("page.md")
+    assert why in (check_command(args) or "")
