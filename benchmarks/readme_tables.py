@@ -18,6 +18,7 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
@@ -25,7 +26,45 @@ README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 # Files written before the scripts recorded their command: the script that wrote each (its
 # docstring names the file), said as such under the table.
-WRITTEN_BY = {"pretrained.json": "python benchmarks/pretrained.py"}
+WRITTEN_BY = {
+    "pretrained.json": "python benchmarks/pretrained.py",
+    "train_full.json": "python benchmarks/train_full.py --lr-schedule cosine --augment",
+    "train_default.json": "python benchmarks/train_full.py",
+    "trainer_overhead.json": "python benchmarks/trainer_overhead.py",
+    "bench_full.json": "mnist-edge bench --model exports/train_full/mnist_cnn.onnx "
+    "--checkpoint exports/train_full/mnist_cnn.pt --duration 3",
+    "bench_overhead.json": "mnist-edge bench --backends pytorch,onnxruntime --batch-sizes 1 "
+    "--threads 1,2 --duration 10",
+    "bench_edge.json": "mnist-edge bench --model mnist_edge/edge/models/mnist_cnn.onnx "
+    "--checkpoint <its checkpoint> --batch-sizes 1,64 --duration 2 --scenario all --qps 200 "
+    "--latency-bound-ms 10",
+    "int8_consistency_full_range.json": "python benchmarks/int8_consistency.py (8-bit weights)",
+    "ort_tuning.json": "python benchmarks/ort_tuning.py",
+    "tune.json": "mnist-edge tune --model <folder>/mnist_cnn.onnx --duration 2 "
+    "--json benchmarks/results/tune.json",
+    "int8_consistency.json": "python benchmarks/int8_consistency.py",
+    "int8_variants.json": "python benchmarks/int8_variants.py",
+    "ddp_throughput.json": "python benchmarks/ddp_throughput.py",
+    "realworld.json": "python benchmarks/realworld.py "
+    "--model mnist_edge/edge/models/mnist_cnn.onnx --per-group 500",
+    "realworld_lowres_before.json": "python benchmarks/realworld.py --per-group 500 "
+    "--out benchmarks/results/realworld_lowres_before.json",
+    "realworld_lowres_after.json": "python benchmarks/realworld.py --per-group 500 "
+    "--out benchmarks/results/realworld_lowres_after.json",
+    "web.json": "make web-deps && python benchmarks/web.py --calls 300",
+    "predict_memory.json": "python benchmarks/predict_memory.py "
+    "--model mnist_edge/edge/models/mnist_cnn.onnx",
+    "predict_folder.json": "python benchmarks/predict_folder.py "
+    "--model mnist_edge/edge/models/mnist_cnn.onnx",
+    "predict_folder_84px.json": "python benchmarks/predict_folder.py --scale 3 --limit 3000",
+    "data_once.json": "python benchmarks/data_once.py --before <1bc4eb3 checkout>",
+    "cold_start.json": "python benchmarks/cold_start.py",
+    "ctrl_c_probe.json": "python benchmarks/ctrl_c_probe.py --checkpoint ...",
+    "ray.json": "python benchmarks/ray.py",
+    "arm.json": "make check-arm (benchmarks/arm.py)",
+}
+# Files that do not record their date: the day of the commit that added each.
+DATED = {"tune.json": "2026-12-02 (the day of its commit)"}
 BLOCK = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- /table -->)", re.S)
 NAMES = {"onnxruntime": "ONNX Runtime", "executorch": "ExecuTorch", "litert": "LiteRT"}
 
@@ -34,6 +73,8 @@ def load(name: str) -> dict:
     """A results file, refused when it does not say which CPU it was measured on (its
     `measured_on`, or for files written before that key, the CPU in its `environment`)."""
     data = json.loads((RESULTS / name).read_text())
+    if "measured_on" not in data and data.get("machine"):  # mnist-edge tune's report
+        data["measured_on"] = data["machine"]
     cpu = data.get("measured_on") or {}
     if "measured_on" not in data and (data.get("environment") or {}).get("cpu_flags"):
         env = data["environment"]
@@ -41,7 +82,9 @@ def load(name: str) -> dict:
     if not cpu.get("cpu") or not cpu.get("cpu_flags"):
         raise ValueError(f"benchmarks/results/{name} does not name its CPU (model and flags)")
     if not data.get("command") and name in WRITTEN_BY:
-        data["command"] = WRITTEN_BY[name] + " (the script that wrote it)"
+        data["command"] = WRITTEN_BY[name] + " (as its section of the notebook recorded it)"
+    if not (data.get("finished") or data.get("created")) and name in DATED:
+        data["finished"] = DATED[name]
     return data
 
 
@@ -53,10 +96,14 @@ def cpu_of(data: dict) -> str:
 def source(name: str, data: dict) -> str:
     """The line under a table: where its numbers come from."""
     cpu = data["measured_on"]
-    command = data.get("command", "").replace("python ", "python ", 1)
+    command = data.get("command", "")
+    cores = (data.get("environment") or {}).get("cores") or data.get("cores")
+    cores = f", {cores} cores" if cores else ""
+    when = data.get("finished") or data.get("created") or ""
+    when = f", {when[:10]}" if when else ""
     return (
-        f"\n*{cpu['cpu']}, {data['environment']['cores']} cores ({', '.join(cpu['cpu_flags'])})"
-        f"; `{command}`, {data['finished'][:10]}; `benchmarks/results/{name}`.*\n"
+        f"\n*{cpu['cpu']}{cores} ({', '.join(cpu['cpu_flags'])})"
+        f"; `{command}`{when}; `benchmarks/results/{name}`.*\n"
     )
 
 
@@ -325,6 +372,202 @@ def headline() -> str:
     return table(["what", "measured", "CPU (flags)", "benchmarks/results/"], rows)
 
 
+# The measurements page's tables: each a results file's rows or facts, columns chosen here.
+Column = tuple[str, str, str]  # (header, path in the row, format spec or "" for as is)
+
+
+def get(data: Any, path: str) -> Any:
+    """`data`'s value at `path`, its keys joined by "/"; None where it has none."""
+    for part in path.split("/"):
+        if isinstance(data, list):
+            data = data[int(part)] if part.isdigit() and int(part) < len(data) else None
+        elif isinstance(data, dict):
+            data = data.get(part)
+        else:
+            return None
+    return data
+
+
+def cell(value: Any, spec: str) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if spec == "%":
+        return f"{value:.2f}%"
+    if isinstance(value, list):
+        return ", ".join(cell(v, spec) for v in value)
+    if isinstance(value, dict):
+        return ", ".join(map(str, value))
+    return format(value, spec) if spec else str(value)
+
+
+def rows_table(name: str, path: str, columns: list[Column], key: str = "",
+               where: Callable[[dict], bool] = lambda r: True) -> str:  # fmt: skip
+    """The list (or dict of dicts: `key` heads the dict's keys) at `path`, a row each."""
+    d = load(name)
+    items = get(d, path)
+    if isinstance(items, dict):
+        items = [{"_key": k, **v} for k, v in items.items()]
+        columns = [(key, "_key", ""), *columns]
+    rows = [[cell(get(r, c[1]), c[2]) for c in columns] for r in items if where(r)]
+    return table([c[0] for c in columns], rows) + source(name, d)
+
+
+def facts_table(name: str, facts: list[Column]) -> str:
+    """One figure a row: what it is, and its value."""
+    d = load(name)
+    rows = [[label, cell(get(d, path), spec)] for label, path, spec in facts]
+    return table(["measure", "value"], rows) + source(name, d)
+
+
+def ray_paper() -> str:
+    """Batch throughput on N nodes of the measured size, on paper: Ray's 2-actor rate once it
+    has joined (its wall time less the one-file join time), times N."""
+    d = load("ray.json")
+    rate = d["files"] / (
+        d["batch_s"]["ray_2_actors"] - d["cold_start_s"]["predict_ray_join_one_file"]
+    )
+    local = d["batch_images_per_s"]["local"]
+    rows = [
+        [
+            "1, no Ray (`predict FOLDER`)",
+            f"{local * 3600 / 1e6:.1f} M",
+            f"{1e6 / local / 60:.0f} min",
+        ]
+    ]
+    for n in (1, 2, 8, 32):
+        per_s = rate * n
+        rows.append([f"{n}, Ray", f"{per_s * 3600 / 1e6:.1f} M", f"{1e6 / per_s / 60:.1f} min"])
+    return table(
+        ["nodes of this size", "images/hour", "1 million forms (after the start)"], rows
+    ) + source("ray.json", d)
+
+
+def _train(name: str) -> Callable[[], str]:
+    return lambda: rows_table(name, "epochs", [
+        ("epoch", "epoch", ""), ("train loss", "train_loss", ".4f"),
+        ("test loss", "test_loss", ".4f"), ("test accuracy", "test_accuracy", "%"),
+        ("images/s", "images_per_s", ",.0f"), ("seconds", "seconds", ",.0f")])  # fmt: skip
+
+
+def _realworld(name: str) -> Callable[[], str]:
+    return lambda: rows_table(name, "groups", [
+        ("n", "n", ""), ("predict_image fp32", "predict_image fp32", "%"),
+        ("predict_image INT8", "predict_image int8", "%"),
+        ("plain pipeline fp32", "baseline fp32", "%"),
+        ("plain pipeline INT8", "baseline int8", "%")], key="group")  # fmt: skip
+
+
+def _folder(name: str) -> Callable[[], str]:
+    return lambda: facts_table(name, [
+        ("files", "files", ","), ("pixels (side)", "pixels", ""), ("workers", "workers", ""),
+        ("threads", "threads", ""), ("files: images/s", "files_images_per_s", ",.0f"),
+        ("arrays: images/s", "arrays_images_per_s", ",.0f"),
+        ("peak RSS MB", "peak_rss_mb", ",.0f"), ("labels differing", "differ", "")])  # fmt: skip
+
+
+MEASURED: dict[str, Callable[[], str]] = {
+    "train-lowres": _train("train_lowres.json"),
+    "train-full": _train("train_full.json"),
+    "trainer-overhead": lambda: facts_table("trainer_overhead.json", [
+        ("trainer images/s (runs)", "trainer_images_per_s", ",.0f"),
+        ("bare loop images/s (runs)", "bare_loop_images_per_s", ",.0f"),
+        ("ratio of medians", "ratio_of_medians", ".3f"), ("target", "target", "")]),
+    "ddp": lambda: rows_table("ddp_throughput.json", "rows", [
+        ("images/s", "images_per_s", ",.0f"), ("train s", "train_seconds", ",.0f"),
+        ("test accuracy", "test_accuracy", "%")], key="layout"),
+    "bench-full": lambda: rows_table("bench_full.json", "cases", [
+        ("backend", "backend", ""), ("threads", "threads", ""), ("batch", "batch_size", ""),
+        ("p50 ms", "p50_ms", ".3f"), ("p99 ms", "p99_ms", ".3f"),
+        ("images/s", "throughput", ",.0f"), ("vs eager", "p50_vs_eager", ".2f"),
+        ("roofline", "roofline_fraction", ".0%"), ("cold start ms", "cold_start_ms", ".0f")],
+        where=lambda r: r["batch_size"] in (1, 64)),
+    "bench-overhead": lambda: rows_table("bench_overhead.json", "overhead", [
+        ("threads", "threads", ""), ("predict p50 ms", "predict_p50_ms", ".3f"),
+        ("session.run p50 ms", "session_run_p50_ms", ".3f"),
+        ("overhead", "overhead_pct", ".1f")]),
+    "ort-tuning": lambda: rows_table("ort_tuning.json", "rows", [
+        ("variant", "variant", ""), ("threads", "threads", ""), ("batch", "batch_size", ""),
+        ("p50 ms", "p50_ms", ".3f"), ("images/s", "throughput", ",.0f"),
+        ("roofline", "roofline_fraction", ".0%")]),
+    "tune": lambda: rows_table("tune.json", "ranked", [
+        ("candidate", "name", ""), ("threads", "threads", ""), ("passed", "passed", ""),
+        ("accuracy", "accuracy", "%"), ("agreement", "argmax_agreement", "%"),
+        ("p50 ms", "p50_ms", ".3f"), ("images/s", "images_per_s", ",.0f")]),
+    "int8-consistency": lambda: rows_table("int8_consistency.json", "pairs", [
+        ("a", "a", ""), ("b", "b", ""), ("images", "images", ","),
+        ("agreement", "argmax_agreement", "%"), ("max abs diff", "max_abs_diff", ".3g")]),
+    "int8-consistency-full-range": lambda: rows_table("int8_consistency_full_range.json", "pairs", [
+        ("a", "a", ""), ("b", "b", ""), ("images", "images", ","),
+        ("agreement", "argmax_agreement", "%"), ("max abs diff", "max_abs_diff", ".3g")]),
+    "int8-consistency-runs": lambda: rows_table("int8_consistency.json", "runs", [
+        ("how", "how", ""), ("accuracy", "accuracy", "%"), ("images", "images", ","),
+        ("seconds", "seconds", ".0f")], key="run"),
+    "int8-variants": lambda: rows_table("int8_variants.json", "rows", [
+        ("variant", "variant", ""), ("bytes", "bytes", ","), ("accuracy", "accuracy", "%"),
+        ("drop", "accuracy_drop", ".2f"), ("agreement", "argmax_agreement", "%"),
+        ("b1 speed-up", "b1_speedup", ".2f"), ("b64 speed-up", "b64_speedup", ".2f")]),
+    "realworld": _realworld("realworld.json"),
+    "realworld-lowres-before": _realworld("realworld_lowres_before.json"),
+    "realworld-lowres-after": _realworld("realworld_lowres_after.json"),
+    "web": lambda: rows_table("web.json", "latency", [
+        ("p50 ms", "p50_ms", ".3f"), ("p90 ms", "p90_ms", ".3f"), ("calls", "calls", ",.0f")],
+        key="where"),
+    "web-paths": lambda: rows_table("web.json", "paths/paths", [
+        ("runs", "runs", ""), ("fp32 p50 ms", "fp32/p50_ms", ".2f"),
+        ("INT8 p50 ms", "int8/p50_ms", ".2f"), ("fp32 / native 1 thread", "fp32_vs_native_1thread",
+                                                 ".2f"),
+        ("longest stall over 100 calls, ms", "longest_frame_gap_ms", ",.0f")], key="path"),
+    "web-probes": lambda: rows_table("web.json", "probes_1thread", [
+        ("page p50 ms", "page_p50_ms", ".3f"), ("native p50 ms", "native_1thread_p50_ms", ".3f"),
+        ("page / native", "ratio", ".2f"), ("page GFLOP/s", "page_gflops", ".1f"),
+        ("native GFLOP/s", "native_gflops", ".1f")], key="probe, one thread"),
+    "packaged-accuracy": lambda: rows_table("pretrained.json", "evaluations", [
+        ("test images", "n", ","), ("accuracy", "accuracy", "%"), ("test loss", "loss", ".4f")],
+        key="packaged file"),
+    "predict-memory": lambda: rows_table("predict_memory.json", "rows", [
+        ("max batch", "max_batch", ","), ("peak RSS MB", "peak_rss_mb", ",.0f"),
+        ("seconds", "seconds", ".2f"), ("images/s", "images_per_s", ",.0f")]),
+    "predict-folder": _folder("predict_folder.json"),
+    "predict-folder-84px": _folder("predict_folder_84px.json"),
+    "data-once": lambda: rows_table("data_once.json", "commands", [
+        ("before: median s", "before/median_s", ".1f"),
+        ("before: MNIST reads", "before/mnist_file_reads", ""),
+        ("after: median s", "after/median_s", ".1f"),
+        ("after: MNIST reads", "after/mnist_file_reads", "")], key="command"),
+    "cold-start": lambda: facts_table("cold_start.json", [
+        ("first answer in a new process, median ms", "median_ms", ".0f"),
+        ("the CLI's, median ms", "cli_median_ms", ".0f"),
+        ("bare python, median ms", "bare_python_median_ms", ".0f")]),
+    "ctrl-c": lambda: rows_table("ctrl_c_probe.json", "commands", [
+        ("interrupted", "counts/interrupted", ""), ("ended on its own", "counts/ended", ""),
+        ("finished", "counts/finished", ""), ("other", "counts/other", "")], key="command"),
+    "ray": lambda: facts_table("ray.json", [
+        ("ray start, s", "cold_start_s/ray_start", ".1f"),
+        ("serve: first answer, s", "cold_start_s/serve to first answer", ".2f"),
+        ("serve --ray, 1 replica: first answer, s", "cold_start_s/serve --ray x1 to first answer",
+         ".1f"),
+        ("batch: local images/s", "batch_images_per_s/local", ",.0f"),
+        ("batch: Ray, 1 actor, images/s", "batch_images_per_s/ray_1_actors", ",.0f"),
+        ("batch: Ray, 2 actors, images/s", "batch_images_per_s/ray_2_actors", ",.0f"),
+        ("idle memory MB", "idle_memory/rss_mb", ",.0f"),
+        ("a replica killed: transport errors", "replica_killed/transport_errors", ""),
+        ("a replica killed: replaced after s", "replica_killed/replaced_after_s", ".1f")]),
+    "ray-paper": ray_paper,
+    "ray-serving": lambda: rows_table("ray.json", "serving", [
+        ("server", "server", ""), ("encoding", "encoding", ""), ("concurrency", "concurrency", ""),
+        ("requests/s", "rps", ",.0f"), ("p50 ms", "p50_ms", ".1f"), ("p99 ms", "p99_ms", ".1f"),
+        ("not 200", "not_200", "")]),
+    "arm": lambda: rows_table("arm.json", "comparisons", [
+        ("images", "images", ""), ("max abs diff", "max_abs_diff", ".3g"),
+        ("agreement", "argmax_agreement", "%"), ("accuracy arm64", "accuracy_arm", "%"),
+        ("accuracy x86", "accuracy_x86", "%"), ("parity", "parity_passed", "")], key="model"),
+    "bench-scenarios": lambda: rows_table("bench_edge.json", "scenarios", [
+        ("scenario", "scenario", ""), ("threads", "threads", ""), ("what", "summary", "")]),
+}  # fmt: skip
+
+
 TABLES: dict[str, Callable[[], str]] = {
     "headline": headline,
     "serve-workers": serve_workers,
@@ -338,6 +581,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "int8-agreement": int8_agreement,
     "runtime-sizes": runtime_sizes,
     "int8-consistency-runtimes": int8_consistency_runtimes,
+    **MEASURED,
 }
 
 
