@@ -234,6 +234,11 @@ async def start(server: ModelServer, host: str, port: int) -> tuple[Any, int]:
         ("grpc.so_reuseport", 1 if server.reuse_port else 0),
         ("grpc.max_receive_message_length", cfg.max_body),
         ("grpc.max_send_message_length", -1),
+        # gRPC core's tuning for throughput over latency: in 8 alternating runs at concurrency
+        # 64 (h2load, 2 workers, 2 cores) gRPC served 0.95x REST binary's requests/s on mean
+        # against 0.88x with the default, better in 6 of the 8 pairs: a small gain, near the
+        # noise of a shared machine; latency at concurrency 1 did not change measurably
+        ("grpc.optimization_target", "throughput"),
     ]
     aio = grpc.aio.server(options=options, maximum_concurrent_rpcs=cfg.max_connections)
     service = Service(server)
