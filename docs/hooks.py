@@ -104,7 +104,7 @@ def errors() -> str:
 def grpc_codes() -> str:
     from mnist_edge.edge.server.grpc_service import http_to_code
 
-    statuses = [400, 404, 413, 503, 504]
+    statuses = [400, 401, 403, 404, 413, 503, 504]
     return _table(
         ["REST status", "gRPC status code"],
         [[str(s), f"`{http_to_code(s).name}`"] for s in statuses],

@@ -116,6 +116,27 @@ ServeModels = Annotated[
     Opt("--model", help="PATH, or NAME=PATH, repeated for several models. Default: exported, "
                         "else packaged."),
 ]  # fmt: skip
+ApiKeys = Annotated[
+    list[str] | None,
+    Opt("--api-key", help="A key for the inference API, repeated for rotation (visible to "
+                          "`ps`: prefer --api-key-file or MNIST_EDGE_API_KEYS)."),
+]  # fmt: skip
+ApiKeyFile = Annotated[Path | None, Opt("--api-key-file", help="Inference keys, one a line.")]
+AdminKeys = Annotated[
+    list[str] | None,
+    Opt("--admin-key", help="A key for model management (load, unload) and inference, "
+                            "repeated for rotation (or --admin-key-file, MNIST_EDGE_ADMIN_KEYS)."),
+]  # fmt: skip
+AdminKeyFile = Annotated[Path | None, Opt("--admin-key-file", help="Admin keys, one a line.")]
+ProtectMetrics = Annotated[bool, Opt("--protect-metrics", help="/metrics needs a key too.")]
+Insecure = Annotated[
+    bool, Opt("--insecure", help="Serve a non-loopback --host without an inference key.")
+]
+TlsCert = Annotated[Path | None, Opt("--tls-cert", help="PEM certificate: REST and gRPC over TLS.")]
+TlsKey = Annotated[Path | None, Opt("--tls-key", help="PEM private key of --tls-cert.")]
+TlsClientCa = Annotated[
+    Path | None, Opt("--tls-client-ca", help="Require client certificates signed by this CA.")
+]
 ModelRepository = Annotated[
     Path | None,
     Opt("--model-repository", help="A folder of models: Triton's layout (export --format "

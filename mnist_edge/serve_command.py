@@ -30,6 +30,15 @@ def serve_cmd(
     max_connections: o.MaxConnections = policy.SERVE_MAX_CONNECTIONS,
     timeout: o.Timeout = policy.SERVE_TIMEOUT_S,
     verbose: o.Verbose = False,
+    api_key: o.ApiKeys = None,
+    api_key_file: o.ApiKeyFile = None,
+    admin_key: o.AdminKeys = None,
+    admin_key_file: o.AdminKeyFile = None,
+    protect_metrics: o.ProtectMetrics = False,
+    insecure: o.Insecure = False,
+    tls_cert: o.TlsCert = None,
+    tls_key: o.TlsKey = None,
+    tls_client_ca: o.TlsClientCa = None,
     ray: o.UseRay = False,
     ray_address: o.RayAddress = None,
     replicas: o.Replicas = 1,
@@ -37,9 +46,13 @@ def serve_cmd(
     """Serve models over the Open Inference Protocol (KServe V2, Triton), REST and gRPC, with
     dynamic batching, and a web export beside it, until Ctrl-C or SIGTERM (then drain, exit 0).
     SIGHUP, or POST /v2/repository/models/NAME/load, reloads models without a lost request.
+    --api-key protects the inference API and --admin-key model management (health stays open);
+    an address other than loopback needs an --api-key, or --insecure. --tls-cert and
+    --tls-key serve REST and gRPC over TLS (--tls-client-ca: clients need certificates too).
     With --ray, the same app as a Ray Serve deployment of --replicas replicas (each --threads
     engine threads, 1 by default; REST only)."""
     from .edge.server import ServeConfig, default_web, serve
+    from .edge.server.auth import ENV_ADMIN_KEYS, ENV_API_KEYS, read_keys
     from .edge.server.batcher import BatchConfig
     from .edge.server.workers import default_workers
 
@@ -51,9 +64,19 @@ def serve_cmd(
         batch=BatchConfig(max_batch, max_delay, max_queue), max_body=max_body,
         max_request_images=max_request_images, max_connections=max_connections,
         timeout_s=timeout, verbose=verbose,
+        api_keys=read_keys(api_key or (), o.opt_str(api_key_file), ENV_API_KEYS, "--api-key"),
+        admin_keys=read_keys(admin_key or (), o.opt_str(admin_key_file), ENV_ADMIN_KEYS,
+                             "--admin-key"),
+        protect_metrics=protect_metrics, insecure=insecure, tls_cert=o.opt_str(tls_cert),
+        tls_key=o.opt_str(tls_key), tls_client_ca=o.opt_str(tls_client_ca),
     )  # fmt: skip
     if ray or ray_address:
         from .edge.cluster import RayConfig, serve_on_ray
+        from .edge.errors import ConfigError
+
+        if tls_cert:
+            raise ConfigError("--tls-cert does not apply with --ray: Ray Serve's proxy answers "
+                              "the clients (put TLS in front of it)")  # fmt: skip
 
         ray_cfg = RayConfig(ray_address, cpus=threads or 1, replicas=replicas)
         serve_on_ray(cfg, ray_cfg, on_start=render.serving_on_ray, on_ready=render.ray_ready)

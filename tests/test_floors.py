@@ -27,10 +27,10 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "predictor": ("mnist_edge.edge.images", "mnist_edge.edge.runtime"),
     "tasks": tuple(f"mnist_edge.edge.{m}" for m in (
         "evaluate", "parity", "bench", "tune", "predict", "web", "triton",
-        "server.config", "server.tensors", "server.rest_codec", "server.grpc_codec",
-        "server.batcher", "server.metrics", "server.models", "server.model_server",
-        "server.grpc_service", "server.app", "server.http_limits", "server.host",
-        "server.workers", "server", "cluster")),
+        "server.auth", "server.tls", "server.config", "server.tensors", "server.rest_codec",
+        "server.grpc_codec", "server.batcher", "server.metrics", "server.models",
+        "server.model_server", "server.grpc_service", "server.app", "server.http_limits",
+        "server.host", "server.workers", "server", "cluster")),
     "training": tuple(f"mnist_edge.{m}" for m in (
         "model", "checkpoint", "distributed", "augment", "train", "executorch_export",
         "litert_export", "export", "quantize", "doctor", "layers", "torch_backend")),

@@ -13,7 +13,9 @@
     GET  /metrics                             Prometheus text, per model (metrics.py)
     GET  /...                                 the web export, when there is one
 
-Bodies are read and answered by rest_codec.py; the models are the ModelServer's. The lifespan
+With keys configured (auth.py), everything but health, /metrics and the web export needs an
+inference key, and load and unload an admin key (_Guard). Bodies are read and answered by
+rest_codec.py; the models are the ModelServer's. The lifespan
 starts the gRPC service beside REST, loads the models after the server listens (readiness says
 when they are there) and reloads them on SIGHUP (models.py says how a reload keeps every
 request).
@@ -35,7 +37,7 @@ import orjson
 
 from ..errors import MnistEdgeError, missing_dependency
 from ..web import ISOLATION_HEADERS, MIME, static_file
-from . import grpc_service, rest_codec
+from . import auth, grpc_service, rest_codec
 from .batcher import QueueFull
 from .model_server import ModelServer
 from .tensors import ProtocolError
@@ -254,7 +256,9 @@ def build(server: ModelServer) -> Any:
             Route(base + "/infer", infer, methods=["POST"]),
         ]
     routes.append(Route("/{path:path}", page, methods=["GET", "HEAD"]))
-    return _FastInfer(Starlette(routes=routes, lifespan=lifespan(server)), server)
+    app = _FastInfer(Starlette(routes=routes, lifespan=lifespan(server)), server)
+    keys = server.cfg.keys
+    return _Guard(app, server, keys) if keys.enabled else app
 
 
 def on_sighup(server: ModelServer) -> None:
@@ -300,6 +304,33 @@ def lifespan(server: ModelServer) -> Callable:
             server.close()
 
     return span
+
+
+class _Guard:
+    """The keys (auth.py): a request without the key its path needs is answered 401 or 403
+    here, before its body is read. In front of everything, so that Ray Serve's ingress, which
+    mounts the same app, checks them too."""
+
+    def __init__(self, app: Any, server: ModelServer, keys: auth.Keys) -> None:
+        self.app, self.server, self.keys = app, server, keys
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        needed = auth.rest_scope(scope.get("method", ""), scope.get("path", ""), self.keys)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1")
+                   for k, v in scope.get("headers", [])}  # fmt: skip
+        refusal = self.keys.refusal(needed, auth.presented_key(headers.get))
+        if refusal is None:
+            return await self.app(scope, receive, send)
+        status, message = refusal
+        extra = {"www-authenticate": 'Bearer realm="mnist-edge"'} if status == 401 else {}
+        status, body, out = counted(self.server, "", "auth", status,
+                                    orjson.dumps({"error": message}), extra)  # fmt: skip
+        out["content-length"] = str(len(body))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(k.encode(), v.encode()) for k, v in out.items()]})  # fmt: skip
+        await send({"type": "http.response.body", "body": body})
 
 
 class _FastInfer:

@@ -10,6 +10,7 @@ from .. import policy
 from ..errors import ConfigError
 from ..images import MAX_IMAGE_PIXELS
 from ..machine import check_threads
+from . import auth, tls
 from .batcher import BatchConfig
 
 MAX_WORKERS = 64
@@ -52,6 +53,13 @@ class ServeConfig:
     timeout_s: float = policy.SERVE_TIMEOUT_S
     max_image_pixels: int = MAX_IMAGE_PIXELS
     verbose: bool = False  # log every request
+    api_keys: tuple[str, ...] = field(default=(), repr=False)  # open the inference API (auth.py)
+    admin_keys: tuple[str, ...] = field(default=(), repr=False)  # open model management too
+    protect_metrics: bool = False  # /metrics needs a key too
+    insecure: bool = False  # serve an address other machines reach without an inference key
+    tls_cert: str | None = None  # PEM: REST and gRPC over TLS (tls.py)
+    tls_key: str | None = None
+    tls_client_ca: str | None = None  # clients must present a certificate this CA signed
 
     def __post_init__(self) -> None:
         check_threads(self.threads)
@@ -78,6 +86,19 @@ class ServeConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        for key in self.api_keys:
+            auth.check_key(key, "--api-key")
+        for key in self.admin_keys:
+            auth.check_key(key, "--admin-key")
+        if not self.api_keys and not self.insecure and not auth.is_loopback(self.host):
+            raise ConfigError(
+                f"--host {self.host} is reachable from other machines and no --api-key is set: "
+                "anyone reaching the port could call the models; give --api-key (or "
+                f"--api-key-file, or {auth.ENV_API_KEYS}), or --insecure to serve it open"
+            )
+        tls.check(self.tls_cert, self.tls_key, self.tls_client_ca)
+        if self.protect_metrics and not (self.api_keys or self.admin_keys):
+            raise ConfigError("--protect-metrics needs a key: give --api-key or --admin-key")
         if self.grpc and self.port and self.grpc_target == self.port:
             raise ConfigError(f"--grpc-port {self.grpc_port} is the REST port too: give another")
         if self.profile is not None and (self.models or self.repository or self.backend
@@ -89,6 +110,15 @@ class ServeConfig:
         if twice:
             raise ConfigError(f"--model names {', '.join(map(repr, twice))} more than once: give "
                               "each model its own NAME=PATH")  # fmt: skip
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.tls_cert else "http"
+
+    @property
+    def keys(self) -> auth.Keys:
+        """The keys as the server checks them (digests)."""
+        return auth.Keys.of(self.api_keys, self.admin_keys, self.protect_metrics)
 
     @property
     def grpc_target(self) -> int:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..errors import ConfigError, MnistEdgeError, missing_dependency
 from ..proto import grpc_service_pb2, model_config_pb2
-from . import grpc_codec
+from . import auth, grpc_codec, tls
 from .batcher import QueueFull
 from .model_server import ModelServer
 from .tensors import ProtocolError
@@ -45,8 +45,9 @@ def _grpc() -> Any:
 def http_to_code(status: int) -> Any:
     """The gRPC status code for a REST status (the same refusal, said the gRPC way)."""
     code = _grpc().StatusCode
-    codes = {400: code.INVALID_ARGUMENT, 404: code.NOT_FOUND, 413: code.RESOURCE_EXHAUSTED,
-             503: code.UNAVAILABLE, 504: code.DEADLINE_EXCEEDED}  # fmt: skip
+    codes = {400: code.INVALID_ARGUMENT, 401: code.UNAUTHENTICATED, 403: code.PERMISSION_DENIED,
+             404: code.NOT_FOUND, 413: code.RESOURCE_EXHAUSTED, 503: code.UNAVAILABLE,
+             504: code.DEADLINE_EXCEEDED}  # fmt: skip
     return codes.get(status, code.INVALID_ARGUMENT)
 
 
@@ -221,6 +222,33 @@ class Service:
         })  # fmt: skip
 
 
+def key_check(keys: auth.Keys, service: Service) -> Any:
+    """The keys (auth.py) over gRPC, as a server interceptor: a call without the key its method
+    needs is refused UNAUTHENTICATED or PERMISSION_DENIED before its message is read. Installed
+    only when keys are configured (an interceptor costs every call a little)."""
+    grpc = service.grpc
+
+    class KeyCheck(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation: Any, details: Any) -> Any:
+            metadata: dict[str, str] = {}
+            for key, value in details.invocation_metadata or ():
+                if isinstance(value, str):  # binary (-bin) entries carry no key
+                    metadata.setdefault(key.lower(), value)
+            needed = auth.grpc_scope(details.method)
+            refusal = keys.refusal(needed, auth.presented_key(metadata.get))
+            if refusal is None:
+                return await continuation(details)
+            code, message = http_to_code(refusal[0]), refusal[1]
+            method = details.method.rsplit("/", 1)[-1]
+
+            async def refuse(request: Any, context: Any) -> Any:
+                await service._refuse(context, "", method, code, message)
+
+            return grpc.unary_unary_rpc_method_handler(refuse)
+
+    return KeyCheck()
+
+
 def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
@@ -240,12 +268,19 @@ async def start(server: ModelServer, host: str, port: int) -> tuple[Any, int]:
         # noise of a shared machine; latency at concurrency 1 did not change measurably
         ("grpc.optimization_target", "throughput"),
     ]
-    aio = grpc.aio.server(options=options, maximum_concurrent_rpcs=cfg.max_connections)
     service = Service(server)
+    keys = cfg.keys
+    interceptors = [key_check(keys, service)] if keys.enabled else []
+    aio = grpc.aio.server(options=options, maximum_concurrent_rpcs=cfg.max_connections,
+                          interceptors=interceptors)  # fmt: skip
     aio.add_generic_rpc_handlers((service.handler(),))
     server.grpc_callers = service.callers
     try:
-        bound = aio.add_insecure_port(address(host, port))
+        if cfg.tls_cert:
+            creds = tls.grpc_credentials(grpc, cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
+            bound = aio.add_secure_port(address(host, port), creds)
+        else:
+            bound = aio.add_insecure_port(address(host, port))
     except RuntimeError as exc:
         bound, detail = 0, str(exc)
     else:
@@ -256,4 +291,4 @@ async def start(server: ModelServer, host: str, port: int) -> tuple[Any, int]:
     return aio, bound
 
 
-__all__ = ["Service", "start", "http_to_code", "address", "SERVICE"]
+__all__ = ["Service", "key_check", "start", "http_to_code", "address", "SERVICE"]

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..errors import ConfigError, missing_dependency
 from ..machine import has_module
-from . import app, http_limits
+from . import app, http_limits, tls
 from .config import ServeConfig
 from .model_server import ModelServer, ServerInfo
 
@@ -40,9 +40,9 @@ def listen(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
+def url_of(sock: socket.socket, scheme: str = "http") -> str:
     host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+    return f"{scheme}://[{host}]:{port}/" if ":" in host else f"{scheme}://{host}:{port}/"
 
 
 def serve_one(cfg: ServeConfig, on_start: Callable[[ServerInfo], None] | None = None,
@@ -68,13 +68,14 @@ def serve_one(cfg: ServeConfig, on_start: Callable[[ServerInfo], None] | None = 
             raise server.load_error
     sock = listen(cfg.host, cfg.port, reuse_port=reuse_port)
     http = http_limits.protocol_class() if has_module("httptools") else "h11"
+    tls_options = tls.uvicorn_options(cfg.tls_cert, cfg.tls_key, cfg.tls_client_ca)
     config = uvicorn.Config(app.build(server), log_level="info" if cfg.verbose else "error",
                             access_log=cfg.verbose, lifespan="on",
                             http=http, limit_concurrency=cfg.max_connections,
                             timeout_keep_alive=5, timeout_graceful_shutdown=cfg.timeout_s,
                             server_header=False, date_header=False,
-                            loop="asyncio" if cfg.grpc else "auto")  # fmt: skip
-    url = url_of(sock)
+                            loop="asyncio" if cfg.grpc else "auto", **tls_options)  # fmt: skip
+    url = url_of(sock, cfg.scheme)
     runner = _Uvicorn(config, server, (lambda: on_ready(server.info(url))) if on_ready else None)
     server.open_connections = lambda: len(runner.server_state.connections)
     server.serve_grpc, server.reuse_port = cfg.grpc, reuse_port
