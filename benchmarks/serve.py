@@ -22,6 +22,7 @@ import argparse
 import json
 import re
 import signal
+import ssl
 import statistics
 import struct
 import subprocess
@@ -65,8 +66,9 @@ def bodies(folder: Path) -> dict[str, tuple[Path, list[str]]]:
 
 
 def hey(url: str, body: Path, headers: list[str], concurrency: int, seconds: float,
-        prefix: tuple[str, ...] = ()) -> dict:  # fmt: skip
-    """hey's numbers; `prefix` runs it inside something (benchmarks/ray.py: nsenter)."""
+        prefix: tuple[str, ...] = (), extra: tuple[str, ...] = ()) -> dict:  # fmt: skip
+    """hey's numbers; `prefix` runs it inside something (benchmarks/ray.py: nsenter), `extra`
+    are more of hey's flags."""
     cmd = [
         *prefix,
         "hey",
@@ -78,6 +80,7 @@ def hey(url: str, body: Path, headers: list[str], concurrency: int, seconds: flo
         "POST",
         "-D",
         str(body),
+        *extra,
     ]
     for h in headers:
         cmd += ["-H", h]
@@ -99,7 +102,9 @@ def hey(url: str, body: Path, headers: list[str], concurrency: int, seconds: flo
 
 def grpc_calls(metrics_url: str) -> tuple[int, int]:
     """(ModelInfer calls answered OK, answered otherwise) so far, from the server's /metrics."""
-    text = urllib.request.urlopen(metrics_url, timeout=30).read().decode()
+    # the benchmark's own server: over TLS its self-signed certificate is taken as it is
+    ctx = ssl._create_unverified_context() if metrics_url.startswith("https") else None
+    text = urllib.request.urlopen(metrics_url, timeout=30, context=ctx).read().decode()
     ok = other = 0
     for status, n in re.findall(r'mnist_edge_requests_total\{endpoint="grpc.ModelInfer",'
                                 r'model="[^"]*",status="(\w+)"\} (\S+)', text):  # fmt: skip
@@ -112,14 +117,16 @@ def grpc_calls(metrics_url: str) -> tuple[int, int]:
 
 def batches_so_far(metrics_url: str) -> tuple[float, float]:
     """(images, model calls) the server's batcher has run, from its /metrics."""
-    text = urllib.request.urlopen(metrics_url, timeout=30).read().decode()
+    # the benchmark's own server: over TLS its self-signed certificate is taken as it is
+    ctx = ssl._create_unverified_context() if metrics_url.startswith("https") else None
+    text = urllib.request.urlopen(metrics_url, timeout=30, context=ctx).read().decode()
     images = re.findall(r"^mnist_edge_batch_images_sum\{[^}]*\} (\S+)", text, re.M)
     calls = re.findall(r"^mnist_edge_batch_images_count\{[^}]*\} (\S+)", text, re.M)
     return sum(map(float, images)), sum(map(float, calls))
 
 
 def h2load(address: str, body: Path, headers: list[str], concurrency: int, seconds: float,
-           metrics_url: str) -> dict:  # fmt: skip
+           metrics_url: str, tls: bool = False) -> dict:  # fmt: skip
     """h2load's numbers for gRPC ModelInfer calls: `concurrency` connections of one stream
     each (as hey's connections), latency percentiles from its per-request log."""
     with tempfile.NamedTemporaryFile(suffix=".log") as log:
@@ -128,7 +135,8 @@ def h2load(address: str, body: Path, headers: list[str], concurrency: int, secon
                f"--log-file={log.name}"]  # fmt: skip
         for h in headers:
             cmd += ["-H", h]
-        target = f"http://{address}/inference.GRPCInferenceService/ModelInfer"
+        scheme = "https" if tls else "http"
+        target = f"{scheme}://{address}/inference.GRPCInferenceService/ModelInfer"
         out = subprocess.run([*cmd, target], capture_output=True, text=True,
                              timeout=seconds + 120).stdout  # fmt: skip
         after = grpc_calls(metrics_url)
@@ -152,7 +160,7 @@ class Server:
                                       *args], cwd=cwd, stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, text=True)  # fmt: skip
         first = self.proc.stdout.readline()
-        self.url = re.search(r"(http://127\.0\.0\.1:\d+/)", first).group(1)
+        self.url = re.search(r"(https?://127\.0\.0\.1:\d+/)", first).group(1)
         grpc = re.search(r"gRPC at (127\.0\.0\.1:\d+)", first)
         self.grpc = grpc.group(1) if grpc else None
         ready = self.proc.stdout.readline()  # "ready: ..." once the model is loaded
