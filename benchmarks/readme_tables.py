@@ -523,6 +523,10 @@ MEASURED: dict[str, Callable[[], str]] = {
         ("page p50 ms", "page_p50_ms", ".3f"), ("native p50 ms", "native_1thread_p50_ms", ".3f"),
         ("page / native", "ratio", ".2f"), ("page GFLOP/s", "page_gflops", ".1f"),
         ("native GFLOP/s", "native_gflops", ".1f")], key="probe, one thread"),
+    "serve-tls": lambda: rows_table("serve_tls.json", "cells", [
+        ("mode", "mode", ""), ("encoding", "encoding", ""), ("keep-alive", "keepalive", ""),
+        ("concurrency", "concurrency", ""), ("requests/s", "rps", ",.0f"),
+        ("p50 ms", "p50_ms", ".2f"), ("p99 ms", "p99_ms", ".2f"), ("not 200", "not_200", "")]),
     "packaged-accuracy": lambda: rows_table("pretrained.json", "evaluations", [
         ("test images", "n", ","), ("accuracy", "accuracy", "%"), ("test loss", "loss", ".4f")],
         key="packaged file"),

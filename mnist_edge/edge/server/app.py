@@ -96,7 +96,8 @@ async def answer(server: ModelServer, params: dict[str, str], header: Callable[[
                 max_batch=server.cfg.max_request_images,
             )  # fmt: skip
             out = await server.run(served, req)
-        payload, headers = rest_codec.response(name, served.version, req, out)
+        payload, headers = rest_codec.response(name, served.version, req, out,
+                                               served.predictor.contract.class_labels)  # fmt: skip
         server.metrics.latency.labels(name).observe(time.perf_counter() - t0)
         return counted(server, name, "infer", 200, payload, headers)
     except ProtocolError as exc:

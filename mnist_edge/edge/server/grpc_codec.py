@@ -16,7 +16,18 @@ import numpy as np
 
 from .. import spec
 from ..proto import grpc_service_pb2
-from .tensors import FP32, ProtocolError, Request, check_output, one_input, parse_tensor
+from .tensors import (
+    BYTES,
+    FP32,
+    ProtocolError,
+    Request,
+    bytes_raw,
+    check_classification,
+    check_output,
+    classify,
+    one_input,
+    parse_tensor,
+)
 
 
 def parse(request: Any, *, input_name: str, max_batch: int) -> Request:
@@ -44,14 +55,26 @@ def parse(request: Any, *, input_name: str, max_batch: int) -> Request:
         input_name=input_name, max_batch=max_batch,
     )  # fmt: skip
     outputs = tuple(check_output(o.name) for o in request.outputs)
-    return Request(request.id or None, kind, data, outputs, True, {})
+    k = 0
+    for o in request.outputs:
+        if "classification" in o.parameters:
+            p = o.parameters["classification"]
+            which = p.WhichOneof("parameter_choice")
+            k = check_classification(getattr(p, which) if which else None)
+    return Request(request.id or None, kind, data, outputs, True, {}, k)
 
 
-def answer(request: Any, model: str, version: str, log_probs: np.ndarray) -> Any:
-    """The ModelInferResponse: log_probs FP32 (N, 10) as raw_output_contents."""
+def answer(request: Any, model: str, version: str, log_probs: np.ndarray,
+           labels: tuple[str, ...] = spec.CLASS_LABELS, k: int = 0) -> Any:  # fmt: skip
+    """The ModelInferResponse: log_probs FP32 (N, 10) as raw_output_contents, or with the
+    classification extension's `k`, the top k as BYTES (N, k) "score:index:label"."""
     out = grpc_service_pb2.ModelInferResponse(
         model_name=model, model_version=version, id=request.id
     )
+    if k:
+        out.outputs.add(name=spec.OUTPUT_NAME, datatype=BYTES, shape=[len(log_probs), k])
+        out.raw_output_contents.append(bytes_raw(classify(log_probs, k, labels)))
+        return out
     out.outputs.add(name=spec.OUTPUT_NAME, datatype=FP32,
                     shape=list(log_probs.shape))  # fmt: skip
     out.raw_output_contents.append(np.ascontiguousarray(log_probs, dtype="<f4").tobytes())

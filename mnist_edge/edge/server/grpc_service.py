@@ -195,7 +195,8 @@ class Service:
             await self._refuse(context, name, "ModelInfer", *failure)
         server.metrics.latency.labels(name).observe(time.perf_counter() - t0)
         self._count(name, "ModelInfer", code.OK)
-        return grpc_codec.answer(request, name, served.version, out)
+        labels = served.predictor.contract.class_labels
+        return grpc_codec.answer(request, name, served.version, out, labels, req.classification)
 
     def handler(self) -> Any:
         grpc, pb = self.grpc, self.pb

@@ -33,7 +33,7 @@ from .tensors import BYTES, FP32, IMAGE_INPUT, ProtocolError, Request
 PLATFORM = "onnxruntime_onnx"
 DRAIN_QUIET_S = 0.3  # draining ends once no request has been in flight this long
 DRAIN_MAX_S = 10.0  # or after this long, whatever comes
-EXTENSIONS = ["binary_tensor_data", "model_configuration", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository"]
 
 
 @dataclass(frozen=True)

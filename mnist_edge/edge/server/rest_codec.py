@@ -30,7 +30,18 @@ import numpy as np
 import orjson
 
 from .. import spec
-from .tensors import FP32, ProtocolError, Request, check_output, one_input, parse_tensor
+from .tensors import (
+    BYTES,
+    FP32,
+    ProtocolError,
+    Request,
+    bytes_raw,
+    check_classification,
+    check_output,
+    classify,
+    one_input,
+    parse_tensor,
+)
 
 HEADER_LENGTH = "inference-header-content-length"  # (HTTP header names are case-insensitive)
 
@@ -83,35 +94,57 @@ def parse_request(body: bytes, header_length: str | None, *, input_name: str = s
     kind, data = parse_tensor(name, tensor.get("datatype"), tensor.get("shape"),
                               raw=None if binary_size is None else rest, data=tensor.get("data"),
                               input_name=input_name, max_batch=max_batch)  # fmt: skip
-    wanted, binary_out = _outputs(header)
+    wanted, binary_out, k = _outputs(header)
     request_id = header.get("id")
     return Request(None if request_id is None else str(request_id), kind, data, wanted,
-                   binary_out, header.get("parameters") or {})  # fmt: skip
+                   binary_out, header.get("parameters") or {}, k)  # fmt: skip
 
 
-def _outputs(header: dict[str, Any]) -> tuple[tuple[str, ...], bool]:
+def _outputs(header: dict[str, Any]) -> tuple[tuple[str, ...], bool, int]:
+    """(the outputs asked for, whether binary, the classification extension's k or 0)."""
     params = header.get("parameters") or {}
     binary = bool(params.get("binary_data_output", False)) if isinstance(params, dict) else False
     outputs = header.get("outputs") or []
     if not isinstance(outputs, list):
         raise ProtocolError("'outputs' must be a list")
-    names = []
+    names, k = [], 0
     for out in outputs:
         names.append(check_output(out.get("name") if isinstance(out, dict) else out))
-        p = out.get("parameters") or {}
-        if isinstance(p, dict) and "binary_data" in p:
+        p = (out.get("parameters") if isinstance(out, dict) else None) or {}
+        if not isinstance(p, dict):
+            raise ProtocolError("an output's 'parameters' must be an object")
+        if "binary_data" in p:
             binary = bool(p["binary_data"])
-    return tuple(names), binary
+        if "classification" in p:
+            k = check_classification(p["classification"])
+    return tuple(names), binary, k
 
 
-def response(model: str, version: str, request: Request,
-             log_probs: np.ndarray) -> tuple[bytes, dict[str, str]]:  # fmt: skip
-    """(body, headers) answering `request` with the model's (N, 10) output."""
+def response(
+    model: str,
+    version: str,
+    request: Request,
+    log_probs: np.ndarray,
+    labels: tuple[str, ...] = spec.CLASS_LABELS,
+) -> tuple[bytes, dict[str, str]]:
+    """(body, headers) answering `request` with the model's (N, 10) output, or its top k
+    classes as BYTES "score:index:label" (N, k) when the request asked for classification."""
     out: dict[str, Any] = {"name": spec.OUTPUT_NAME, "datatype": FP32,
                            "shape": list(log_probs.shape)}  # fmt: skip
     head: dict[str, Any] = {"model_name": model, "model_version": version, "outputs": [out]}
     if request.id is not None:
         head["id"] = request.id
+    if request.classification:
+        top = classify(log_probs, request.classification, labels)
+        out.update(datatype=BYTES, shape=[len(log_probs), request.classification])
+        if request.binary_output:
+            raw = bytes_raw(top)
+            out["parameters"] = {"binary_data_size": len(raw)}
+            text = orjson.dumps(head)
+            return text + raw, {HEADER_LENGTH: str(len(text)),
+                                "content-type": "application/octet-stream"}  # fmt: skip
+        out["data"] = [t.decode() for t in top]
+        return orjson.dumps(head), {"content-type": "application/json"}
     if request.binary_output:
         raw = np.ascontiguousarray(log_probs, dtype="<f4").tobytes()
         out["parameters"] = {"binary_data_size": len(raw)}

@@ -45,6 +45,7 @@ class Request:
     outputs: tuple[str, ...]  # outputs asked for (empty: all)
     binary_output: bool  # answer with binary tensors
     parameters: dict[str, Any] = field(default_factory=dict)
+    classification: int = 0  # the classification extension's k: the top k as BYTES (0: off)
 
     @property
     def n(self) -> int:
@@ -145,6 +146,31 @@ def parse_tensor(name: Any, datatype: Any, shape_raw: Any, *, raw: bytes | None,
         return BYTES, files
     raise ProtocolError(f"unknown input {name!r}; this model takes {input_name!r} (FP32) or "
                         f"{IMAGE_INPUT!r} (BYTES)")  # fmt: skip
+
+
+def check_classification(value: Any, classes: int = len(spec.CLASS_LABELS)) -> int:
+    """The classification extension's k for an output: an integer 1..classes (a bool, a
+    string or a float is not one; 0 asks for nothing and is refused as such)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ProtocolError(f"classification must be an integer 1..{classes}, got {value!r}"[:200])
+    if not 1 <= value <= classes:
+        raise ProtocolError(f"classification must be 1..{classes} (the model's classes), got "
+                            f"{value}")  # fmt: skip
+    return value
+
+
+def classify(log_probs: np.ndarray, k: int, labels: tuple[str, ...]) -> list[bytes]:
+    """The top `k` classes of each row as Triton writes them, best first: "score:index:label"
+    (the score is the output's value, here the log-probability, with 6 decimals)."""
+    top = np.argsort(-log_probs, axis=1, kind="stable")[:, :k]
+    return [f"{log_probs[r, i]:f}:{i}:{labels[i] if i < len(labels) else i}".encode()
+            for r in range(len(log_probs)) for i in top[r]]  # fmt: skip
+
+
+def bytes_raw(elements: list[bytes]) -> bytes:
+    """BYTES elements serialised as the binary extension and gRPC's raw contents do: each
+    prefixed by its length, 4 bytes little-endian."""
+    return b"".join(len(e).to_bytes(4, "little") + e for e in elements)
 
 
 def check_output(name: Any) -> str:
