@@ -527,6 +527,14 @@ MEASURED: dict[str, Callable[[], str]] = {
         ("mode", "mode", ""), ("encoding", "encoding", ""), ("keep-alive", "keepalive", ""),
         ("concurrency", "concurrency", ""), ("requests/s", "rps", ",.0f"),
         ("p50 ms", "p50_ms", ".2f"), ("p99 ms", "p99_ms", ".2f"), ("not 200", "not_200", "")]),
+    "serve-warmup": lambda: rows_table("serve_warmup.json", "engine", [
+        ("model", "model", ""), ("warm-up", "warm_up", ""), ("first b1 ms", "first_b1_ms", ".2f"),
+        ("then b1 ms", "steady_b1_ms", ".2f"), ("first b64 ms", "first_b64_ms", ".2f"),
+        ("then b64 ms", "steady_b64_ms", ".2f")]),
+    "serve-warmup-server": lambda: facts_table("serve_warmup.json", [
+        ("first request after readiness, ms (median of fresh servers)", "server/first_request_ms",
+         ".2f"),
+        ("the requests after it, ms", "server/steady_request_ms", ".2f")]),
     "packaged-accuracy": lambda: rows_table("pretrained.json", "evaluations", [
         ("test images", "n", ","), ("accuracy", "accuracy", "%"), ("test loss", "loss", ".4f")],
         key="packaged file"),

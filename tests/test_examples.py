@@ -35,7 +35,7 @@ SHRINK = [
     (r"\bmnist-edge tune\b", "mnist-edge tune --duration 0.2 --test-limit 300 --threads 1"),
 ]
 SHRINK_CHECKS = {"docs/guides/export.md", "docs/guides/int8.md"}
-TRAIN_SHRINK = "--epochs 1 --limit 1000 --test-limit 200"  # for train lines naming no --limit
+TRAIN_SHRINK = "--epochs 1 --limit 500 --test-limit 100"  # for train lines naming no --limit
 PAGES = ["README.md", "docs/guides/real-images.md", "docs/guides/export.md",
          "docs/guides/int8.md", "docs/guides/train.md", "docs/guides/serving.md"]  # fmt: skip
 SAME_AS = {"docs/start/tour.md": "README.md"}  # the same blocks (test_the_tour_is_the_readmes)

@@ -25,7 +25,7 @@ from mnist_edge.edge.data import batches, load_split
 from mnist_edge.edge.errors import ConfigError
 from mnist_edge.edge.runtime import Predictor, pretrained_path
 from mnist_edge.edge.server import ServeConfig
-from mnist_edge.edge.server.models import model_name, scan, sources
+from mnist_edge.edge.server.models import model_name, scan, sources, warm_up
 
 httpclient = pytest.importorskip("tritonclient.http", reason="tritonclient[http] (dev extra)")
 grpcclient = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] (dev extra)")
@@ -295,3 +295,10 @@ def test_two_workers_share_the_port_metrics_and_repository_calls(tmp_path, pair)
             raise AssertionError("the dead worker was not replaced")
     finally:
         assert s.stop()[0] == 0
+
+
+def test_the_warm_up_answers_a_batch_of_one():
+    """Before a version serves (and readiness says so), the engine has answered a batch."""
+    seen = []
+    warm_up(lambda x: seen.append(x.shape) or np.zeros((len(x), 10), np.float32), 28)
+    assert seen == [(1, 1, 28, 28)]

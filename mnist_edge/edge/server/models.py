@@ -10,11 +10,11 @@ Where models come from (ServeConfig):
 
 A model is (re)loaded by the repository extension's load call, or by SIGHUP (every model, and in
 a repository folder any model added since). A load builds the new Predictor and batcher in a
-thread, runs one warm-up batch on them, and only then swaps them in; requests that began on the
-old version finish on it (each request takes its model once, so its answer is all old or all
-new), and the old batcher closes when the last of them is answered. A load that fails leaves
-the old version serving, and the repository index says why. A load of an unchanged file (same
-version, same sha256) changes nothing.
+thread, runs one warm-up batch on them, and only then swaps them in;
+requests that began on the old version finish on it (each request takes its model once, so its
+answer is all old or all new), and the old batcher closes when the last of them is answered. A
+load that fails leaves the old version serving, and the repository index says why. A load of an
+unchanged file (same version, same sha256) changes nothing.
 """
 
 from __future__ import annotations
@@ -167,6 +167,14 @@ class Slot:
     lock: asyncio.Lock | None = None  # one load or unload of a model at a time
 
 
+def warm_up(run: Callable[[np.ndarray], np.ndarray], side: int) -> None:
+    """One call of a batch of 1 before a version is served, so that readiness means the
+    engine has answered (benchmarks/serve_warmup.py measures what a first call costs; a batch
+    of the largest size as well bought nothing measurable there: ONNX Runtime prepares most
+    of its work when the session is made, and a later change of shape costs again anyway)."""
+    run(np.zeros((1, spec.CHANNELS, side, side), np.float32))
+
+
 class Repository:
     """The served models by name. `find` is what a request calls; `load`, `unload` and
     `reload` (coroutines, in the server's event loop) change what is served."""
@@ -254,8 +262,7 @@ class Repository:
             plan = pools.for_server(self.cfg.threads)
             predictor = Predictor(path, threads=plan.intra_op, backend=self.cfg.backend,
                                   precision=self.cfg.precision, spin=plan.spin)  # fmt: skip
-        side = predictor.contract.image_size
-        predictor.runner.run(np.zeros((1, spec.CHANNELS, side, side), np.float32))  # warm-up
+        warm_up(predictor.runner.run, predictor.contract.image_size)
         batcher = Batcher(predictor.runner.run, self.cfg.batch,
                           self.metrics.on_batch(source.name), expected=self.expected)  # fmt: skip
         return Served(source.name, version, path, digest, predictor, batcher)
