@@ -155,6 +155,8 @@ def test_the_scopes():
     assert admin_only.refusal(auth.INFERENCE, None) is None
     assert admin_only.refusal(auth.ADMIN, None)[0] == 401
     assert auth.Keys().refusal(auth.ADMIN, None) is None  # no keys: open (loopback only)
+    assert auth.rest_scope("GET", "/v2/models/stats", keys) == auth.INFERENCE
+    assert auth.grpc_scope("/inference.GRPCInferenceService/ModelStatistics") == auth.INFERENCE
     assert auth.rest_scope("GET", "/v2/health/ready", keys) == auth.OPEN
     assert auth.rest_scope("GET", "/metrics", keys) == auth.OPEN
     assert auth.rest_scope("GET", "/metrics", auth.Keys.of((INFER_KEY,), (), True)) == "inference"

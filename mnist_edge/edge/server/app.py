@@ -7,6 +7,7 @@
     GET  /v2/models/{m}[/versions/{v}]/ready  200, or 503 while it loads or once it is unloaded
     GET  /v2/models/{m}[/versions/{v}]/config Triton's model configuration, as JSON
     POST /v2/models/{m}[/versions/{v}]/infer  FP32 (N, 1, 28, 28) or BYTES image files -> log_probs
+    GET  /v2/models[/{m}[/versions/{v}]]/stats counts and cumulative times, Triton's (stats.py)
     POST /v2/repository/index                 the models, their versions and states
     POST /v2/repository/models/{m}/load       load a model, or reload it (a changed file)
     POST /v2/repository/models/{m}/unload     stop serving it (requests in flight are answered)
@@ -38,7 +39,7 @@ import orjson
 from ..errors import MnistEdgeError, missing_dependency
 from ..web import ISOLATION_HEADERS, MIME, static_file
 from . import auth, grpc_service, rest_codec
-from .batcher import QueueFull
+from .batcher import QueueFull, Times
 from .model_server import ModelServer
 from .tensors import ProtocolError
 
@@ -84,21 +85,28 @@ async def answer(server: ModelServer, params: dict[str, str], header: Callable[[
         return counted(server, "", "infer", 404, rest_codec.error_body(problem))
     server.enter()
     t0 = time.perf_counter()
-    reading, served = True, None
+    reading, served, answered = True, None, False
     try:
         async with asyncio.timeout(server.cfg.timeout_s):
             body = await read_body(server, header("content-length"), chunks)
             reading = False
             served = server.take(name, version)
+            t_in = time.perf_counter()
             req = rest_codec.parse_request(
                 body, header(rest_codec.HEADER_LENGTH),
                 input_name=served.predictor.contract.input_name,
                 max_batch=server.cfg.max_request_images,
             )  # fmt: skip
-            out = await server.run(served, req)
+            times = Times(input_s=time.perf_counter() - t_in)
+            out = await server.run(served, req, times=times)
+        t_out = time.perf_counter()
         payload, headers = rest_codec.response(name, served.version, req, out,
                                                served.predictor.contract.class_labels)  # fmt: skip
-        server.metrics.latency.labels(name).observe(time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        times.output_s = t1 - t_out
+        served.stats.succeeded(times, t1 - t0, len(out))
+        answered = True
+        server.metrics.latency.labels(name).observe(t1 - t0)
         return counted(server, name, "infer", 200, payload, headers)
     except ProtocolError as exc:
         return counted(server, name, "infer", exc.status, rest_codec.error_body(str(exc)))
@@ -115,6 +123,8 @@ async def answer(server: ModelServer, params: dict[str, str], header: Callable[[
         return counted(server, name, "infer", 400, rest_codec.error_body(str(exc)))
     finally:
         if served is not None:
+            if not answered:
+                served.stats.failed(time.perf_counter() - t0)
             server.release(served)
         server.leave()
 
@@ -187,6 +197,13 @@ def build(server: ModelServer) -> Any:
 
         return route
 
+    async def statistics(request: Any) -> Any:
+        params = request.path_params
+        if "model" in params and (problem := server.known(params)) is not None:
+            return error("", "stats", problem, 404)
+        name = params.get("model")
+        return as_json(name or "", "stats", server.statistics(name, params.get("version")))
+
     def model_ready(name: str) -> tuple[Any, int]:
         ok = server.model_ready(name)
         return {"name": name, "ready": ok}, 200 if ok else 503
@@ -249,8 +266,10 @@ def build(server: ModelServer) -> Any:
         Route("/v2/repository/models/{model}/unload", repository_call("unload"),
               methods=["POST"]),
     ]  # fmt: skip
+    routes.append(Route("/v2/models/stats", statistics))  # before /v2/models/{model}
     for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
         routes += [
+            Route(base + "/stats", statistics),
             Route(base, model_route("metadata", lambda m: (server.metadata(m), 200))),
             Route(base + "/ready", model_route("health", model_ready)),
             Route(base + "/config", model_route("metadata", lambda m: (server.config(m), 200))),

@@ -49,11 +49,30 @@ class BatchConfig:
             raise ConfigError(f"--max-queue must be at least 1, got {self.max_queue}")
 
 
+@dataclass(slots=True)
+class Times:
+    """Where one request's time went, in seconds (the statistics extension's split): waiting
+    for its model call, preparing the model's input (parsing, image decoding, joining the
+    batch), the model call of its batch, and turning the answer into the reply."""
+
+    queue_s: float = 0.0
+    input_s: float = 0.0
+    infer_s: float = 0.0
+    output_s: float = 0.0
+
+
+# the batcher's callback after each model call: (images, seconds joining the batch's input,
+# seconds in the model, seconds handing the answers back)
+OnBatch = Callable[[int, float, float, float], None]
+
+
 @dataclass
 class _Item:
     x: np.ndarray
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
+    times: Times | None = None
+    submitted: float = 0.0
 
     @property
     def n(self) -> int:
@@ -65,7 +84,7 @@ class Batcher:
     concurrent requests, on one thread of its own (the engine's threads do the arithmetic)."""
 
     def __init__(self, fn: Callable[[np.ndarray], np.ndarray], cfg: BatchConfig = BatchConfig(),
-                 on_batch: Callable[[int, float], None] | None = None,
+                 on_batch: OnBatch | None = None,
                  expected: Callable[[], int] = lambda: 0) -> None:  # fmt: skip
         self.fn, self.cfg, self.on_batch = fn, cfg, on_batch
         self.expected = expected  # requests the server holds (a batch waits only for those)
@@ -80,8 +99,10 @@ class Batcher:
         """Images waiting for, or in, a model call."""
         return self._waiting
 
-    async def submit(self, x: np.ndarray, inline: bool = True) -> np.ndarray:
-        """The model's (n, 10) answer for `x`, once its batch has run. A request alone in the
+    async def submit(self, x: np.ndarray, inline: bool = True,
+                     times: Times | None = None) -> np.ndarray:  # fmt: skip
+        """The model's (n, 10) answer for `x`, once its batch has run; `times` hears how long
+        it waited and how long its batch took. A request alone in the
         server (nothing waiting, no other request held) runs at once in the caller's thread:
         there is nobody to batch with, and the hand-over to the batcher's thread and back
         costs more than the model call at batch 1. `inline=False` always hands over: for a
@@ -97,12 +118,15 @@ class Batcher:
             try:
                 return self.fn(x)
             finally:
+                took = time.perf_counter() - t0
+                if times is not None:
+                    times.infer_s = took
                 if self.on_batch:
-                    self.on_batch(len(x), time.perf_counter() - t0)
+                    self.on_batch(len(x), 0.0, took, 0.0)
                 with self._lock:
                     self._waiting -= len(x)
         loop = asyncio.get_running_loop()
-        item = _Item(x, loop, loop.create_future())
+        item = _Item(x, loop, loop.create_future(), times, time.perf_counter())
         self._q.put(item)
         return await item.future
 
@@ -153,14 +177,15 @@ class Batcher:
 
     def _answer(self, batch: list[_Item]) -> None:
         """One model call for the batch, and each request's rows back to its event loop."""
+        t_start = time.perf_counter()
         x = batch[0].x if len(batch) == 1 else np.concatenate([b.x for b in batch])
         t0 = time.perf_counter()
         try:
             out, error = self.fn(x), None
         except Exception as exc:  # the engine failed: every request of the batch hears it
             out, error = None, exc
-        if self.on_batch:
-            self.on_batch(len(x), time.perf_counter() - t0)
+        t1 = time.perf_counter()
+        joining, infer = t0 - t_start, t1 - t0
         # one hand-over per event loop, not per request: each call_soon_threadsafe writes to
         # the loop's wake-up pipe, a system call that took 5% of a gRPC server's samples at
         # concurrency 64 when made for each of a batch's ~16 requests (py-spy)
@@ -169,9 +194,15 @@ class Batcher:
         for b in batch:
             result = None if out is None else out[start : start + b.n]
             start += b.n
+            if b.times is not None:
+                b.times.queue_s = t_start - b.submitted
+                b.times.input_s += joining
+                b.times.infer_s = infer
             answers.setdefault(b.loop, []).append((b.future, result))
         for loop, settled in answers.items():
             loop.call_soon_threadsafe(_settle_all, settled, error)
+        if self.on_batch:
+            self.on_batch(len(x), joining, infer, time.perf_counter() - t1)
         with self._lock:
             self._waiting -= len(x)
 

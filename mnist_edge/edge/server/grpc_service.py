@@ -3,7 +3,7 @@ same process, in the same event loop, on the same ModelServer: one batcher, one 
 one readiness, one drain.
 
     ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata, ModelConfig, ModelInfer,
-    RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload
+    ModelStatistics, RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload
 
 Messages are Triton's (../proto/, a superset of the Open Inference Protocol's with the same
 field numbers), so tritonclient's gRPC client and any client built from either proto file talk
@@ -26,7 +26,7 @@ from typing import Any
 from ..errors import ConfigError, MnistEdgeError, missing_dependency
 from ..proto import grpc_service_pb2, model_config_pb2
 from . import auth, grpc_codec, tls
-from .batcher import QueueFull
+from .batcher import QueueFull, Times
 from .model_server import ModelServer
 from .tensors import ProtocolError
 
@@ -124,6 +124,16 @@ class Service:
         self._count(request.name, "ModelConfig", self.grpc.StatusCode.OK)
         return self.pb.ModelConfigResponse(config=config)
 
+    async def model_statistics(self, request: Any, context: Any) -> Any:
+        from google.protobuf import json_format
+
+        name, version = request.name, request.version or None
+        if name:
+            await self._known(context, "ModelStatistics", name, request.version)
+        found = self.server.statistics(name or None, version)
+        self._count(name, "ModelStatistics", self.grpc.StatusCode.OK)
+        return json_format.ParseDict(found, self.pb.ModelStatisticsResponse())
+
     async def repository_index(self, request: Any, context: Any) -> Any:
         index = self.pb.RepositoryIndexResponse.ModelIndex
         rows = self.server.models.index(request.ready)
@@ -166,16 +176,18 @@ class Service:
         server.enter()
         t0 = time.perf_counter()
         failure: tuple[Any, str] | None = None
-        served = None
+        served, ran = None, False
         try:
             async with asyncio.timeout(server.cfg.timeout_s):
                 served = server.take(name, version)
                 req = grpc_codec.parse(request, input_name=served.predictor.contract.input_name,
                                        max_batch=server.cfg.max_request_images)  # fmt: skip
+                times = Times(input_s=time.perf_counter() - t0)
                 # always through the batcher's thread: a call run inline holds the event
                 # loop, and grpc.aio hands over the calls behind it (from other connections
                 # or the same one) only once it is done, so they could never join a batch
-                out = await server.run(served, req, inline=False)
+                out = await server.run(served, req, inline=False, times=times)
+                ran = True
         except ProtocolError as exc:
             failure = http_to_code(exc.status), str(exc)
         except QueueFull as exc:
@@ -189,14 +201,21 @@ class Service:
             failure = code.INVALID_ARGUMENT, str(exc)
         finally:
             if served is not None:
+                if not ran:
+                    served.stats.failed(time.perf_counter() - t0)
                 server.release(served)
             server.leave()
         if failure is not None:
             await self._refuse(context, name, "ModelInfer", *failure)
-        server.metrics.latency.labels(name).observe(time.perf_counter() - t0)
-        self._count(name, "ModelInfer", code.OK)
+        t_out = time.perf_counter()
         labels = served.predictor.contract.class_labels
-        return grpc_codec.answer(request, name, served.version, out, labels, req.classification)
+        reply = grpc_codec.answer(request, name, served.version, out, labels, req.classification)
+        t1 = time.perf_counter()
+        times.output_s = t1 - t_out
+        served.stats.succeeded(times, t1 - t0, len(out))
+        server.metrics.latency.labels(name).observe(t1 - t0)
+        self._count(name, "ModelInfer", code.OK)
+        return reply
 
     def handler(self) -> Any:
         grpc, pb = self.grpc, self.pb
@@ -208,6 +227,7 @@ class Service:
             "ModelMetadata": (self.model_metadata, pb.ModelMetadataRequest),
             "ModelConfig": (self.model_config, pb.ModelConfigRequest),
             "ModelInfer": (self.model_infer, pb.ModelInferRequest),
+            "ModelStatistics": (self.model_statistics, pb.ModelStatisticsRequest),
             "RepositoryIndex": (self.repository_index, pb.RepositoryIndexRequest),
             "RepositoryModelLoad": (self.repository_model_load, pb.RepositoryModelLoadRequest),
             "RepositoryModelUnload": (

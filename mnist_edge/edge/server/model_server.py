@@ -25,6 +25,8 @@ from ..errors import InputError, MnistEdgeError
 from ..images import prepare_image
 from ..runtime import Predictor
 from ..web import check_web_folder
+from . import stats
+from .batcher import Times
 from .config import ServeConfig
 from .metrics import ServerMetrics
 from .models import Repository, Served
@@ -33,7 +35,8 @@ from .tensors import BYTES, FP32, IMAGE_INPUT, ProtocolError, Request
 PLATFORM = "onnxruntime_onnx"
 DRAIN_QUIET_S = 0.3  # draining ends once no request has been in flight this long
 DRAIN_MAX_S = 10.0  # or after this long, whatever comes
-EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository"]
+EXTENSIONS = ["binary_tensor_data", "classification", "model_configuration", "model_repository",
+              "statistics"]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -227,18 +230,30 @@ class ModelServer:
                 raise ProtocolError(f"image {i}: {kind}") from None  # fmt: skip
         return predictor.preprocess(np.stack(digits))
 
-    async def run(self, served: Served, req: Request, inline: bool = True) -> np.ndarray:
+    async def run(self, served: Served, req: Request, inline: bool = True,
+                  times: Times | None = None) -> np.ndarray:  # fmt: skip
         """A parsed request's (N, 10) answer from the version it took: image files prepared as
-        `predict` prepares them, then its batcher (Batcher.submit says what `inline` means).
-        REST and gRPC both come here."""
-        x = (await asyncio.to_thread(self._images, served.predictor, req.tensor)
-             if req.kind == BYTES else req.tensor)  # fmt: skip
+        `predict` prepares them, then its batcher (Batcher.submit says what `inline` means);
+        `times` hears where the time went. REST and gRPC both come here."""
+        if req.kind == BYTES:
+            t0 = time.perf_counter()
+            x = await asyncio.to_thread(self._images, served.predictor, req.tensor)
+            if times is not None:
+                times.input_s += time.perf_counter() - t0
+        else:
+            x = req.tensor
         queue = self.metrics.queue.labels(served.name)
         queue.set(served.batcher.depth + len(x))
         try:
-            return await served.batcher.submit(x, inline)
+            return await served.batcher.submit(x, inline, times)
         finally:
             queue.set(served.batcher.depth)
+
+    def statistics(self, name: str | None, version: str | None) -> dict[str, Any]:
+        """The statistics extension's answer: one model (`version` of it, or all its versions)
+        or, with no name, every model (stats.py)."""
+        names = [name] if name else list(self.models.slots)
+        return stats.report(self.metrics, names, version)
 
     def take(self, name: str, version: str | None) -> Served:
         """The version a request runs on, held (not retired by a reload) until `release`;

@@ -35,7 +35,7 @@ from ..predict import resolve_model
 from ..runtime import Predictor
 from .batcher import Batcher
 from .config import ServeConfig, split_model
-from .metrics import ServerMetrics
+from .metrics import ModelStats, ServerMetrics
 from .tensors import ProtocolError
 
 READY, LOADING, UNLOADING, UNAVAILABLE = "READY", "LOADING", "UNLOADING", "UNAVAILABLE"
@@ -152,6 +152,7 @@ class Served:
     sha256: str
     predictor: Predictor
     batcher: Batcher
+    stats: ModelStats  # what the statistics extension reports of this version
     in_flight: int = 0  # requests that took this version and are not answered yet
     loaded_at: float = field(default_factory=time.time)
 
@@ -263,9 +264,10 @@ class Repository:
             predictor = Predictor(path, threads=plan.intra_op, backend=self.cfg.backend,
                                   precision=self.cfg.precision, spin=plan.spin)  # fmt: skip
         warm_up(predictor.runner.run, predictor.contract.image_size)
-        batcher = Batcher(predictor.runner.run, self.cfg.batch,
-                          self.metrics.on_batch(source.name), expected=self.expected)  # fmt: skip
-        return Served(source.name, version, path, digest, predictor, batcher)
+        stats = self.metrics.model_stats(source.name, version)
+        batcher = Batcher(predictor.runner.run, self.cfg.batch, stats.on_batch,
+                          expected=self.expected)  # fmt: skip
+        return Served(source.name, version, path, digest, predictor, batcher, stats)
 
     def _set(self, slot: Slot, state: str, reason: str = "") -> None:
         slot.state, slot.reason = state, reason
