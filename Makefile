@@ -44,7 +44,7 @@ qemu:
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[train,dev,executorch,litert-export]'
+	$(PY) -m pip install -q -e '.[train,dev,executorch,litert-export,tracing]'
 	touch $@
 
 install: $(VENV)/.installed

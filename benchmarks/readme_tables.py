@@ -527,6 +527,10 @@ MEASURED: dict[str, Callable[[], str]] = {
         ("mode", "mode", ""), ("encoding", "encoding", ""), ("keep-alive", "keepalive", ""),
         ("concurrency", "concurrency", ""), ("requests/s", "rps", ",.0f"),
         ("p50 ms", "p50_ms", ".2f"), ("p99 ms", "p99_ms", ".2f"), ("not 200", "not_200", "")]),
+    "serve-tracing": lambda: rows_table("serve_tracing.json", "cells", [
+        ("tracing", "mode", ""), ("encoding", "encoding", ""), ("concurrency", "concurrency", ""),
+        ("requests/s", "rps", ",.0f"), ("p50 ms", "p50_ms", ".2f"), ("p99 ms", "p99_ms", ".2f"),
+        ("not 200", "not_200", ""), ("exit s", "stop_s", ".1f")]),
     "serve-warmup": lambda: rows_table("serve_warmup.json", "engine", [
         ("model", "model", ""), ("warm-up", "warm_up", ""), ("first b1 ms", "first_b1_ms", ".2f"),
         ("then b1 ms", "steady_b1_ms", ".2f"), ("first b64 ms", "first_b64_ms", ".2f"),

@@ -155,10 +155,10 @@ def h2load(address: str, body: Path, headers: list[str], concurrency: int, secon
 
 
 class Server:
-    def __init__(self, args: list[str], cwd: Path) -> None:
+    def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "mnist_edge", "serve", "--port", "0",
                                       *args], cwd=cwd, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)  # fmt: skip
+                                     stderr=subprocess.PIPE, text=True, env=env)  # fmt: skip
         first = self.proc.stdout.readline()
         self.url = re.search(r"(https?://127\.0\.0\.1:\d+/)", first).group(1)
         grpc = re.search(r"gRPC at (127\.0\.0\.1:\d+)", first)

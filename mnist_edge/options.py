@@ -132,6 +132,10 @@ ProtectMetrics = Annotated[bool, Opt("--protect-metrics", help="/metrics needs a
 Insecure = Annotated[
     bool, Opt("--insecure", help="Serve a non-loopback --host without an inference key.")
 ]
+Trace = Annotated[
+    bool, Opt("--trace", help="OpenTelemetry spans of each request, exported as OTEL_* say "
+              "(the tracing extra).")
+]  # fmt: skip
 TlsCert = Annotated[Path | None, Opt("--tls-cert", help="PEM certificate: REST and gRPC over TLS.")]
 TlsKey = Annotated[Path | None, Opt("--tls-key", help="PEM private key of --tls-cert.")]
 TlsClientCa = Annotated[

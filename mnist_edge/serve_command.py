@@ -39,6 +39,7 @@ def serve_cmd(
     tls_cert: o.TlsCert = None,
     tls_key: o.TlsKey = None,
     tls_client_ca: o.TlsClientCa = None,
+    trace: o.Trace = False,
     ray: o.UseRay = False,
     ray_address: o.RayAddress = None,
     replicas: o.Replicas = 1,
@@ -49,6 +50,7 @@ def serve_cmd(
     --api-key protects the inference API and --admin-key model management (health stays open);
     an address other than loopback needs an --api-key, or --insecure. --tls-cert and
     --tls-key serve REST and gRPC over TLS (--tls-client-ca: clients need certificates too).
+    --trace exports OpenTelemetry spans of each request as the OTEL_* variables say.
     With --ray, the same app as a Ray Serve deployment of --replicas replicas (each --threads
     engine threads, 1 by default; REST only)."""
     from .edge.server import ServeConfig, default_web, serve
@@ -68,7 +70,7 @@ def serve_cmd(
         admin_keys=read_keys(admin_key or (), o.opt_str(admin_key_file), ENV_ADMIN_KEYS,
                              "--admin-key"),
         protect_metrics=protect_metrics, insecure=insecure, tls_cert=o.opt_str(tls_cert),
-        tls_key=o.opt_str(tls_key), tls_client_ca=o.opt_str(tls_client_ca),
+        tls_key=o.opt_str(tls_key), tls_client_ca=o.opt_str(tls_client_ca), trace=trace,
     )  # fmt: skip
     if ray or ray_address:
         from .edge.cluster import RayConfig, serve_on_ray
@@ -77,6 +79,9 @@ def serve_cmd(
         if tls_cert:
             raise ConfigError("--tls-cert does not apply with --ray: Ray Serve's proxy answers "
                               "the clients (put TLS in front of it)")  # fmt: skip
+        if trace:
+            raise ConfigError("--trace does not apply with --ray: Ray Serve traces its own "
+                              "requests (its tracing hook)")  # fmt: skip
 
         ray_cfg = RayConfig(ray_address, cpus=threads or 1, replicas=replicas)
         serve_on_ray(cfg, ray_cfg, on_start=render.serving_on_ray, on_ready=render.ray_ready)

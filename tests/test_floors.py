@@ -27,8 +27,9 @@ FLOORS: dict[str, tuple[str, ...]] = {
     "predictor": ("mnist_edge.edge.images", "mnist_edge.edge.runtime"),
     "tasks": tuple(f"mnist_edge.edge.{m}" for m in (
         "evaluate", "parity", "bench", "tune", "predict", "web", "triton",
-        "server.auth", "server.tls", "server.config", "server.tensors", "server.rest_codec",
-        "server.grpc_codec", "server.batcher", "server.metrics", "server.stats", "server.models",
+        "server.auth", "server.tls", "server.tracing", "server.config", "server.tensors",
+        "server.rest_codec", "server.grpc_codec", "server.batcher", "server.metrics",
+        "server.stats", "server.models",
         "server.model_server", "server.grpc_service", "server.app", "server.http_limits",
         "server.host", "server.workers", "server", "cluster")),
     "training": tuple(f"mnist_edge.{m}" for m in (

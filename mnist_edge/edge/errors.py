@@ -26,7 +26,7 @@ TRAIN_ONLY_MODULES = ("torch", "torchvision", "onnx", "onnxscript")
 # optional package -> the extra that installs it
 EXTRAS = {"ray": "ray", "openvino": "openvino", "executorch": "executorch",
           "ai_edge_litert": "litert", "litert_torch": "litert-export",
-          "ai_edge_quantizer": "litert-export"}  # fmt: skip
+          "ai_edge_quantizer": "litert-export", "opentelemetry": "tracing"}  # fmt: skip
 
 
 class MnistEdgeError(Exception):

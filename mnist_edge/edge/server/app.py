@@ -76,10 +76,32 @@ async def read_body(server: ModelServer, length: str | None, chunks: Any) -> byt
     return b"".join(parts)
 
 
+TRACE_HEADERS = ("traceparent", "tracestate", "baggage")  # W3C trace context (tracing.py)
+
+
 async def answer(server: ModelServer, params: dict[str, str], header: Callable[[str], str | None],
                  chunks: Any) -> Answer:  # fmt: skip
     """An inference request -> (status, body, headers); `header(name)` reads a request
     header, `chunks` yields the body's parts."""
+    if server.tracing is None:
+        return await _answer(server, params, header, chunks, Times())
+    t0, times = time.perf_counter(), Times()
+    out = await _answer(server, params, header, chunks, times)
+    carrier = {k: v for k in TRACE_HEADERS if (v := header(k))}
+    # made on the event loop's next turn, once the reply is written (tracing.py)
+    asyncio.get_running_loop().call_soon(
+        server.tracing.record, "rest", params.get("model", ""), t0, time.perf_counter(), times,
+        out[0], out[0] < 500, carrier)  # fmt: skip
+    return out
+
+
+async def _answer(
+    server: ModelServer,
+    params: dict[str, str],
+    header: Callable[[str], str | None],
+    chunks: Any,
+    times: Times,
+) -> Answer:
     name, version = params.get("model", ""), params.get("version")
     if (problem := server.known(params)) is not None:
         return counted(server, "", "infer", 404, rest_codec.error_body(problem))
@@ -91,14 +113,16 @@ async def answer(server: ModelServer, params: dict[str, str], header: Callable[[
             body = await read_body(server, header("content-length"), chunks)
             reading = False
             served = server.take(name, version)
+            times.version = served.version
             t_in = time.perf_counter()
             req = rest_codec.parse_request(
                 body, header(rest_codec.HEADER_LENGTH),
                 input_name=served.predictor.contract.input_name,
                 max_batch=server.cfg.max_request_images,
             )  # fmt: skip
-            times = Times(input_s=time.perf_counter() - t_in)
+            times.input_s = time.perf_counter() - t_in
             out = await server.run(served, req, times=times)
+            times.images = len(out)
         t_out = time.perf_counter()
         payload, headers = rest_codec.response(name, served.version, req, out,
                                                served.predictor.contract.class_labels)  # fmt: skip

@@ -53,12 +53,23 @@ class BatchConfig:
 class Times:
     """Where one request's time went, in seconds (the statistics extension's split): waiting
     for its model call, preparing the model's input (parsing, image decoding, joining the
-    batch), the model call of its batch, and turning the answer into the reply."""
+    batch), the model call of its batch, and turning the answer into the reply. The batcher
+    also notes when its batch began, called the model and ended (time.perf_counter), and the
+    batch's size, for the spans of tracing.py; the transport notes the version and images."""
 
     queue_s: float = 0.0
     input_s: float = 0.0
     infer_s: float = 0.0
     output_s: float = 0.0
+    submitted: float = 0.0
+    batch_start: float = 0.0
+    call_start: float = 0.0
+    call_end: float = 0.0
+    batch_end: float = 0.0
+    batch_images: int = 0
+    batch_requests: int = 0
+    version: str = ""
+    images: int = 0
 
 
 # the batcher's callback after each model call: (images, seconds joining the batch's input,
@@ -72,7 +83,6 @@ class _Item:
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future
     times: Times | None = None
-    submitted: float = 0.0
 
     @property
     def n(self) -> int:
@@ -118,15 +128,20 @@ class Batcher:
             try:
                 return self.fn(x)
             finally:
-                took = time.perf_counter() - t0
+                t1 = time.perf_counter()
                 if times is not None:
-                    times.infer_s = took
+                    times.infer_s = t1 - t0
+                    times.submitted = times.batch_start = times.call_start = t0
+                    times.call_end = times.batch_end = t1
+                    times.batch_images, times.batch_requests = len(x), 1
                 if self.on_batch:
-                    self.on_batch(len(x), 0.0, took, 0.0)
+                    self.on_batch(len(x), 0.0, t1 - t0, 0.0)
                 with self._lock:
                     self._waiting -= len(x)
         loop = asyncio.get_running_loop()
-        item = _Item(x, loop, loop.create_future(), times, time.perf_counter())
+        item = _Item(x, loop, loop.create_future(), times)
+        if times is not None:
+            times.submitted = time.perf_counter()
         self._q.put(item)
         return await item.future
 
@@ -191,14 +206,21 @@ class Batcher:
         # concurrency 64 when made for each of a batch's ~16 requests (py-spy)
         answers: dict[asyncio.AbstractEventLoop, list] = {}
         start = 0
+        timed = []
         for b in batch:
             result = None if out is None else out[start : start + b.n]
             start += b.n
             if b.times is not None:
-                b.times.queue_s = t_start - b.submitted
-                b.times.input_s += joining
-                b.times.infer_s = infer
+                timed.append(b.times)
             answers.setdefault(b.loop, []).append((b.future, result))
+        for t in timed:  # before the hand-over: a request reads its times once answered
+            t.queue_s, t.infer_s = t_start - t.submitted, infer
+            t.input_s += joining
+            t.batch_start, t.call_start, t.call_end = t_start, t0, t1
+            t.batch_images, t.batch_requests = len(x), len(batch)
+        t_end = time.perf_counter()
+        for t in timed:
+            t.batch_end = t_end
         for loop, settled in answers.items():
             loop.call_soon_threadsafe(_settle_all, settled, error)
         if self.on_batch:

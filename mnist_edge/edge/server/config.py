@@ -10,7 +10,7 @@ from .. import policy
 from ..errors import ConfigError
 from ..images import MAX_IMAGE_PIXELS
 from ..machine import check_threads
-from . import auth, tls
+from . import auth, tls, tracing
 from .batcher import BatchConfig
 
 MAX_WORKERS = 64
@@ -60,6 +60,7 @@ class ServeConfig:
     tls_cert: str | None = None  # PEM: REST and gRPC over TLS (tls.py)
     tls_key: str | None = None
     tls_client_ca: str | None = None  # clients must present a certificate this CA signed
+    trace: bool = False  # OpenTelemetry spans of each request (tracing.py; OTEL_* configure)
 
     def __post_init__(self) -> None:
         check_threads(self.threads)
@@ -97,6 +98,8 @@ class ServeConfig:
                 f"--api-key-file, or {auth.ENV_API_KEYS}), or --insecure to serve it open"
             )
         tls.check(self.tls_cert, self.tls_key, self.tls_client_ca)
+        if self.trace and not tracing.disabled_by_env():
+            tracing.check()
         if self.protect_metrics and not (self.api_keys or self.admin_keys):
             raise ConfigError("--protect-metrics needs a key: give --api-key or --admin-key")
         if self.grpc and self.port and self.grpc_target == self.port:

@@ -31,6 +31,9 @@ from .model_server import ModelServer
 from .tensors import ProtocolError
 
 SERVICE = "inference.GRPCInferenceService"
+TRACE_KEYS = ("traceparent", "tracestate", "baggage")  # W3C trace context (tracing.py)
+# the codes that mark a span an error, as a 5xx does over REST (the rest are the client's)
+SERVER_FAULTS = ("UNAVAILABLE", "RESOURCE_EXHAUSTED", "DEADLINE_EXCEEDED", "INTERNAL", "UNKNOWN")
 CALLER_WINDOW_S = 0.5  # a client connection that called this recently may call again soon
 
 
@@ -176,13 +179,14 @@ class Service:
         server.enter()
         t0 = time.perf_counter()
         failure: tuple[Any, str] | None = None
-        served, ran = None, False
+        served, ran, times = None, False, Times()
         try:
             async with asyncio.timeout(server.cfg.timeout_s):
                 served = server.take(name, version)
+                times.version = served.version
                 req = grpc_codec.parse(request, input_name=served.predictor.contract.input_name,
                                        max_batch=server.cfg.max_request_images)  # fmt: skip
-                times = Times(input_s=time.perf_counter() - t0)
+                times.input_s = time.perf_counter() - t0
                 # always through the batcher's thread: a call run inline holds the event
                 # loop, and grpc.aio hands over the calls behind it (from other connections
                 # or the same one) only once it is done, so they could never join a batch
@@ -206,16 +210,29 @@ class Service:
                 server.release(served)
             server.leave()
         if failure is not None:
+            self._trace(name, t0, times, failure[0], context)
             await self._refuse(context, name, "ModelInfer", *failure)
         t_out = time.perf_counter()
         labels = served.predictor.contract.class_labels
         reply = grpc_codec.answer(request, name, served.version, out, labels, req.classification)
         t1 = time.perf_counter()
-        times.output_s = t1 - t_out
+        times.output_s, times.images = t1 - t_out, len(out)
         served.stats.succeeded(times, t1 - t0, len(out))
         server.metrics.latency.labels(name).observe(t1 - t0)
         self._count(name, "ModelInfer", code.OK)
+        self._trace(name, t0, times, code.OK, context)
         return reply
+
+    def _trace(self, name: str, t0: float, times: Times, code: Any, context: Any) -> None:
+        """The call's spans (tracing.py), its parent from the W3C trace context metadata."""
+        tracing = self.server.tracing
+        if tracing is None:
+            return
+        carrier = {k: v for k, v in context.invocation_metadata() or ()
+                   if k in TRACE_KEYS and isinstance(v, str)}  # fmt: skip
+        asyncio.get_running_loop().call_soon(
+            tracing.record, "grpc", name, t0, time.perf_counter(), times, code.name,
+            code.name not in SERVER_FAULTS, carrier)  # fmt: skip
 
     def handler(self) -> Any:
         grpc, pb = self.grpc, self.pb

@@ -25,7 +25,7 @@ from ..errors import InputError, MnistEdgeError
 from ..images import prepare_image
 from ..runtime import Predictor
 from ..web import check_web_folder
-from . import stats
+from . import stats, tracing
 from .batcher import Times
 from .config import ServeConfig
 from .metrics import ServerMetrics
@@ -73,6 +73,7 @@ class ModelServer:
         self.cfg = cfg
         self.web = None if cfg.web is None else check_web_folder(cfg.web)
         self.metrics = ServerMetrics()
+        self.tracing = tracing.start(cfg.trace)  # None unless --trace (tracing.py)
         self.models = Repository(cfg, self.metrics, self.expected, self._refresh, predictor)
         self.loaded = False  # every model the server started with has had its first load
         self.load_error: MnistEdgeError | None = None
@@ -124,6 +125,8 @@ class ModelServer:
 
     def close(self) -> None:
         self.models.close()
+        if self.tracing is not None:
+            self.tracing.close()
 
     def quiet(self) -> bool:
         """Time to stop: draining, and no request in flight for DRAIN_QUIET_S (or draining for
