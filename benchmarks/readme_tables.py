@@ -538,6 +538,8 @@ MEASURED: dict[str, Callable[[], str]] = {
     "serve-warmup-server": lambda: facts_table("serve_warmup.json", [
         ("first request after readiness, ms (median of fresh servers)", "server/first_request_ms",
          ".2f"),
+        ("then the first request of a second connection, ms",
+         "server/second_connection_first_ms", ".2f"),
         ("the requests after it, ms", "server/steady_request_ms", ".2f")]),
     "packaged-accuracy": lambda: rows_table("pretrained.json", "evaluations", [
         ("test images", "n", ","), ("accuracy", "accuracy", "%"), ("test loss", "loss", ".4f")],
