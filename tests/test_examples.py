@@ -42,7 +42,8 @@ SAME_AS = {"docs/start/tour.md": "README.md"}  # the same blocks (test_the_tour_
 # pages with code blocks that are not run yet, and why (the next step of the docs issue)
 NOT_YET = {
     "docs/guides/arm.md": "needs the emulated arm64 root (make check-arm runs it in CI)",
-    "docs/guides/backends.md": "variants of bench and tune (their flags are in the CLI reference)",
+    "docs/guides/backends.md": "needs OpenVINO, outside the CI install, and tune's minutes per "
+    "backend (tests/test_openvino.py, test_tune.py run those paths)",
     "docs/guides/browser.md": "needs the web export and a browser (tests/test_web.py)",
     "docs/guides/ray-triton.md": "needs a Ray cluster in a network namespace (tests/test_ray.py)",
     "docs/index.md": "make demo and make test themselves (CI runs them)",
