@@ -154,6 +154,22 @@ def h2load(address: str, body: Path, headers: list[str], concurrency: int, secon
             "p99_ms": pct(0.99), "ok": ok, "not_200": failed + max(0, http_failed)}  # fmt: skip
 
 
+def drive(server: Server, encoding: str, body: Path, headers: list[str], concurrency: int,
+          seconds: float, extra: tuple[str, ...] = ()) -> dict:  # fmt: skip
+    """One load run against `server`: h2load for gRPC, hey for REST (`extra`: hey's flags)."""
+    if encoding == "grpc":
+        return h2load(server.grpc, body, headers, concurrency, seconds, server.url + "metrics",
+                      tls=server.url.startswith("https"))  # fmt: skip
+    return hey(server.url + "v2/models/mnist/infer", body, headers, concurrency, seconds,
+               extra=extra)  # fmt: skip
+
+
+def summary(runs: list[dict]) -> dict:
+    """Repeated runs -> the runs, their answers other than 200, and medians of the figures."""
+    medians = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
+    return {"runs": runs, "not_200": sum(r["not_200"] for r in runs), **medians}
+
+
 class Server:
     def __init__(self, args: list[str], cwd: Path, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "mnist_edge", "serve", "--port", "0",
@@ -204,27 +220,17 @@ def main() -> None:
                 server = Server(["--model", str(path), *flags, *extra], tmp)
                 try:
                     for encoding, (body, headers) in reqs.items():
-
-                        def load(c: int, seconds: float, encoding=encoding, body=body,
-                                 headers=headers, server=server) -> dict:  # fmt: skip
-                            if encoding == "grpc":
-                                return h2load(server.grpc, body, headers, c, seconds,
-                                              server.url + "metrics")  # fmt: skip
-                            return hey(server.url + "v2/models/mnist/infer", body, headers, c,
-                                       seconds)  # fmt: skip
-
-                        load(8, 1.0)  # warm
+                        drive(server, encoding, body, headers, 8, 1.0)  # warm
                         for c in levels:
                             before = batches_so_far(server.url + "metrics")
-                            runs = [load(c, a.seconds) for _ in range(a.repeats)]
+                            runs = [drive(server, encoding, body, headers, c, a.seconds)
+                                    for _ in range(a.repeats)]  # fmt: skip
                             after = batches_so_far(server.url + "metrics")
                             calls = after[1] - before[1]
                             cell = {"model": name, "batching": batching, "encoding": encoding,
-                                    "concurrency": c, "runs": runs,
+                                    "concurrency": c,
                                     "mean_batch": (after[0] - before[0]) / calls if calls else 0,
-                                    **{k: statistics.median(r[k] for r in runs)
-                                       for k in ("rps", "p50_ms", "p99_ms")},
-                                    "not_200": sum(r["not_200"] for r in runs)}  # fmt: skip
+                                    **summary(runs)}  # fmt: skip
                             cells.append(cell)
                             rows.append([name, batching, encoding, str(c), f"{cell['rps']:.0f}",
                                          f"{cell['p50_ms']:.2f}", f"{cell['p99_ms']:.2f}",

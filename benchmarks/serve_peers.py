@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,7 +33,7 @@ import urllib.request
 from pathlib import Path
 
 from _report import print_table, write_report
-from serve import Server, bodies, hey
+from serve import Server, bodies, hey, summary
 
 from mnist_edge.edge import machine
 from mnist_edge.edge.runtime import pretrained_path
@@ -248,9 +247,7 @@ def main() -> None:
                     for c in levels:
                         runs = [hey(url, body, headers, c, a.seconds) for _ in range(a.repeats)]
                         cell = {"server": name, "encoding": encoding, "concurrency": c,
-                                "runs": runs, "not_200": sum(r["not_200"] for r in runs),
-                                **{k: statistics.median(r[k] for r in runs)
-                                   for k in ("rps", "p50_ms", "p99_ms")}}  # fmt: skip
+                                **summary(runs)}  # fmt: skip
                         cells.append(cell)
                         rows.append([name, encoding, str(c), f"{cell['rps']:.0f}",
                                      f"{cell['p50_ms']:.2f}", f"{cell['p99_ms']:.2f}",

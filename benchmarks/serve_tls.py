@@ -13,7 +13,6 @@ Writes benchmarks/results/serve_tls.json.
 from __future__ import annotations
 
 import argparse
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,7 +20,7 @@ import time
 from pathlib import Path
 
 from _report import print_table, write_report
-from serve import Server, bodies, h2load, hey
+from serve import Server, bodies, drive, summary
 
 from mnist_edge.edge import machine
 from mnist_edge.edge.runtime import pretrained_path
@@ -55,23 +54,12 @@ def main() -> None:
                 cases = [(e, c, True) for e in reqs for c in (1, 64)] + [("binary", 1, False)]
                 for encoding, c, keepalive in cases:
                     body, headers = reqs[encoding]
-
-                    def load(seconds: float, encoding=encoding, body=body, headers=headers, c=c,
-                             keepalive=keepalive, server=server, mode=mode) -> dict:  # fmt: skip
-                        if encoding == "grpc":
-                            return h2load(server.grpc, body, headers, c, seconds,
-                                          server.url + "metrics", tls=mode == "tls")  # fmt: skip
-                        extra = () if keepalive else ("-disable-keepalive",)
-                        return hey(server.url + "v2/models/mnist/infer", body, headers, c,
-                                   seconds, extra=extra)  # fmt: skip
-
-                    load(1.0)
-                    runs = [load(a.seconds) for _ in range(a.repeats)]
+                    extra = () if keepalive else ("-disable-keepalive",)
+                    drive(server, encoding, body, headers, c, 1.0, extra)
+                    runs = [drive(server, encoding, body, headers, c, a.seconds, extra)
+                            for _ in range(a.repeats)]  # fmt: skip
                     cell = {"mode": mode, "encoding": encoding, "concurrency": c,
-                            "keepalive": keepalive, "runs": runs,
-                            "not_200": sum(r["not_200"] for r in runs),
-                            **{k: statistics.median(r[k] for r in runs)
-                               for k in ("rps", "p50_ms", "p99_ms")}}  # fmt: skip
+                            "keepalive": keepalive, **summary(runs)}  # fmt: skip
                     cells.append(cell)
                     rows.append([mode, encoding + ("" if keepalive else ", new connections"),
                                  str(c), f"{cell['rps']:.0f}", f"{cell['p50_ms']:.2f}",

@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import statistics
 import sys
 import tempfile
 import threading
@@ -24,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from _report import print_table, write_report
-from serve import Server, bodies, h2load, hey
+from serve import Server, bodies, drive, summary
 
 from mnist_edge.edge import machine
 from mnist_edge.edge.runtime import pretrained_path
@@ -94,24 +93,13 @@ def main() -> None:
                            OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf")  # fmt: skip
             server = Server(["--model", str(model), *flags], tmp, env=env)
             try:
-                for encoding in reqs:
+                for encoding, (body, headers) in reqs.items():
                     for c in (1, 64):
-                        body, headers = reqs[encoding]
-
-                        def load(seconds: float, encoding=encoding, body=body, c=c,
-                                 headers=headers, server=server) -> dict:  # fmt: skip
-                            if encoding == "grpc":
-                                return h2load(server.grpc, body, headers, c, seconds,
-                                              server.url + "metrics")  # fmt: skip
-                            return hey(server.url + "v2/models/mnist/infer", body, headers, c,
-                                       seconds)  # fmt: skip
-
-                        load(1.0)
-                        runs = [load(a.seconds) for _ in range(a.repeats)]
+                        drive(server, encoding, body, headers, c, 1.0)
+                        runs = [drive(server, encoding, body, headers, c, a.seconds)
+                                for _ in range(a.repeats)]  # fmt: skip
                         cell = {"mode": mode, "encoding": encoding, "concurrency": c,
-                                "runs": runs, "not_200": sum(r["not_200"] for r in runs),
-                                **{k: statistics.median(r[k] for r in runs)
-                                   for k in ("rps", "p50_ms", "p99_ms")}}  # fmt: skip
+                                **summary(runs)}  # fmt: skip
                         cells.append(cell)
                         rows.append([mode, encoding, str(c), f"{cell['rps']:.0f}",
                                      f"{cell['p50_ms']:.2f}", f"{cell['p99_ms']:.2f}",

@@ -16,14 +16,13 @@ Writes benchmarks/results/serve_workers.json.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from _report import print_table, write_report
-from serve import Server, bodies, h2load, hey
+from serve import Server, bodies, drive, summary
 
 from mnist_edge.edge import machine
 from mnist_edge.edge.data import batches, load_split
@@ -60,21 +59,11 @@ def main() -> None:
             server = Server(["--model", str(model), "--workers", str(w)], tmp)
             try:
                 for encoding, (body, headers) in reqs.items():
-
-                    def load(seconds: float, encoding=encoding, body=body,
-                             headers=headers, server=server) -> dict:  # fmt: skip
-                        if encoding == "grpc":
-                            return h2load(server.grpc, body, headers, a.concurrency, seconds,
-                                          server.url + "metrics")  # fmt: skip
-                        return hey(server.url + "v2/models/mnist/infer", body, headers,
-                                   a.concurrency, seconds)  # fmt: skip
-
-                    load(1.0)  # warm every worker
-                    runs = [load(a.seconds) for _ in range(a.repeats)]
+                    drive(server, encoding, body, headers, a.concurrency, 1.0)  # warm each worker
+                    runs = [drive(server, encoding, body, headers, a.concurrency, a.seconds)
+                            for _ in range(a.repeats)]  # fmt: skip
                     cell = {"workers": w, "encoding": encoding, "concurrency": a.concurrency,
-                            "runs": runs, "not_200": sum(r["not_200"] for r in runs),
-                            **{k: statistics.median(r[k] for r in runs)
-                               for k in ("rps", "p50_ms", "p99_ms")}}  # fmt: skip
+                            **summary(runs)}  # fmt: skip
                     cells.append(cell)
                     rows.append([str(w), encoding, f"{cell['rps']:.0f}", f"{cell['p50_ms']:.2f}",
                                  f"{cell['p99_ms']:.2f}", str(cell["not_200"])])  # fmt: skip
