@@ -24,6 +24,8 @@ import pytest
 from conftest import REPO
 from PIL import Image
 
+from mnist_edge.edge.web import ORT_WEB_ENV
+
 BLOCK = re.compile(r"(?:<!-- not run here: ([^>]*) -->\n)?^```(bash|python)\n(.*?)^```",
                    re.S | re.M)  # fmt: skip
 # pages whose blocks run here, each with the rewrites that make its long jobs short
@@ -34,18 +36,17 @@ SHRINK = [
     (r"\bmnist-edge bench\b", "mnist-edge bench --duration 0.2 --batch-sizes 1 --threads 1"),
     (r"\bmnist-edge tune\b", "mnist-edge tune --duration 0.2 --test-limit 300 --threads 1"),
 ]
-SHRINK_CHECKS = {"docs/guides/export.md", "docs/guides/int8.md"}
+SHRINK_CHECKS = {"docs/guides/export.md", "docs/guides/int8.md", "docs/guides/ray-triton.md"}
 TRAIN_SHRINK = "--epochs 1 --limit 500 --test-limit 100"  # for train lines naming no --limit
 PAGES = ["README.md", "docs/guides/real-images.md", "docs/guides/export.md",
-         "docs/guides/int8.md", "docs/guides/train.md", "docs/guides/serving.md"]  # fmt: skip
+         "docs/guides/int8.md", "docs/guides/train.md", "docs/guides/serving.md",
+         "docs/guides/browser.md", "docs/guides/ray-triton.md"]  # fmt: skip
 SAME_AS = {"docs/start/tour.md": "README.md"}  # the same blocks (test_the_tour_is_the_readmes)
 # pages with code blocks that are not run yet, and why (the next step of the docs issue)
 NOT_YET = {
     "docs/guides/arm.md": "needs the emulated arm64 root (make check-arm runs it in CI)",
     "docs/guides/backends.md": "needs OpenVINO, outside the CI install, and tune's minutes per "
     "backend (tests/test_openvino.py, test_tune.py run those paths)",
-    "docs/guides/browser.md": "needs the web export and a browser (tests/test_web.py)",
-    "docs/guides/ray-triton.md": "needs a Ray cluster in a network namespace (tests/test_ray.py)",
     "docs/index.md": "make demo and make test themselves (CI runs them)",
     "docs/start/install.md": "pip installs of each extra (benchmarks/extras_size.py runs them)",
 }
@@ -77,8 +78,11 @@ def rewrite(code: str, port: int, shrink_checks: bool = False) -> str:
     again; the README's tour keeps all 10,000, on which its INT8 files pass the gate)."""
     out = []
     for line in code.splitlines():
-        if line.lstrip().startswith("pip install"):
-            continue
+        if line.lstrip().startswith(("pip install", "make web-deps")):
+            continue  # installs: the test environment has them (MNIST_EDGE_ORT_WEB: the npm one)
+        serve = re.match(r"\s*mnist-edge serve\b(?!.*--port)", line)
+        if serve:  # a server in the foreground (until Ctrl-C): in the background, on the port
+            line = re.sub(r"^(\s*mnist-edge serve\b[^#]*?)\s*(#.*)?$", rf"\1 --port {port} &", line)
         line = line.replace("8000", str(port)).replace("8001", str(port + 1))
         for long, short in SHRINK:
             line = re.sub(long, short, line)
@@ -96,6 +100,25 @@ def rewrite(code: str, port: int, shrink_checks: bool = False) -> str:
                     ">/dev/null && break; sleep 0.1; done")  # fmt: skip
         out.append(line)
     return "\n".join(out) + "\n"
+
+
+def web_package() -> Path:
+    """The onnxruntime-web package `make web-deps` installed beside the repository (or the one
+    $MNIST_EDGE_ORT_WEB names): a failure under CI, which installs it, a skip elsewhere."""
+    from mnist_edge.edge.errors import ConfigError
+    from mnist_edge.edge.web import ORT_WEB_SEARCH, find_ort_web
+
+    named = [Path(os.environ[ORT_WEB_ENV])] if os.environ.get(ORT_WEB_ENV) else []
+    for folder in named + [REPO / rel for rel in ORT_WEB_SEARCH]:
+        try:
+            if folder.is_dir() and find_ort_web(folder):
+                return folder
+        except ConfigError:
+            continue
+    message = "onnxruntime-web is not installed (make web-deps)"
+    if os.environ.get("CI"):
+        pytest.fail(message + ": CI must run the browser guide")
+    pytest.skip(message)
 
 
 def photo(folder: Path) -> None:
@@ -141,10 +164,12 @@ def test_the_pages_code_blocks_run(page, tmp_path, mnist_dir, request):
     photo(tmp_path)
     if page == "docs/guides/real-images.md":
         real_images(tmp_path, request.getfixturevalue("exported"))
-    if page in ("docs/guides/export.md", "docs/guides/int8.md"):
+    if page in ("docs/guides/export.md", "docs/guides/int8.md", "docs/guides/ray-triton.md"):
         trained_reader(tmp_path, request.getfixturevalue("trained"))
     env = {**os.environ, "MNIST_EDGE_DATA": str(mnist_dir), "PYTHONUNBUFFERED": "1",
            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
+    if page == "docs/guides/browser.md":  # what `make web-deps` installed, found from the repo
+        env[ORT_WEB_ENV] = str(web_package())
     port = free_port()
     ran = 0
     try:
@@ -162,6 +187,10 @@ def test_the_pages_code_blocks_run(page, tmp_path, mnist_dir, request):
             if "print(" in code or "curl" in code:
                 assert r.stdout.strip(), f"{page} block {i} printed nothing"
             ran += 1
+        if page == "docs/guides/browser.md":  # the page and its model, from the server
+            index = subprocess.run(["curl", "-sf", f"http://127.0.0.1:{port}/"],
+                                   capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert index.returncode == 0 and "<html" in index.stdout.lower()
     finally:
         pids = tmp_path / "background.pids"
         for pid in pids.read_text().split() if pids.exists() else []:
@@ -191,6 +220,8 @@ def test_the_rewrites_shrink_and_wait():
     out = rewrite(code + "pip install mnist-edge\n", 1234)
     assert "mnist-edge evaluate --test-limit 300  # a" in out and "pip install" not in out
     assert re.search(r"--port 1234\s+> background.log", out) and "health/ready" in out
+    web = rewrite("make web-deps   # once\nmnist-edge serve      # http://127.0.0.1:8000/\n", 1234)
+    assert "make" not in web and re.search(r"mnist-edge serve --port 1234\s+> background.log", web)
     assert out.count("1234") >= 2
     train = rewrite("mnist-edge train\nmnist-edge train --limit 10000\n", 1234)
     assert f"mnist-edge train {TRAIN_SHRINK}" in train and "train --limit 10000" in train
