@@ -67,6 +67,8 @@ def test_rest_keys_and_scopes(guarded):
         assert code == 401 and "Bearer" in body["error"], (header, code, body)
         assert INFER_KEY not in body["error"]
     assert curl(url + "v2")[0] == 401 and curl(url + "v2/models/mnist")[0] == 401
+    assert curl(url + "v2/models/mnist/stats")[0] == 401
+    assert curl("-H", bearer(INFER_KEY), url + "v2/models/mnist/stats")[0] == 200
     www = subprocess.run(["curl", "-s", "-D", "-", "-o", "/dev/null", url + "v2"],
                          capture_output=True, text=True, timeout=60).stdout.lower()  # fmt: skip
     assert "www-authenticate: bearer" in www
