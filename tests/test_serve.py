@@ -486,3 +486,37 @@ def test_protocol_refuses_a_cut_bytes_element():
     ).encode()
     with pytest.raises(tensors.ProtocolError, match="claims"):
         rest_codec.parse_request(body + b"\x09\0\0\0ab", str(len(body)))
+
+
+DRAIN_INSIDE_A_WRITE = """
+import asyncio, sys, threading
+from prometheus_client import values
+from mnist_edge.edge.server import ServeConfig
+from mnist_edge.edge.server.model_server import ModelServer
+
+# the lock every metric write of a worker takes (prometheus-client's multiprocess mode)
+lock = next(c.cell_contents for c in values.ValueClass.set.__closure__
+            if isinstance(c.cell_contents, type(threading.Lock())))
+server = ModelServer(ServeConfig(grpc=False))
+server.load()
+
+async def main():
+    with lock:  # a metric write in progress, as when SIGTERM lands in one
+        server.drain()  # what the signal handler calls
+    await asyncio.sleep(0.05)
+    assert server.draining and server.metrics.ready.labels("mnist")._value.get() == 0.0
+
+asyncio.run(main())
+server.close()
+print("drained")
+"""
+
+
+def test_a_signal_inside_a_metric_write_does_not_deadlock(tmp_path):
+    """SIGTERM's handler runs between two bytecodes of whatever the event loop's thread was
+    doing, a prometheus write included; draining wrote the readiness gauge at once, took the
+    lock the interrupted write held, and hung the worker for good (seen in CI under load)."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-c", DRAIN_INSIDE_A_WRITE], env=env, cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert r.returncode == 0 and "drained" in r.stdout, r.stderr[-2000:]

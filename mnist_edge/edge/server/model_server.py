@@ -110,10 +110,19 @@ class ModelServer:
         self._refresh()
 
     def drain(self) -> None:
-        """Start draining (the first SIGTERM or Ctrl-C)."""
+        """Start draining (the first SIGTERM or Ctrl-C). Runs inside a signal handler, which
+        may have interrupted the event loop's thread anywhere, a metric's write included:
+        so it only sets flags here, and the readiness gauges are written on the loop's next
+        turn (writing them here deadlocked a worker on prometheus-client's lock, taken by the
+        write the signal interrupted)."""
         self.drain_started = self.last_busy = time.monotonic()
         self.draining = True
-        self._refresh()
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not in a running loop's thread: no write to interrupt
+            self._refresh()
+        else:
+            loop.call_soon_threadsafe(self._refresh)
 
     def expected(self) -> int:
         """Requests that may reach a batcher soon: those in the app, or, under uvicorn, the
