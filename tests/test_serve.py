@@ -64,9 +64,33 @@ class Server:
         try:
             out, err = self.proc.communicate(timeout=60)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            out, err = self.proc.communicate()
+            # a server that does not stop: it and its workers are killed (a worker left
+            # behind would hold the output pipes open, and the test would hang instead of
+            # failing), and the return code says it was killed
+            for pid in [*descendants(self.proc.pid), self.proc.pid]:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            out, err = self.proc.communicate(timeout=60)
         return self.proc.returncode, out + err
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below `pid` (Linux /proc), children first."""
+    parents: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in parents.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
 
 
 class Running:
