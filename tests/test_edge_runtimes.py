@@ -84,7 +84,7 @@ def test_any_batch_answers_as_pytorch(exported, trained, digits, fmt):
 def test_the_executorch_bound_is_in_the_program(exported):
     from mnist_edge.executorch_export import MAX_BATCH
 
-    program = runners.load_runner(Layout(exported).pte).session
+    program = load_at_held_threads(Layout(exported).pte).session
     meta = program.load_method("forward").metadata
     assert list(meta.input_tensor_meta(0).sizes()) == [MAX_BATCH, 1, 28, 28]
 
