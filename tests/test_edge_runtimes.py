@@ -84,7 +84,7 @@ def test_any_batch_answers_as_pytorch(exported, trained, digits, fmt):
 def test_the_executorch_bound_is_in_the_program(exported):
     from mnist_edge.executorch_export import MAX_BATCH
 
-    program = load_at_held_threads(Layout(exported).pte).session
+    program = runners.load_runner(Layout(exported).pte).session
     meta = program.load_method("forward").metadata
     assert list(meta.input_tensor_meta(0).sizes()) == [MAX_BATCH, 1, 28, 28]
 
@@ -98,19 +98,6 @@ def test_exports_are_byte_reproducible(trained, exported, tmp_path, monkeypatch)
         assert sha256(Layout(again).artifact(fmt)) == sha256(Layout(exported).artifact(fmt)), fmt
 
 
-def load_at_held_threads(path):
-    """A runner for `path` at the thread count ExecuTorch's process-wide pool is held at, if
-    another test's runner is still alive (the pool takes one count per process, and a test that
-    reads metadata must not depend on which tests ran before it)."""
-    import gc
-
-    from mnist_edge.edge.backends import executorch as et
-
-    gc.collect()
-    held = [n for n, live in et._LIVE.items() if live]
-    return runners.load_runner(path, threads=held[0] if held else None)
-
-
 def test_int8_versions_pass_the_onnx_gate_and_are_recorded(int8_run, packaged):
     assert not int8_run.problems(), int8_run.problems()
     gates = {g.format: g for g in int8_run.gates}
@@ -122,7 +109,7 @@ def test_int8_versions_pass_the_onnx_gate_and_are_recorded(int8_run, packaged):
             rule.max_accuracy_drop, rule.min_argmax_agreement)  # fmt: skip
         assert g.size_ratio <= 0.3, fmt
         assert g.settings["calibration_size"] == 512
-        r = load_at_held_threads(g.path)
+        r = runners.load_runner(g.path)
         assert r.precision == "int8" and r.metadata["mnist_edge.format"] == fmt
         assert float(r.metadata["mnist_edge.int8.max_accuracy_drop"]) == rule.max_accuracy_drop
     entries = {a.format: a for a in manifest_artifacts(int8_run.output_dir)}
@@ -194,9 +181,8 @@ def test_litert_layers_pair_every_layer_and_find_a_fault_where_it_is(
 def test_executorch_runs_at_the_threads_asked(exported, digits):
     """The XNNPACK pool is one per process and ignores torch's setting: each runner sizes it.
     Resizing it under a live program hangs that program, so a second count while a runner
-    lives is refused in one line, and allowed again once it is gone."""
-    import gc
-
+    lives is refused in one line, and allowed again once it is gone, even while it lingers
+    in a reference cycle that the collector has not reached yet."""
     from executorch.extension.pybindings import portable_lib
 
     from mnist_edge.edge.errors import ConfigError
@@ -212,8 +198,9 @@ def test_executorch_runs_at_the_threads_asked(exported, digits):
         other = 3 - n
         with pytest.raises(ConfigError, match=f"{n} thread.*in use"):
             runners.load_runner(pte, threads=other)
-        del runner, same
-        gc.collect()
+        cycle: list = [runner, same]
+        cycle.append(cycle)  # garbage, but alive until the collector runs
+        del runner, same, cycle
     assert portable_lib._threadpool_get_thread_count() == 1
 
 

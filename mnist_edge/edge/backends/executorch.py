@@ -22,6 +22,7 @@ A loaded method holds its own input and output memory: each calling thread gets 
 
 from __future__ import annotations
 
+import gc
 import json
 import threading
 import weakref
@@ -37,7 +38,7 @@ from .base import Runner, check_io, quiet_stderr
 
 WHY_NOT = {"bf16": "ExecuTorch runs a program at the precision it was exported at (fp32, or "
                    "int8 for a quantized program)"}  # fmt: skip
-_POOL_LOCK = threading.Lock()
+_POOL_LOCK = threading.RLock()  # re-entered: the collector may release a claim inside it
 _LIVE: dict[int, int] = {}  # thread count -> ExecuTorch runners alive at that count
 # c10::ScalarType codes, as a method's metadata gives a tensor's dtype
 SCALAR_TYPES = {0: "uint8", 1: "int8", 2: "int16", 3: "int32", 4: "int64", 5: "float16",
@@ -76,6 +77,11 @@ def _runtime():
 def claim_threads(portable_lib, n: int, owner: object) -> None:
     """Size the process's XNNPACK pool to `n` threads for `owner` (a runner), for as long as it
     lives; refused while runners at another count live (see the module's docstring)."""
+    if any(v for k, v in _LIVE.items() if k != n):
+        # a dropped runner can linger in a reference cycle (an exception caught while it
+        # loaded keeps its loading frame) until the collector runs: run it, outside the lock
+        # (a runner that dies releases its claim under that lock)
+        gc.collect()
     with _POOL_LOCK:
         others = {k: v for k, v in _LIVE.items() if v and k != n}
         if portable_lib._threadpool_get_thread_count() != n:
