@@ -54,6 +54,7 @@ def test_roofline_model_is_a_plain_matmul():
     (c,) = ort.InferenceSession(bench.MATMUL_ONNX).run(None, {"a": a, "b": b})
     np.testing.assert_allclose(c, a @ b, rtol=1e-5)
     assert bench.matmul_gflops(1, sizes=(128, 256), seconds=0.05) > 0.1
+    assert bench.matmul_gflops(1, sizes=(64,), seconds=1e-9) > 0.01  # one call at least
 
 
 def runtime_cases(folder: Path) -> tuple[str, ...]:

@@ -69,11 +69,13 @@ def chosen_backends(names: tuple[str, ...], model: Path | str,
                     checkpoint: Path | str | None) -> tuple[str, ...]:  # fmt: skip
     """The cases `--backends` names: a name is taken as it is (a missing file is then an
     error), a pattern ('openvino*') picks the matching cases that can run here."""
-    available = set(default_backends(model, checkpoint))
+    patterns = [n for n in names if any(ch in n for ch in "*?[")]
+    # what can run here, only where a pattern needs it (it imports every backend, torch too)
+    available = set(default_backends(model, checkpoint)) if patterns else set()
     chosen: list[str] = []
     for name in names:
         found = select_cases([name])
-        if any(ch in name for ch in "*?["):
+        if name in patterns:
             found = tuple(c for c in found if c in available)
         chosen += [c for c in found if c not in chosen]
     return tuple(chosen)
@@ -212,8 +214,8 @@ def matmul_gflops(
     threads: int, sizes: tuple[int, ...] = ROOFLINE_SIZES, seconds: float = 1.0
 ) -> float:
     """The best fp32 square MatMul rate (GFLOP/s) in ONNX Runtime with `threads` intra-op
-    threads over `sizes`, each timed for `seconds` (best call): the best GEMM this runtime does on
-    this CPU, the ceiling for the model's convolutions and fc."""
+    threads over `sizes`, each timed for `seconds` (best call, of one at least): the best GEMM
+    this runtime does on this CPU, the ceiling for the model's convolutions and fc."""
     session = raw_session(MATMUL_ONNX, threads=threads)
     rng = np.random.default_rng(0)
     best_rate = 0.0
@@ -221,7 +223,7 @@ def matmul_gflops(
         feed = {name: rng.standard_normal((n, n), np.float32) for name in ("a", "b")}
         session.run(None, feed)  # warm-up
         best, deadline = float("inf"), time.perf_counter() + seconds
-        while time.perf_counter() < deadline:
+        while best == float("inf") or time.perf_counter() < deadline:  # one call at least
             t0 = time.perf_counter()
             session.run(None, feed)
             best = min(best, time.perf_counter() - t0)
@@ -281,7 +283,8 @@ def bench(cfg: BenchConfig, test: Split,
     for name in cfg.backends:
         cfg.path(name)  # a missing file fails before anything is measured
     pixels = np.resize(test.images, (max(cfg.batch_sizes), *test.images.shape[1:]))  # uint8
-    rates = {t: matmul_gflops(t) for t in cfg.threads}
+    # the roofline is timed as long as a case, up to 1 s a size (a quick run stays quick)
+    rates = {t: matmul_gflops(t, seconds=min(1.0, cfg.duration)) for t in cfg.threads}
     measured: list[CaseResult] = []
     for threads in cfg.threads:
         for b in cfg.batch_sizes:
