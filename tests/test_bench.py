@@ -252,3 +252,17 @@ def test_bench_backends_take_patterns(exported, mnist_dir, tmp_path):
     assert ran == {"onnxruntime", "onnxruntime-ort"}  # no INT8 file there: skipped
     assert_clean_error(cli("bench", "--model", exported / "mnist_cnn.onnx", "--backends",
                            "nothing*"), "unknown backend")  # fmt: skip
+
+
+def test_a_file_that_does_not_load_fails_before_the_roofline(mnist_dir, tmp_path, monkeypatch):
+    """The roofline (seconds of MatMuls) is timed once a case has loaded: a broken file is a
+    clean error at once, not after it."""
+
+    def timed(*_args, **_kw):
+        raise AssertionError("the roofline was timed before the model loaded")
+
+    monkeypatch.setattr(bench, "matmul_gflops", timed)
+    broken = tmp_path / "mnist_cnn.onnx"
+    broken.write_bytes(b"not a model")
+    result = cli("bench", "--model", broken, "--backends", "onnxruntime", "--data-dir", mnist_dir)
+    assert_clean_error(result, "not a loadable ONNX model")

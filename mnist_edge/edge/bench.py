@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -231,8 +232,11 @@ def matmul_gflops(
     return best_rate
 
 
-def measure_case(name: str, cfg: BenchConfig, batch: np.ndarray, threads: int, rate: float):
-    """Cold start (load + first call) and steady-state timing of one case."""
+def measure_case(name: str, cfg: BenchConfig, batch: np.ndarray, threads: int,
+                 rate: Callable[[], float]) -> CaseResult:  # fmt: skip
+    """Cold start (load + first call) and steady-state timing of one case; `rate()` gives the
+    roofline at `threads`, asked once the case is measured (a file that does not load fails
+    before any roofline is timed)."""
     reset_peak_rss()
     t0 = time.perf_counter()
     backend, fmt, precision = cases()[name]
@@ -245,6 +249,7 @@ def measure_case(name: str, cfg: BenchConfig, batch: np.ndarray, threads: int, r
     t = Timing.of(times)
     n = len(batch)
     gflops = FLOPS_PER_IMAGE * n / (t.p50_ms / 1e3) / 1e9
+    peak = peak_rss_mb()  # the case's own, before the roofline's matrices
     return CaseResult(
         backend=name,
         batch_size=n,
@@ -255,8 +260,8 @@ def measure_case(name: str, cfg: BenchConfig, batch: np.ndarray, threads: int, r
         first_inference_ms=(t2 - t1) * 1e3,
         cold_start_ms=(t2 - t0) * 1e3,
         gflops=gflops,
-        roofline_fraction=gflops / rate,
-        peak_rss_mb=peak_rss_mb(),
+        roofline_fraction=gflops / rate(),
+        peak_rss_mb=peak,
         samples_ms=[s * 1e3 for s in times],
     )
 
@@ -283,14 +288,19 @@ def bench(cfg: BenchConfig, test: Split,
     for name in cfg.backends:
         cfg.path(name)  # a missing file fails before anything is measured
     pixels = np.resize(test.images, (max(cfg.batch_sizes), *test.images.shape[1:]))  # uint8
-    # the roofline is timed as long as a case, up to 1 s a size (a quick run stays quick)
-    rates = {t: matmul_gflops(t, seconds=min(1.0, cfg.duration)) for t in cfg.threads}
+    rates: dict[int, float] = {}
+
+    def rate(threads: int) -> float:  # timed as long as a case, up to 1 s a size
+        if threads not in rates:
+            rates[threads] = matmul_gflops(threads, seconds=min(1.0, cfg.duration))
+        return rates[threads]
+
     measured: list[CaseResult] = []
     for threads in cfg.threads:
         for b in cfg.batch_sizes:
             batch = next(batches(pixels[:b], b))  # the one data feed: (b, 1, 28, 28) float32
             for name in cfg.backends:
-                case = measure_case(name, cfg, batch, threads, rates[threads])
+                case = measure_case(name, cfg, batch, threads, partial(rate, threads))
                 measured.append(case)
                 if on_case:
                     on_case(case)
