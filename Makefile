@@ -73,7 +73,7 @@ demo: install
 	$(BIN)/mnist-edge export --format all --checkpoint $(OUT)/mnist_cnn.pt --output-dir $(OUT) \
 		--json $(OUT)/parity.json
 	$(BIN)/mnist-edge bench --model $(OUT)/mnist_cnn.onnx --checkpoint $(OUT)/mnist_cnn.pt \
-		--duration 1 --json $(OUT)/bench.json
+		--duration 0.5 --json $(OUT)/bench.json
 
 # mnist-edge on an emulated ARM CPU (qemu-aarch64-static): builds or reuses a Debian arm64 root
 # with the edge install under ~/.cache/mnist-edge/arm64, runs predict, evaluate and parity there

@@ -40,6 +40,12 @@ SHRINK = [
     (r"--duration [\d.]+", "--duration 0.2"),  # a page's own duration too
     (r"--scenario\b", "--queries 256 --idle-gap 0.2 --scenario"),
     (r"--max-regression \d+", "--max-regression 1000"),
+    # bench's report, plot and scenarios: on ONNX Runtime alone, unless the line names backends
+    # (a bare `bench` line, where a page has one, still measures every backend with a file)
+    (
+        r"(\bmnist-edge bench\b(?!.*--backends)(?=.*--(json|plot|scenario)\b))",
+        r"\1 --backends onnxruntime",
+    ),
 ]
 # how many test digits export, quantize and parity judge, page by page: the guides that run them
 # again and again, 1,000; the README's tour, whose one-epoch model's three INT8 files each pass
@@ -268,6 +274,9 @@ def test_the_rewrites_shrink_and_wait():
     assert "8001" not in rewrite("client('127.0.0.1:8001')\n", 1234)  # gRPC: the next port
     bench = rewrite("mnist-edge bench --compare b.json --max-regression 20 --scenario all\n", 1)
     assert "--duration 5" not in rewrite("mnist-edge bench --duration 5\n", 1)
+    assert "--backends onnxruntime" in rewrite("mnist-edge bench --plot p.png\n", 1)
+    assert "--backends" not in rewrite("mnist-edge bench  # every backend\n", 1)
+    assert rewrite("mnist-edge bench --json a --backends x\n", 1).count("--backends") == 1
     assert "--max-regression 1000" in bench and "--queries 256 --idle-gap 0.2 --scenario" in bench
     bf16 = "mnist-edge parity --precision bf16  # optional\n"
     assert rewrite(bf16, 1234) == bf16
